@@ -1,0 +1,138 @@
+"""The run record: results.json (DESIGN 5), written atomically and updated as each step finishes.
+
+Step results are the step contract's `result.json` objects (DESIGN 4), kept as plain dicts so that what a
+step wrote is exactly what the run records, whichever backend ran it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+StepResult = dict[str, Any]
+
+STATUSES = ("passed", "failed", "timed_out", "crashed", "error", "skipped")
+NOT_PASSED = frozenset({"failed", "timed_out", "crashed", "error"})
+RESULTS_FILE = "results.json"
+SCHEMA = 1
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so a reader never sees a half-written file, even if we are killed mid-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def count_statuses(steps: list[StepResult]) -> dict[str, int]:
+    counts = {status: 0 for status in STATUSES}
+    for step in steps:
+        counts[step.get("status", "error")] = counts.get(step.get("status", "error"), 0) + 1
+    return counts
+
+
+def overall_status(steps: list[StepResult], *, finished: bool, interrupted: bool = False) -> str:
+    """passed | failed | running | interrupted. Skipped steps do not fail a run."""
+    if interrupted:
+        return "interrupted"
+    if not finished:
+        return "running"
+    return "failed" if any(s.get("status") in NOT_PASSED for s in steps) else "passed"
+
+
+class RunRecord:
+    """results.json of one run folder, rewritten (atomically) every time a step finishes.
+
+    Thread-safe: the local backend records results from its event loop while a signal handler may finish
+    the run. Steps keep the plan's order, so the report reads in the order the author wrote.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        run_id: str,
+        backend: str,
+        experiment: str,
+        step_order: list[str],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self._lock = threading.Lock()
+        self._order = {step_id: index for index, step_id in enumerate(step_order)}
+        self._steps: dict[str, StepResult] = {}
+        self._data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "run_id": run_id,
+            "backend": backend,
+            "experiment": experiment,
+            "status": "running",
+            "started_at": utc_now(),
+            "finished_at": None,
+            "counts": count_statuses([]),
+            "steps": [],
+            **(extra or {}),
+        }
+        self._write()
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / RESULTS_FILE
+
+    def record(self, result: StepResult) -> None:
+        with self._lock:
+            self._steps[result["step"]] = result
+            self._write()
+
+    def results(self) -> list[StepResult]:
+        with self._lock:
+            return self._ordered()
+
+    def finish(self, *, interrupted: bool = False) -> dict[str, Any]:
+        with self._lock:
+            steps = self._ordered()
+            self._data["status"] = overall_status(steps, finished=True, interrupted=interrupted)
+            self._data["finished_at"] = utc_now()
+            self._write()
+            return dict(self._data)
+
+    def _ordered(self) -> list[StepResult]:
+        return sorted(self._steps.values(), key=lambda s: self._order.get(s["step"], len(self._order)))
+
+    def _write(self) -> None:
+        steps = self._ordered()
+        self._data["steps"] = steps
+        self._data["counts"] = count_statuses(steps)
+        write_json_atomic(self.path, self._data)
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    """Read a run folder's results.json (raises InvalidInputError naming the file when unreadable)."""
+    from orchestrator.errors import InvalidInputError, Problem
+
+    path = run_dir / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError([Problem(str(path), "", "not found: is this a run folder?")]) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError([Problem(str(path), "", f"cannot be read as JSON ({exc})")]) from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("steps"), list):
+        raise InvalidInputError([Problem(str(path), "", f"expected a results.json with schema {SCHEMA}")])
+    return data
