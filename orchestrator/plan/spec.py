@@ -41,7 +41,7 @@ class StepSpec:
     notebook: str  # path relative to the plan root, forward slashes
     target: str
     environment: str
-    kernel: str
+    kernel: str  # the kernel to use when the notebook names none, or one not installed here (a warning)
     timeout_s: float | None  # whole-notebook wall clock limit
     cell_timeout_s: float | None
     retries: int  # transient failures only
@@ -51,6 +51,7 @@ class StepSpec:
     skip: str | None = None  # reason, when the plan skips it
     pythonpath: tuple[str, ...] = ()  # folders relative to the plan root
     output_limit_bytes: int = 2_000_000  # cap on stored output per cell
+    kernel_required: bool = False  # the plan names `kernel` for this notebook: use it, error if missing
 
 
 @dataclass(frozen=True)
