@@ -19,6 +19,9 @@ StepResult = dict[str, Any]
 STATUSES = ("passed", "failed", "timed_out", "crashed", "error", "skipped")
 NOT_PASSED = frozenset({"failed", "timed_out", "crashed", "error"})
 RESULTS_FILE = "results.json"
+# The skip reason of a step that never started because the run was stopped (Ctrl-C, SIGTERM): a repair run
+# reruns these, unlike steps the plan skips.
+INTERRUPTED_REASON = "run interrupted before this step started"
 SCHEMA = 1
 
 
@@ -104,8 +107,9 @@ class RunRecord:
         with self._lock:
             return self._ordered()
 
-    def finish(self, *, interrupted: bool = False) -> dict[str, Any]:
+    def finish(self, *, interrupted: bool = False, **extra: Any) -> dict[str, Any]:
         with self._lock:
+            self._data.update(extra)
             steps = self._ordered()
             self._data["status"] = overall_status(steps, finished=True, interrupted=interrupted)
             self._data["finished_at"] = utc_now()

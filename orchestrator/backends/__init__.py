@@ -1,0 +1,76 @@
+"""Backends behind one small interface, chosen by name (reference/style.md, habit 4).
+
+Each backend module is imported only when chosen, so the local path never imports an Azure SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.plan.spec import ResolvedPlan
+from orchestrator.progress import Progress
+
+# name -> "module:class"
+BACKENDS: dict[str, str] = {
+    "local": "orchestrator.backends.local:LocalBackend",
+}
+
+
+class StopRequest:
+    """A thread-safe request to stop a run early, with the reason recorded in results.json.
+
+    Set from outside the backend's own loop: a DevOps cancellation watcher thread, a test. The backend
+    treats it like Ctrl-C (every kernel stopped, the run folder keeps what finished).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if not self._event.is_set():
+            self._reason = reason
+            self._event.set()
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason if self._event.is_set() else None
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path
+    run_id: str
+    jobs: int | None = None  # local slots; None = CPU count
+    gpu_fallback: str = "skip"  # "skip" | "cpu": what a GPU step does on a machine without GPUs
+    carried: dict[str, dict[str, Any]] = field(default_factory=dict)  # step id -> result kept from an earlier run
+    repairs: str | None = None  # run id this run repairs
+    wait: bool = True
+    stop: StopRequest = field(default_factory=StopRequest)
+
+
+@dataclass
+class RunOutcome:
+    status: str  # passed | failed | interrupted
+    results: dict[str, Any]  # the final results.json
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, plan: ResolvedPlan, options: RunOptions, progress: Progress) -> RunOutcome: ...
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise InvalidInputError([Problem("--backend", name, f"unknown backend; expected one of: {known}")])
+    module_name, class_name = BACKENDS[name].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    backend: Backend = backend_class()
+    return backend

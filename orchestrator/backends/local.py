@@ -1,0 +1,247 @@
+"""The embedded default: run the pipeline on this machine with concurrent local kernels.
+
+Every step runs the step contract's own code (`steps/run_notebook.py`), in-process: one asyncio event loop
+drives all kernels, so a step costs one kernel start and nothing else (no interpreter per step). Steps wait
+for the steps they come `after`, then for a slot: CPU slots (`--jobs`, default the CPU count) or GPUs, one
+notebook per GPU through CUDA_VISIBLE_DEVICES (reference/peers.md 4.14: notebooks sharing a GPU run out of
+memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.backends import RunOptions, RunOutcome
+from orchestrator.backends.gpus import visible_gpus
+from orchestrator.plan.spec import ResolvedPlan, StepSpec
+from orchestrator.progress import Progress
+from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
+from orchestrator.run_folder import PLAN_FILE, step_dir
+from steps import run_notebook
+
+log = logging.getLogger("orchestrator.local")
+
+NO_GPU_REASON = "no GPU on this machine"
+# The only failure worth retrying: the kernel never came up (a start race, a busy machine). A notebook's own
+# error is deterministic, and retrying it only hides it (reference/peers.md, section 6.1).
+TRANSIENT_KINDS = frozenset({"infrastructure"})
+RETRY_BACKOFF_S = 1.0
+STOP_POLL_S = 0.25
+
+
+class LocalBackend:
+    name = "local"
+
+    def run(self, plan: ResolvedPlan, options: RunOptions, progress: Progress) -> RunOutcome:
+        return asyncio.run(_LocalRun(plan, options, progress).execute())
+
+
+class _LocalRun:
+    def __init__(self, plan: ResolvedPlan, options: RunOptions, progress: Progress) -> None:
+        self.plan = plan
+        self.options = options
+        self.progress = progress
+        self.interrupted: str | None = None
+        self.record = RunRecord(
+            options.run_dir,
+            run_id=options.run_id,
+            backend="local",
+            experiment=plan.experiment,
+            step_order=[step.id for step in plan.steps],
+            extra={"repairs": options.repairs, "root": str(plan.root)},
+        )
+        write_json_atomic(options.run_dir / PLAN_FILE, plan.to_json())
+
+    async def execute(self) -> RunOutcome:
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self.done: dict[str, asyncio.Future[dict[str, Any]]] = {s.id: loop.create_future() for s in self.plan.steps}
+        self.cpu_slots = asyncio.Semaphore(self.options.jobs or os.cpu_count() or 1)
+        self.target_slots = {
+            name: asyncio.Semaphore(target.local_slots)
+            for name, target in self.plan.targets.items()
+            if target.local_slots
+        }
+        needs_gpu = any(self.plan.targets[s.target].gpus for s in self.plan.steps if s.target in self.plan.targets)
+        self.gpus: asyncio.Queue[str] = asyncio.Queue()
+        for gpu in visible_gpus() if needs_gpu else []:
+            self.gpus.put_nowait(gpu)
+        self.gpu_count = self.gpus.qsize()
+
+        self.progress.run_started(self.options.run_id, len(self.plan.steps), str(self.options.run_dir))
+        tasks = [asyncio.create_task(self._run_step(step), name=step.id) for step in self.plan.steps]
+        watcher = asyncio.create_task(self._watch_stop_request(tasks))
+        with _signals_cancel(loop, tasks, self._note_interrupt):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        watcher.cancel()
+
+        for step in self.plan.steps:
+            if not self.done[step.id].done():
+                self._finish(step, run_notebook.skipped_result(self._request(step, []), INTERRUPTED_REASON))
+        extra = {"interrupted_by": self.interrupted} if self.interrupted else {}
+        final = self.record.finish(interrupted=self.interrupted is not None, **extra)
+        self.progress.run_finished(final["status"], final["counts"], time.monotonic() - started)
+        return RunOutcome(status=final["status"], results=final)
+
+    async def _watch_stop_request(self, tasks: list[asyncio.Task[None]]) -> None:
+        """A stop requested from another thread (e.g. DevOps shows the job cancelled) stops like Ctrl-C."""
+        while self.options.stop.reason is None:
+            await asyncio.sleep(STOP_POLL_S)
+        self._note_interrupt(self.options.stop.reason)
+        for task in tasks:
+            task.cancel()
+
+    def _note_interrupt(self, why: str) -> None:
+        if self.interrupted is None:
+            self.interrupted = why
+            self.progress.message(f"stopping ({why}): every kernel is stopped; the run folder keeps what finished")
+
+    async def _run_step(self, step: StepSpec) -> None:
+        carried = self.options.carried.get(step.id)
+        if carried is not None:
+            self._finish(step, self._carry_over(step, carried))
+            return
+        if step.skip is not None:
+            self._finish(step, run_notebook.skipped_result(self._request(step, []), step.skip))
+            return
+        after = [await self.done[dep] for dep in step.after]
+        request = self._request(step, after)
+        if any(result.get("status") != "passed" for result in after):
+            # The runner turns this into a skip naming the dependency, without starting a kernel.
+            self._finish(step, await run_notebook.run_step(request))
+            return
+        gpus_needed = self.plan.targets[step.target].gpus if step.target in self.plan.targets else 0
+        if gpus_needed and self.gpu_count < gpus_needed:
+            if self.options.gpu_fallback != "cpu":
+                reason = NO_GPU_REASON if self.gpu_count == 0 else f"needs {gpus_needed} GPUs, this machine has {self.gpu_count}"
+                self._finish(step, run_notebook.skipped_result(request, reason))
+                return
+            request.env["CUDA_VISIBLE_DEVICES"] = ""
+            result = await self._attempts(step, request, self.cpu_slots)
+            result.setdefault("warnings", []).append("GPU target ran on the CPU (--gpu-fallback cpu)")
+            write_json_atomic(request.output_dir / "result.json", result)
+            self._finish(step, result)
+            return
+        if gpus_needed:
+            self._finish(step, await self._on_gpus(step, request, gpus_needed))
+            return
+        self._finish(step, await self._attempts(step, request, self.cpu_slots))
+
+    async def _on_gpus(self, step: StepSpec, request: run_notebook.StepRequest, count: int) -> dict[str, Any]:
+        taken = [await self.gpus.get() for _ in range(count)]
+        try:
+            request.env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
+            return await self._attempts(step, request, None)
+        finally:
+            for gpu in taken:
+                self.gpus.put_nowait(gpu)
+
+    async def _attempts(
+        self, step: StepSpec, request: run_notebook.StepRequest, slots: asyncio.Semaphore | None
+    ) -> dict[str, Any]:
+        target_slots = self.target_slots.get(step.target)
+        async with _maybe(target_slots), _maybe(slots):
+            for attempt in range(1, step.retries + 2):
+                request.attempt = attempt
+                self.progress.step_started(step.id, step.notebook, attempt)
+                try:
+                    result = await run_notebook.run_step(request)
+                except asyncio.CancelledError:
+                    # The runner has written the interrupted result before re-raising: keep it.
+                    self._finish(step, _read_result(request.output_dir) or
+                                 run_notebook.skipped_result(request, INTERRUPTED_REASON))
+                    raise
+                kind = (result.get("error") or {}).get("kind")
+                if result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= step.retries:
+                    self.progress.message(f"step={step.id} transient failure ({kind}); retrying")
+                    await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+                    continue
+                return result
+        raise AssertionError("unreachable: the last attempt always returns")
+
+    def _request(self, step: StepSpec, after: list[dict[str, Any]]) -> run_notebook.StepRequest:
+        root = self.plan.root
+        return run_notebook.StepRequest(
+            notebook_path=root / step.notebook,
+            output_dir=step_dir(self.options.run_dir, step.id),
+            step=step.id,
+            notebook_rel=step.notebook,
+            parameters=dict(step.parameters),
+            kernel=step.kernel,
+            kernel_required=step.kernel_required,
+            timeout_s=step.timeout_s,
+            cell_timeout_s=step.cell_timeout_s,
+            target=step.target,
+            environment=step.environment,
+            expect=dict(step.expect),
+            pythonpath=[root / folder for folder in step.pythonpath],
+            secret_env=list(self.plan.secret_env),
+            output_limit_bytes=step.output_limit_bytes,
+            after_results=after,
+        )
+
+    def _carry_over(self, step: StepSpec, result: dict[str, Any]) -> dict[str, Any]:
+        """A result kept from the run being repaired: its files come along so the report's links work."""
+        source = Path(result.pop("_source_dir"))
+        target = step_dir(self.options.run_dir, step.id)
+        if source.is_dir() and source.resolve() != target.resolve():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        return {**result, "carried_over_from": self.options.repairs}
+
+    def _finish(self, step: StepSpec, result: dict[str, Any]) -> None:
+        future = self.done[step.id]
+        if future.done():
+            return
+        self.record.record(result)
+        self.progress.step_finished(result)
+        future.set_result(result)
+
+
+def _read_result(output_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((output_dir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@contextlib.asynccontextmanager
+async def _maybe(semaphore: asyncio.Semaphore | None) -> Any:
+    if semaphore is None:
+        yield
+        return
+    async with semaphore:
+        yield
+
+
+@contextlib.contextmanager
+def _signals_cancel(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]], note: Any) -> Any:
+    """Ctrl-C and SIGTERM cancel every step: each runner kills its kernel's process tree and writes what it
+    has, so no kernel outlives the run and the run folder stays true."""
+
+    def on_signal(signame: str) -> None:
+        note(signame)
+        for task in tasks:
+            task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,192 @@
+"""The command line (DESIGN 6). Thin: parse, call one library function, translate the outcome.
+
+Every user mistake becomes a clear message and exit code 2, never a traceback; this module is the one
+place where exceptions turn into exit codes (reference/style.md, habit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
+    EXIT_NOT_PASSED,
+    EXIT_PASSED,
+    InvalidInputError,
+    OrchestratorError,
+    Problem,
+)
+
+log = logging.getLogger("orchestrator")
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    """--param K=V; V is read as a YAML scalar so `epochs=2` is an int and `name='a b'` a string."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    problems = []
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip().isidentifier():
+            problems.append(Problem("--param", raw, "expected NAME=VALUE with NAME a Python identifier"))
+            continue
+        try:
+            params[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            params[key.strip()] = value
+    if problems:
+        raise InvalidInputError(problems)
+    return params
+
+
+def _exit_code_for(status: str) -> int:
+    return {"passed": EXIT_PASSED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_NOT_PASSED)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.version_option(package_name="orchestrator")
+def cli(verbose: bool) -> None:
+    """Run a repository of Jupyter notebooks as one pipeline: locally, or on Azure ML."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default=".")
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Plan file (default: PATH/orchestrator.yml).")
+@click.option("--backend", default="local", show_default=True, help="Where to run: local or azureml.")
+@click.option("--only", multiple=True, help="Run only notebooks matching this glob (and what they come after). Repeatable.")
+@click.option("--param", "params", multiple=True, help="Set a notebook parameter, NAME=VALUE. Repeatable.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Notebooks run at once (default: CPU count).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default: .orchestrator/runs/<run-id>).")
+@click.option("--gpu-fallback", type=click.Choice(["skip", "cpu"]), default="skip", show_default=True,
+              help="What a GPU notebook does on a machine without GPUs.")
+@click.option("--wait/--no-wait", default=True, help="azureml: wait for the pipeline and build the report.")
+def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
+        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool) -> None:
+    """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
+    from orchestrator.plan import load_plan
+
+    plan = load_plan(path, plan_file=plan_file, only=only, parameters=_parse_params(params))
+    _execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--failed", is_flag=True, help="Rerun only steps that did not pass (and steps after them).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Notebooks run at once (default: CPU count).")
+@click.option("--out", type=click.Path(path_type=Path), help="New run folder (default: .orchestrator/runs/<run-id>).")
+@click.option("--gpu-fallback", type=click.Choice(["skip", "cpu"]), default="skip", show_default=True)
+def rerun(run_dir: Path, failed: bool, jobs: int | None, out: Path | None, gpu_fallback: str) -> None:
+    """Repair run: run RUN_DIR's pipeline again into a new run folder, keeping what passed with --failed."""
+    from orchestrator.rerun import plan_repair
+
+    repair = plan_repair(run_dir, failed_only=failed)
+    if out is not None and out.resolve() == run_dir.resolve():
+        raise InvalidInputError([Problem(str(out), "--out", "a repair run needs a new folder, not the run it repairs")])
+    click.echo(f"repairing run {repair.repairs}: {len(repair.rerun)} to run, {len(repair.carried)} carried over", err=True)
+    _execute(repair.plan, backend="local", out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=True,
+             carried=repair.carried, repairs=repair.repairs)
+
+
+def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu_fallback: str, wait: bool,
+             carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None) -> None:
+    from orchestrator.backends import RunOptions, get_backend
+    from orchestrator.progress import make_progress
+    from orchestrator.report import build_report
+    from orchestrator.run_folder import new_run_id, prepare_run_dir
+
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    chosen = get_backend(backend)
+    run_id = new_run_id()
+    run_dir = prepare_run_dir(out, run_id)
+    options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=jobs, gpu_fallback=gpu_fallback,
+                         carried=carried or {}, repairs=repairs, wait=wait)
+    outcome = chosen.run(plan, options, make_progress())
+    started = time.monotonic()
+    files = build_report(run_dir)
+    log.debug("report built in %.1fs", time.monotonic() - started)
+    click.echo(f"results: {run_dir / 'results.json'}", err=True)
+    click.echo(f"junit:   {files.junit}", err=True)
+    click.echo(f"report:  {files.html}", err=True)
+    sys.exit(_exit_code_for(outcome.status))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path), default=".")
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Plan file (default: PATH/orchestrator.yml).")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved plan as JSON.")
+def validate(path: Path, plan_file: Path | None, as_json: bool) -> None:
+    """Check the plan and notebooks without running anything; report every problem at once."""
+    from orchestrator.plan import validate_plan
+
+    plan = validate_plan(path, plan_file=plan_file)
+    if as_json:
+        click.echo(json.dumps(plan.to_json(), indent=2))
+        return
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    source = plan.plan_file or plan.root
+    click.echo(f"{source}: ok, {len(plan.steps)} notebooks")
+    for step in plan.steps:
+        extras = [f"target={step.target}"]
+        if step.after:
+            extras.append("after=" + ",".join(step.after))
+        if step.skip is not None:
+            extras.append(f"skip={step.skip!r}")
+        click.echo(f"  {step.notebook}  [{step.id}] " + " ".join(extras))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Rebuild junit.xml, report.html and the notebooks' HTML from RUN_DIR/results.json."""
+    from orchestrator.report import build_report
+    from orchestrator.results import load_results
+
+    load_results(run_dir)  # a clear error when RUN_DIR is not a run folder
+    files = build_report(run_dir)
+    click.echo(f"junit:  {files.junit}")
+    click.echo(f"report: {files.html}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of orchestrator.yml (for editor completion)."""
+    from orchestrator.plan import plan_json_schema
+
+    click.echo(json.dumps(plan_json_schema(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: the one place exceptions become exit codes and messages."""
+    try:
+        code = cli.main(args=argv, prog_name="orchestrator", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_INVALID_INPUT if exc.exit_code == 2 else exc.exit_code)
+    except OrchestratorError as exc:
+        label = "invalid input" if isinstance(exc, InvalidInputError) else "error"
+        click.echo(f"{label}:\n{exc}" if "\n" in str(exc) else f"{label}: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_PASSED)
+
+
+if __name__ == "__main__":
+    main()

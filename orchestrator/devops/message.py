@@ -1,0 +1,166 @@
+"""A queue message as the DevOps code needs it: its body decoded to JSON and its properties with str keys.
+
+Two encodings reach us (reference/devops.md 1.3): the UTF-8 JSON of `messageBody` when the pipeline sets
+`useDataContractSerializer: false`, and, with the task's default `true`, the same text wrapped by .NET's
+DataContractSerializer in binary XML ([MC-NBFX]): a `string` element in the Serialization namespace, then
+the text in one or more length-prefixed records. We read those records rather than slicing from the first
+`{`, which breaks when the text length is 123 (0x7B, "{") and the preamble itself ends in a brace.
+
+The message file (`--callback MESSAGE.json`, DESIGN 7):
+`{"message_id": "...", "body": <object or JSON text> | "body_base64": "<raw bytes>", "application_properties": {...}}`
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import InvalidInputError, Problem
+
+_SHORT_ELEMENT, _ELEMENT = 0x40, 0x41
+_SHORT_XMLNS, _XMLNS = 0x08, 0x09
+_END_ELEMENT = 0x01
+# Text record code (even; +1 = "...WithEndElement") -> (bytes in the length prefix, encoding).
+_TEXT_RECORDS = {
+    0x98: (1, "utf-8"), 0x9A: (2, "utf-8"), 0x9C: (4, "utf-8"),          # Chars8/16/32Text
+    0x9E: (1, "utf-8"), 0xA0: (2, "utf-8"), 0xA2: (4, "utf-8"),          # Bytes8/16/32Text
+    0xB6: (1, "utf-16-le"), 0xB8: (2, "utf-16-le"), 0xBA: (4, "utf-16-le"),  # UnicodeChars8/16/32Text
+}
+_LENGTH_FORMATS = {1: "<B", 2: "<H", 4: "<I"}
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    body: dict[str, Any]
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+class _NbfxError(ValueError):
+    pass
+
+
+def _multibyte_int31(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(5):
+        if pos >= len(data):
+            raise _NbfxError("truncated length")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise _NbfxError("length too long")
+
+
+def _string(data: bytes, pos: int) -> tuple[str, int]:
+    length, pos = _multibyte_int31(data, pos)
+    if pos + length > len(data):
+        raise _NbfxError("truncated string")
+    return data[pos:pos + length].decode("utf-8"), pos + length
+
+
+def unwrap_data_contract(data: bytes) -> str:
+    """The text inside a DataContractSerializer `<string>` element in .NET binary XML."""
+    if not data or data[0] not in (_SHORT_ELEMENT, _ELEMENT):
+        raise _NbfxError("not a binary XML element")
+    pos = 1
+    if data[0] == _ELEMENT:
+        _prefix, pos = _string(data, pos)
+    _name, pos = _string(data, pos)
+    while pos < len(data) and data[pos] in (_SHORT_XMLNS, _XMLNS):
+        if data[pos] == _XMLNS:
+            _ns_prefix, pos = _string(data, pos + 1)
+            _ns, pos = _string(data, pos)
+        else:
+            _ns, pos = _string(data, pos + 1)
+    parts: list[str] = []
+    while pos < len(data) and data[pos] != _END_ELEMENT:
+        code = data[pos]
+        record = _TEXT_RECORDS.get(code & ~1)
+        if record is None:
+            raise _NbfxError(f"unexpected record 0x{code:02x}")
+        width, encoding = record
+        if pos + 1 + width > len(data):
+            raise _NbfxError("truncated text record")
+        (length,) = struct.unpack(_LENGTH_FORMATS[width], data[pos + 1:pos + 1 + width])
+        start = pos + 1 + width
+        if start + length > len(data):
+            raise _NbfxError("truncated text")
+        parts.append(data[start:start + length].decode(encoding))
+        pos = start + length
+        if code & 1:  # ...WithEndElement
+            break
+    return "".join(parts)
+
+
+def decode_body(raw: bytes | str) -> dict[str, Any]:
+    """A message body (plain or DataContract-wrapped JSON) as a JSON object; ValueError when it is neither."""
+    if isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = unwrap_data_contract(raw)
+        except (_NbfxError, UnicodeDecodeError):
+            text = raw.decode("utf-8-sig", errors="strict")
+    value = json.loads(text.strip())
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def decode_properties(properties: Mapping[Any, Any]) -> dict[str, Any]:
+    """azure-servicebus hands application properties with bytes keys and bytes string values [ASB]."""
+    out: dict[str, Any] = {}
+    for key, value in properties.items():
+        name = key.decode("utf-8", errors="replace") if isinstance(key, (bytes, bytearray)) else str(key)
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", errors="replace")
+        out[name] = value
+    return out
+
+
+def read_message_file(path: Path) -> QueueMessage:
+    """Read a message rendered as JSON (DESIGN 7). Raises InvalidInputError naming the file and key."""
+    where = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError([Problem(where, "", "not found")]) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
+    if not isinstance(data, dict):
+        raise InvalidInputError([Problem(where, "", "expected a JSON object")])
+    problems: list[Problem] = []
+    properties = data.get("application_properties") or {}
+    if not isinstance(properties, dict):
+        problems.append(Problem(where, "application_properties", "expected a mapping"))
+        properties = {}
+    body: dict[str, Any] = {}
+    if "body" in data and "body_base64" in data:
+        problems.append(Problem(where, "body", "give one of body and body_base64, not both"))
+    elif "body_base64" in data:
+        try:
+            body = decode_body(base64.b64decode(str(data["body_base64"]), validate=True))
+        except (binascii.Error, ValueError) as exc:
+            problems.append(Problem(where, "body_base64", f"not a JSON message body ({exc})"))
+    elif isinstance(data.get("body"), dict):
+        body = data["body"]
+    elif isinstance(data.get("body"), str):
+        try:
+            body = decode_body(data["body"])
+        except ValueError as exc:
+            problems.append(Problem(where, "body", f"not a JSON object ({exc})"))
+    elif "body" in data:
+        problems.append(Problem(where, "body", "expected a JSON object or its text"))
+    if problems:
+        raise InvalidInputError(problems)
+    return QueueMessage(message_id=str(data.get("message_id") or ""), body=body,
+                        properties=decode_properties(properties))

@@ -1,0 +1,27 @@
+"""Reading a notebook's own settings (metadata.orchestrator) quickly.
+
+Plans cover hundreds of notebooks, so this parses the JSON once with the standard library and looks only at
+the metadata: no nbformat validation, no upgrade of old formats. A notebook that cannot be read is not a
+plan problem: the step reports it as `error` / `invalid_notebook` when it runs (DESIGN 4).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METADATA_KEY = "orchestrator"
+
+
+def read_settings(path: Path) -> tuple[Any, str | None]:
+    """(metadata.orchestrator as written, or None when absent; a warning when the file cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            notebook = json.load(handle)
+    except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        return None, f"cannot read its metadata ({type(error).__name__}: {error}); the step will report it"
+    metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
+    if not isinstance(metadata, dict):
+        return None, None
+    return metadata.get(METADATA_KEY), None

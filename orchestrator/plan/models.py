@@ -1,0 +1,389 @@
+"""Pydantic models of orchestrator.yml (DESIGN 3): what may be written, with types, defaults and help.
+
+These validate the *shape* of the file; references between its parts (target names, `after`, files on
+disk) are resolved by `orchestrator.plan.loader`. Field descriptions become the JSON Schema's help text
+(`orchestrator schema`), so they are written for someone editing the YAML.
+
+Settings in a notebook entry or in notebook metadata are all optional: which keys were *written* is what
+matters when layers are merged (`model_fields_set`), so "not set" and "set to the default" stay different.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.plan.durations import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
+from orchestrator.plan.messages import show
+from orchestrator.plan.paths import inside_root
+from orchestrator.plan.rules import RULE_HINT, RULE_PATTERN, check_rule
+from orchestrator.plan.spec import EnvironmentSpec, TargetSpec
+
+# ---------------------------------------------------------------------------------------------- value types
+
+
+def _skip(value: Any) -> Any:
+    if value is True:
+        return "skipped by the plan"
+    if value is False or value is None:
+        return None  # `skip: false` in a later entry un-skips a notebook an earlier glob skipped
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ValueError(f"expected a reason (a string) or true, got {show(value)}")
+
+
+def _slots(value: Any) -> Any:
+    if value == "auto" or value is None:
+        return None  # one slot per CPU core, decided by the local backend
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected auto or a whole number >= 1, got {show(value)}")
+
+
+def _parameters(value: dict[str, Any]) -> dict[str, Any]:
+    wrong: list[str] = []
+    for name, item in value.items():
+        # papermill injects `name = value` into a cell, so a name must be a valid Python variable.
+        if not name.isidentifier() or keyword.iskeyword(name):
+            wrong.append(f"expected parameter names that are Python identifiers, got {name!r}")
+        try:
+            _check_json(item, name)
+        except ValueError as error:
+            wrong.append(str(error))
+    if wrong:
+        raise ValueError("; ".join(wrong))
+    return value
+
+
+def _check_json(value: Any, where: str) -> None:
+    # Parameters travel as JSON (step contract, pipeline inputs); YAML also makes dates, sets and bytes.
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"expected string keys in {where}, got {show(key)}")
+            _check_json(item, f"{where}.{key}")
+        return
+    raise ValueError(
+        f"expected a string, number, true/false, null, list or mapping in {where}, "
+        f"got {type(value).__name__} {value!s} (quote it to pass a string)"
+    )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"expected an environment variable name (letters, digits, _), got {show(value)}")
+    return value
+
+
+_AML_ENVIRONMENT = re.compile(r"^(azureml:)?[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@latest)$")
+
+
+def _aml_environment(value: str) -> str:
+    if not _AML_ENVIRONMENT.match(value):
+        raise ValueError(f"expected a registered environment as name:version or name@latest, got {show(value)}")
+    return value
+
+
+# The same language as durations.parse_duration, for editors: "90", "90s", "1h30m", "1.5h".
+_DURATION_PATTERN = (
+    r"^(?=.*\d)\s*(\d+(\.\d+)?|(\d+(\.\d+)?\s*[dD])?\s*(\d+(\.\d+)?\s*[hH])?\s*"
+    r"(\d+(\.\d+)?\s*[mM])?\s*(\d+(\.\d+)?\s*[sS])?)\s*$"
+)
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION_PATTERN},
+            ],
+            "description": f"Expected {DURATION_HINT}.",
+        }
+    ),
+]  # fmt: skip
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(([kKmMgG][iI]?)?[bB])?\s*$"},
+            ],
+            "description": f"Expected {SIZE_HINT}.",
+        }
+    ),
+]
+Rule = Annotated[
+    str,
+    BeforeValidator(check_rule),
+    WithJsonSchema({"type": "string", "pattern": RULE_PATTERN, "description": f"Expected {RULE_HINT}."}),
+]
+Parameters = Annotated[dict[str, Any], AfterValidator(_parameters)]
+RelativePath = Annotated[str, AfterValidator(inside_root)]
+Skip = Annotated[
+    str | None,
+    BeforeValidator(_skip),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "boolean"}]}),
+]
+Slots = Annotated[
+    int | None,
+    BeforeValidator(_slots),
+    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}]}),
+]
+
+
+def _reject_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("expected a value, got null (leave the key out to keep the default)")
+    return value
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """JSON Schema of an optional setting without its `null` branch: `target: null` is not allowed."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+    schema.pop("default", None)
+
+
+class _Model(BaseModel):
+    # strict: YAML already types values, so "3" for a number is a mistake to report, not to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ------------------------------------------------------------------------------------------ notebook settings
+
+
+class NotebookSettings(_Model):
+    """Settings of one notebook: in a `notebooks` entry, or in the notebook's metadata under `orchestrator`."""
+
+    target: str | None = Field(
+        default=None,
+        description="Where the notebook runs: a key of `targets` (built in: cpu, gpu).",
+        json_schema_extra=_not_null,
+    )
+    environment: str | None = Field(
+        default=None,
+        description="The step environment: a key of `environments` (built in: default).",
+        json_schema_extra=_not_null,
+    )
+    timeout: Duration | None = Field(
+        default=None, description="Whole-notebook wall clock limit, e.g. 30m; null for no limit."
+    )
+    cell_timeout: Duration | None = Field(default=None, description="Per-cell time limit, e.g. 10m; null for no limit.")
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        description="Retries after transient failures only (kernel start, infrastructure).",
+        json_schema_extra=_not_null,
+    )
+    kernel: str | None = Field(
+        default=None,
+        description="Kernel to run the notebook with. Named here, it is required: a missing kernel is an error.",
+        json_schema_extra=_not_null,
+    )
+    parameters: Parameters | None = Field(
+        default=None, description="papermill parameters, merged key by key over earlier ones."
+    )
+    expect: dict[str, Rule] | None = Field(
+        default=None,
+        description="Metric -> rule, e.g. {accuracy: '>= 0.9'}, checked against the metrics the notebook glues; "
+        "a miss fails the step. Merged key by key over earlier ones.",
+    )
+    after: list[str] | None = Field(
+        default=None,
+        description="Notebooks (paths or globs relative to the plan) this one runs after. Accumulates across entries.",
+    )
+    skip: Skip = Field(default=None, description="Skip the notebook: a reason, or true. false un-skips it.")
+    pythonpath: list[RelativePath] | None = Field(
+        default=None,
+        description="Folders (relative to the plan) put on the kernel's PYTHONPATH.",
+        json_schema_extra=_not_null,
+    )
+    output_limit: Size | None = Field(
+        default=None, description="Cap on stored output per cell, e.g. 2MB.", json_schema_extra=_not_null
+    )
+
+    # null only means something for timeouts ("no limit") and skip ("not skipped").
+    _no_null = field_validator(
+        "target", "environment", "retries", "kernel", "pythonpath", "output_limit", mode="before"
+    )(_reject_null)
+
+    @field_validator("target", "environment", "kernel")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("expected a name, got an empty string")
+        return value.strip()
+
+
+class NotebookEntry(NotebookSettings):
+    """One entry of `notebooks`: exactly one of `path` or `glob`, plus settings for the notebooks it names."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["path"]}, {"required": ["glob"]}]},
+    )
+
+    path: RelativePath | None = Field(
+        default=None, description="One notebook, relative to the plan. It must exist.", json_schema_extra=_not_null
+    )
+    glob: RelativePath | None = Field(
+        default=None,
+        description="Notebooks matching a pattern relative to the plan; ** spans folders; a folder pattern "
+        "covers the notebooks below it. Matching nothing is a warning.",
+        json_schema_extra=_not_null,
+    )
+
+    _no_null_selector = field_validator("path", "glob", mode="before")(_reject_null)
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> NotebookEntry:
+        if (self.path is None) == (self.glob is None):
+            given = "both path and glob" if self.path is not None else "neither"
+            raise ValueError(f"expected exactly one of path or glob, got {given}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- defaults
+
+
+class Defaults(_Model):
+    """Settings for every notebook unless its metadata or a `notebooks` entry says otherwise."""
+
+    target: str = Field(default="cpu", min_length=1, description="Default target: a key of `targets`.")
+    environment: str = Field(
+        default="default", min_length=1, description="Default environment: a key of `environments`."
+    )
+    timeout: Duration | None = Field(default=1800.0, description="Whole-notebook wall clock limit; null for no limit.")
+    cell_timeout: Duration | None = Field(default=None, description="Per-cell time limit; null (the default) for none.")
+    retries: int = Field(default=0, ge=0, description="Retries after transient failures only.")
+    kernel: str = Field(
+        default="python3",
+        min_length=1,
+        description="Kernel used when a notebook names none, or one not installed here (a warning).",
+    )
+    parameters: Parameters = Field(default_factory=dict, description="papermill parameters for every notebook.")
+    pythonpath: list[RelativePath] = Field(
+        default_factory=lambda: ["."],
+        description="Folders (relative to the plan) put on the kernel's PYTHONPATH, so notebooks import the "
+        "repository's own package without installing it.",
+    )
+    output_limit: Size = Field(default=2_000_000, description="Cap on stored output per cell, e.g. 2MB.")
+
+
+# ------------------------------------------------------------------------------------ targets and environments
+
+
+class AzureMLTarget(_Model):
+    """Azure ML compute: exactly one of a cluster name or a serverless instance type."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["compute"]}, {"required": ["instance_type"]}]})
+
+    compute: str | None = Field(default=None, min_length=1, description="Compute cluster name in the workspace.")
+    instance_type: str | None = Field(
+        default=None, min_length=1, description="Serverless compute instance type, e.g. Standard_NC6s_v3."
+    )
+
+    @model_validator(mode="after")
+    def _one_compute(self) -> AzureMLTarget:
+        if (self.compute is None) == (self.instance_type is None):
+            given = "both" if self.compute is not None else "neither"
+            raise ValueError(f"expected exactly one of compute or instance_type, got {given}")
+        return self
+
+
+class LocalTarget(_Model):
+    """How the local backend runs steps of this target."""
+
+    slots: Slots = Field(default=None, description="Concurrent steps: auto (one per CPU core) or a number.")
+
+
+class Target(_Model):
+    """Where steps run: Azure ML compute and local concurrency."""
+
+    azureml: AzureMLTarget | None = Field(default=None, description="Azure ML compute.")
+    local: LocalTarget | None = Field(default=None, description="Local backend settings.")
+    gpus: int = Field(default=0, ge=0, description="GPUs a step needs; more than 0 makes this a GPU target.")
+
+    def spec(self, name: str) -> TargetSpec:
+        return TargetSpec(
+            name=name,
+            gpus=self.gpus,
+            azureml_compute=self.azureml.compute if self.azureml else None,
+            azureml_instance_type=self.azureml.instance_type if self.azureml else None,
+            local_slots=self.local.slots if self.local else None,
+        )
+
+
+class Environment(_Model):
+    """A step environment: a conda file and/or a base image, or a registered Azure ML environment."""
+
+    conda: RelativePath | None = Field(default=None, description="Conda file relative to the plan; it must exist.")
+    image: str | None = Field(default=None, min_length=1, description="Docker base image.")
+    azureml: Annotated[str, AfterValidator(_aml_environment)] | None = Field(
+        default=None, description="A registered Azure ML environment, name:version."
+    )
+
+    def spec(self, name: str) -> EnvironmentSpec:
+        return EnvironmentSpec(name=name, conda=self.conda, image=self.image, azureml=self.azureml)
+
+
+# ------------------------------------------------------------------------------------------------- the file
+
+
+class PlanFile(_Model):
+    """orchestrator.yml: which notebooks run, where, and how (DESIGN 3)."""
+
+    model_config = ConfigDict(title="orchestrator.yml")
+
+    version: Literal[1] = Field(default=1, description="Plan format version; 1.")
+    experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Azure ML experiment and report title (default: the plan folder's name).",
+        json_schema_extra=_not_null,
+    )
+    defaults: Defaults = Field(default_factory=lambda: Defaults(), description="Settings for every notebook.")
+    targets: dict[str, Target] = Field(
+        default_factory=dict, description="Named targets; cpu (0 GPUs) and gpu (1 GPU) exist unless declared."
+    )
+    environments: dict[str, Environment] = Field(
+        default_factory=dict, description="Named step environments; default exists unless declared."
+    )
+    notebooks: list[NotebookEntry] | None = Field(
+        default=None,
+        description="Ordered entries; later entries override earlier ones for the same notebook. "
+        "Without this key, every notebook under the plan folder runs.",
+        json_schema_extra=_not_null,
+    )
+    secret_env: list[Annotated[str, AfterValidator(_env_name)]] = Field(
+        default_factory=list,
+        description="Environment variables never passed to a notebook kernel (added to the built-in list).",
+    )
+
+    _no_null = field_validator("experiment", "notebooks", mode="before")(_reject_null)

@@ -1,0 +1,142 @@
+"""Progress of a run as it happens: a live view on a terminal, plain one-line events otherwise.
+
+Backends call a `Progress`; they never print. The plain form is what a CI log wants (one line per event,
+`step=... status=... secs=...`, reference/style.md habit 11); the live form is what a person at a terminal
+wants (counts, and which notebooks are running and for how long).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Protocol, TextIO
+
+from orchestrator.results import STATUSES
+
+
+class Progress(Protocol):
+    def run_started(self, run_id: str, total: int, run_dir: str) -> None: ...
+    def step_started(self, step_id: str, notebook: str, attempt: int) -> None: ...
+    def step_finished(self, result: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+    def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None: ...
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return " ".join(f"{status}={counts[status]}" for status in STATUSES if counts.get(status))
+
+
+class PlainProgress:
+    """One line per event, flushed at once so CI logs stream."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+
+    def run_started(self, run_id: str, total: int, run_dir: str) -> None:
+        self._line(f"run={run_id} steps={total} folder={run_dir}")
+
+    def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
+        retry = f" attempt={attempt}" if attempt > 1 else ""
+        self._line(f"step={step_id} status=running notebook={notebook}{retry}")
+
+    def step_finished(self, result: dict[str, Any]) -> None:
+        status = result.get("status", "error")
+        secs = result.get("duration_s") or 0.0
+        detail = ""
+        error = result.get("error") or {}
+        if status == "skipped":
+            detail = f" reason={result.get('reason', '')!r}"
+        elif error:
+            cell = error.get("cell_index")
+            where = f" cell={cell}" if cell is not None else ""
+            what = ": ".join(str(part) for part in (error.get("ename"), error.get("evalue")) if part)
+            detail = f"{where} error={what or error.get('kind')!r}"
+        self._line(f"step={result.get('step')} status={status} secs={secs:.1f}{detail}")
+
+    def message(self, text: str) -> None:
+        self._line(text)
+
+    def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None:
+        self._line(f"run status={status} secs={seconds:.1f} {_summary(counts)}")
+
+
+class LiveProgress:
+    """A rich live view: counts per status, then each running notebook with its elapsed time."""
+
+    _STYLE = {"passed": "green", "failed": "red", "timed_out": "magenta", "crashed": "red",
+              "error": "red", "skipped": "yellow"}
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(stderr=True)
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, float, int]] = {}
+        self._counts = {status: 0 for status in STATUSES}
+        self._total = 0
+        self._started = time.monotonic()
+        self._live = Live(console=self._console, refresh_per_second=4, transient=True, get_renderable=self._render)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            done = sum(self._counts.values())
+            header = Text(f"{done}/{self._total} done  running={len(self._running)}  ")
+            for status in STATUSES:
+                if self._counts[status]:
+                    header.append(f"{status}={self._counts[status]} ", style=self._STYLE[status])
+            header.append(f" {time.monotonic() - self._started:.0f}s", style="dim")
+            table = Table.grid(padding=(0, 2))
+            now = time.monotonic()
+            for notebook, since, attempt in sorted(self._running.values(), key=lambda item: item[1]):
+                retry = f" (attempt {attempt})" if attempt > 1 else ""
+                table.add_row(Text("▶", style="cyan"), Text(notebook + retry), Text(f"{now - since:5.0f}s", style="dim"))
+        grid = Table.grid()
+        grid.add_row(header)
+        grid.add_row(table)
+        return grid
+
+    def run_started(self, run_id: str, total: int, run_dir: str) -> None:
+        self._total = total
+        self._console.print(f"[bold]run[/] {run_id}: {total} notebooks -> {run_dir}")
+        self._live.start()
+
+    def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
+        with self._lock:
+            self._running[step_id] = (notebook, time.monotonic(), attempt)
+
+    def step_finished(self, result: dict[str, Any]) -> None:
+        status = result.get("status", "error")
+        with self._lock:
+            self._running.pop(str(result.get("step")), None)
+            self._counts[status] = self._counts.get(status, 0) + 1
+        if status != "passed":
+            error = result.get("error") or {}
+            what = result.get("reason") or ": ".join(str(p) for p in (error.get("ename"), error.get("evalue")) if p)
+            self._console.print(f"[{self._STYLE.get(status, 'red')}]{status:>9}[/] {result.get('notebook')}  {what or error.get('kind', '')}")
+
+    def message(self, text: str) -> None:
+        self._console.print(text)
+
+    def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None:
+        self._live.stop()
+        style = "green" if status == "passed" else "red"
+        self._console.print(f"[{style}]run {status}[/] in {seconds:.1f}s  {_summary(counts)}")
+
+
+def make_progress(stream: TextIO | None = None) -> Progress:
+    """Live view on a terminal, plain lines otherwise (CI logs, pipes, files)."""
+    target = stream or sys.stderr
+    if target.isatty():
+        return LiveProgress()
+    return PlainProgress(target)

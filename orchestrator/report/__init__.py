@@ -1,0 +1,77 @@
+"""The run's reports: junit.xml for CI, report.html for people, and each executed notebook as HTML.
+
+build_report runs at the end of every run, and may run mid-run or after a crash on whatever
+results.json holds then: partial data (missing keys, null times, missing notebooks) never makes it fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.report import notebook_html
+from orchestrator.report.files import executed_notebook
+from orchestrator.report.html import write_html
+from orchestrator.report.junit import write_junit
+from orchestrator.report.model import read_run
+from orchestrator.report.notebook_html import RenderJob, needs_render, render_notebook_html
+from orchestrator.results import load_results
+
+__all__ = ["ReportFiles", "build_report", "render_notebook_html", "write_html", "write_junit"]
+
+log = logging.getLogger("orchestrator.report")
+
+JUNIT_FILE = "junit.xml"
+HTML_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    junit: Path
+    html: Path
+    notebooks: dict[str, Path] = field(default_factory=dict)  # step id -> rendered notebook page
+
+
+def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int | None = None) -> ReportFiles:
+    """Read RUN_DIR/results.json; write junit.xml, report.html and steps/<id>/<notebook>.html.
+
+    Raises InvalidInputError (from load_results) only when RUN_DIR holds no readable results.json.
+    workers: processes rendering notebooks (default: CPU count, at most 8; small runs render inline).
+    Notebooks are rendered only when their page is missing or older than the .ipynb, so rebuilding the
+    report as steps finish costs one render per new notebook.
+    """
+    started = time.monotonic()
+    results = load_results(run_dir)
+    junit_path, html_path = run_dir / JUNIT_FILE, run_dir / HTML_FILE
+    # junit.xml first: it is what CI waits for, and it does not depend on the rendered pages.
+    write_junit(results, junit_path)
+
+    pages: dict[str, Path] = {}
+    if render_notebooks:
+        pages = _render_pages(run_dir, results, workers)
+    write_html(results, run_dir, html_path)
+    log.info("report built run_dir=%s notebooks_rendered=%d secs=%.2f", run_dir, len(pages),
+             time.monotonic() - started)
+    return ReportFiles(junit=junit_path, html=html_path, notebooks=pages)
+
+
+def _render_pages(run_dir: Path, results: dict[str, Any], workers: int | None) -> dict[str, Path]:
+    """Render what is new; return every step's page that exists afterwards."""
+    pages: dict[str, Path] = {}
+    jobs: dict[str, RenderJob] = {}
+    for step in read_run(results).steps:
+        ipynb = executed_notebook(run_dir, step.id, step.output_notebook)
+        if ipynb is None:
+            continue
+        html = ipynb.with_suffix(".html")
+        if needs_render(ipynb, html):
+            jobs[step.id] = RenderJob(ipynb, html, back_link=f"../../{HTML_FILE}#step-{step.id}")
+        elif html.is_file():
+            pages[step.id] = html
+    if jobs:
+        rendered = notebook_html.render_notebooks(list(jobs.values()), workers=workers)
+        pages.update({step_id: page for step_id, job in jobs.items() if (page := rendered.get(job.ipynb))})
+    return pages

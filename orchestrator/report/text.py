@@ -1,0 +1,65 @@
+"""Text clean-up shared by the JUnit and HTML writers: ANSI colours, XML-invalid characters, size limits."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+# CSI sequences (colours, cursor moves) and the two-character escapes; IPython colours every traceback.
+_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# Everything outside XML 1.0's Char production (https://www.w3.org/TR/xml/#charsets). A single one makes
+# the whole junit.xml unreadable to the DevOps agent ("FailedToReadFile"), and tracebacks carry \x08 or
+# \x1b easily (progress bars, terminal output).
+_XML_INVALID_RE = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI_RE.sub("", text)
+
+
+def xml_safe(text: str) -> str:
+    return _XML_INVALID_RE.sub("", strip_ansi(text))
+
+
+def truncate_middle(text: str, limit: int, where: str = "") -> str:
+    """Keep the head (which cell, which call) and the longer tail (the exception itself) of a traceback."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    tail = limit - head
+    note = f"\n\n[... {len(text) - limit} characters cut{'; full text in ' + where if where else ''} ...]\n\n"
+    return text[:head] + note + text[-tail:]
+
+
+def truncate_tail(text: str, limit: int) -> str:
+    """Keep the end of printed output: the last lines before a failure are the telling ones."""
+    if len(text) <= limit:
+        return text
+    return f"[... {len(text) - limit} earlier characters cut ...]\n" + text[-limit:]
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def show_value(value: Any) -> str:
+    """A metric or parameter as a person (or a JUnit property) reads it: strings bare, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.6g}"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def show_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} m {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} m"

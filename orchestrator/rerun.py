@@ -1,0 +1,73 @@
+"""Repair runs (Databricks' "repair run", reference/peers.md 2.12): rerun what did not pass, keep the rest.
+
+A repair run reads the run folder it repairs: `plan.json` (the resolved plan that run used, so the repair
+runs the same selection with the same settings) and `results.json` (what passed). Steps that did not pass
+run again, and so does every step that comes after one of them; passed results are carried over with
+their files, and the new run folder names the run it repairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.plan.spec import ResolvedPlan
+from orchestrator.results import INTERRUPTED_REASON, NOT_PASSED, load_results
+from orchestrator.run_folder import PLAN_FILE, step_dir
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    plan: ResolvedPlan
+    carried: dict[str, dict[str, Any]]  # step id -> result to keep (with "_source_dir")
+    rerun: tuple[str, ...]
+    repairs: str  # the run id being repaired
+
+
+def load_run_plan(run_dir: Path) -> ResolvedPlan:
+    path = run_dir / PLAN_FILE
+    try:
+        return ResolvedPlan.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise InvalidInputError([Problem(str(path), "", "not found: is this a run folder?")]) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError([Problem(str(path), "", f"cannot be read as a resolved plan ({exc})")]) from None
+
+
+def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
+    results = load_results(run_dir)
+    plan = load_run_plan(run_dir)
+    if not plan.root.is_dir():
+        raise InvalidInputError([Problem(str(run_dir / PLAN_FILE), "root", f"the notebook folder {plan.root} no longer exists")])
+    previous = {step["step"]: step for step in results["steps"] if isinstance(step, dict) and "step" in step}
+
+    rerun: set[str] = set()
+    for step in plan.steps:
+        result = previous.get(step.id)
+        if not failed_only or result is None or _did_not_run_to_completion(result):
+            rerun.add(step.id)
+    # Steps run in dependency order, so one pass propagates to every step downstream of a rerun.
+    for step in plan.steps:
+        if any(dep in rerun for dep in step.after):
+            rerun.add(step.id)
+
+    carried = {
+        step_id: {**result, "_source_dir": str(step_dir(run_dir, step_id))}
+        for step_id, result in previous.items()
+        if step_id not in rerun and any(s.id == step_id for s in plan.steps)
+    }
+    ordered = tuple(step.id for step in plan.steps if step.id in rerun)
+    return RepairPlan(plan=plan, carried=carried, rerun=ordered, repairs=str(results.get("run_id", run_dir.name)))
+
+
+def _did_not_run_to_completion(result: dict[str, Any]) -> bool:
+    status = result.get("status")
+    if status in NOT_PASSED:
+        return True
+    # A step skipped because the run was interrupted has not run yet. One skipped because a dependency did
+    # not pass is rerun with that dependency (see plan_repair); one the plan skips, or a GPU step on a
+    # machine without GPUs, stays skipped.
+    return status == "skipped" and result.get("reason") == INTERRUPTED_REASON

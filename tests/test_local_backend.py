@@ -1,0 +1,245 @@
+"""The local backend end to end: the real command, real kernels, real notebooks generated per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.builders import make_notebook
+from tests.cli_helpers import by_notebook, orchestrator_env, read_results, run_cli
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _write_plan(root: Path, text: str) -> None:
+    (root / "orchestrator.yml").write_text(text, encoding="utf-8")
+
+
+def test_after_orders_steps_and_a_file_written_by_one_is_read_by_the_next(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "prep.ipynb", "import time; time.sleep(0.5)", "open('data.txt', 'w').write('42')")
+    make_notebook(repo / "use.ipynb", "assert open('data.txt').read() == '42'")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n  - path: use.ipynb\n    after: [prep.ipynb]\n")
+    out = tmp_path / "run"
+    done = run_cli("run", repo, "--out", out, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    steps = by_notebook(read_results(out))
+    assert steps["use.ipynb"]["status"] == "passed"
+    assert _time(steps["use.ipynb"]["started_at"]) >= _time(steps["prep.ipynb"]["finished_at"])
+
+
+def test_steps_run_concurrently_up_to_jobs(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for name in ("a", "b"):
+        make_notebook(repo / f"{name}.ipynb", "import time; time.sleep(1.5)")
+    parallel = run_cli("run", repo, "--out", tmp_path / "parallel", "--jobs", "2")
+    serial = run_cli("run", repo, "--out", tmp_path / "serial", "--jobs", "1")
+    assert parallel.returncode == 0 and serial.returncode == 0, parallel.stderr + serial.stderr
+
+    def overlap(run_dir: Path) -> bool:
+        a, b = (by_notebook(read_results(run_dir))[f"{n}.ipynb"] for n in ("a", "b"))
+        return _time(a["started_at"]) < _time(b["finished_at"]) and _time(b["started_at"]) < _time(a["finished_at"])
+
+    assert overlap(tmp_path / "parallel")
+    assert not overlap(tmp_path / "serial")
+
+
+def test_a_failed_dependency_skips_what_comes_after_and_exit_code_is_1(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "prep.ipynb", "raise ValueError('no data')")
+    make_notebook(repo / "use.ipynb", "print('never')")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n  - path: use.ipynb\n    after: [prep.ipynb]\n")
+    out = tmp_path / "run"
+    done = run_cli("run", repo, "--out", out)
+    assert done.returncode == 1
+    results = read_results(out)
+    steps = by_notebook(results)
+    assert steps["prep.ipynb"]["status"] == "failed"
+    assert steps["prep.ipynb"]["error"]["ename"] == "ValueError"
+    assert steps["use.ipynb"]["status"] == "skipped"
+    assert "prep.ipynb" in steps["use.ipynb"]["reason"]
+    assert results["status"] == "failed" and results["counts"]["failed"] == 1 and results["counts"]["skipped"] == 1
+    for name in ("junit.xml", "report.html", "plan.json"):
+        assert (out / name).is_file()
+
+
+def test_a_notebooks_own_error_is_never_retried(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "bad.ipynb", "open('attempts.txt', 'a').write('x')", "raise RuntimeError('deterministic')")
+    _write_plan(repo, "version: 1\ndefaults: {retries: 2}\n")
+    done = run_cli("run", repo, "--out", tmp_path / "run")
+    assert done.returncode == 1
+    step = read_results(tmp_path / "run")["steps"][0]
+    assert step["attempts"] == 1
+    assert (repo / "attempts.txt").read_text() == "x"
+
+
+def test_a_kernel_that_fails_to_start_is_retried(tmp_path: Path) -> None:
+    kernels = tmp_path / "jupyter" / "kernels" / "broken"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps(
+        {"argv": [sys.executable, "-c", "import sys; sys.exit(3)", "{connection_file}"],
+         "display_name": "broken", "language": "python"}))
+    repo = tmp_path / "repo"
+    make_notebook(repo / "nb.ipynb", "print(1)")
+    _write_plan(repo, "version: 1\ndefaults: {retries: 1}\nnotebooks:\n  - path: nb.ipynb\n    kernel: broken\n")
+    env = orchestrator_env(JUPYTER_PATH=str(tmp_path / "jupyter"))
+    done = run_cli("run", repo, "--out", tmp_path / "run", env=env)
+    assert done.returncode == 1
+    step = read_results(tmp_path / "run")["steps"][0]
+    assert step["status"] == "error" and step["error"]["kind"] == "infrastructure"
+    assert step["attempts"] == 2
+    assert "retrying" in done.stderr
+
+
+def test_gpu_step_is_skipped_without_a_gpu_and_runs_on_cpu_with_fallback(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "gpu.ipynb", "import os; print('CUDA=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')))")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - path: gpu.ipynb\n    target: gpu\n")
+    env = orchestrator_env(CUDA_VISIBLE_DEVICES="")
+    skipped = run_cli("run", repo, "--out", tmp_path / "skip", env=env)
+    assert skipped.returncode == 0, skipped.stderr
+    step = read_results(tmp_path / "skip")["steps"][0]
+    assert step["status"] == "skipped" and step["reason"] == "no GPU on this machine"
+
+    fallback = run_cli("run", repo, "--out", tmp_path / "cpu", "--gpu-fallback", "cpu", env=env)
+    assert fallback.returncode == 0, fallback.stderr
+    step = read_results(tmp_path / "cpu")["steps"][0]
+    assert step["status"] == "passed"
+    assert any("CPU" in warning for warning in step["warnings"])
+
+
+def test_gpu_steps_get_one_gpu_each(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for name in ("g1", "g2", "g3"):
+        make_notebook(repo / f"{name}.ipynb",
+                      "import os, time; open(os.environ['CUDA_VISIBLE_DEVICES'] + '-' + str(time.time()), 'w'); time.sleep(1)",
+                      "print('CUDA=' + os.environ['CUDA_VISIBLE_DEVICES'])")
+    _write_plan(repo, "version: 1\ndefaults: {target: gpu}\n")
+    # Two "GPUs" declared through CUDA_VISIBLE_DEVICES: three notebooks share them, never two on one.
+    done = run_cli("run", repo, "--out", tmp_path / "run", env=orchestrator_env(CUDA_VISIBLE_DEVICES="5,7"))
+    assert done.returncode == 0, done.stderr
+    steps = read_results(tmp_path / "run")["steps"]
+    devices = [step["output_tail"].split("CUDA=")[1].strip() for step in steps]
+    assert sorted(set(devices)) <= ["5", "7"] and len(set(devices)) == 2
+    intervals = sorted((_time(s["started_at"]), _time(s["finished_at"]), d) for s, d in zip(steps, devices))
+    for (start_a, end_a, dev_a), (start_b, end_b, dev_b) in zip(intervals, intervals[1:]):
+        if dev_a == dev_b:
+            assert start_b >= end_a
+
+
+def _descendants_of(pid: int) -> list[int]:
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_every_kernel_records_what_finished_and_exits_130(tmp_path: Path, signum: int) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "a_quick.ipynb", "print('done')")
+    make_notebook(repo / "b_slow.ipynb", "import subprocess; child = subprocess.Popen(['sleep', '300'])",
+                  "import time; time.sleep(300)")
+    make_notebook(repo / "c_later.ipynb", "print('later')")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n  - path: c_later.ipynb\n    after: [b_slow.ipynb]\n")
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(repo), "--out", str(out)],
+                               env=orchestrator_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    sleepers: list[int] = []
+    while time.monotonic() < deadline and not sleepers:
+        time.sleep(0.2)
+        sleepers = [p for p in _descendants_of(process.pid) if psutil.Process(p).name() == "sleep"]
+    assert sleepers, "the slow notebook never started its child process"
+    descendants = _descendants_of(process.pid)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    time.sleep(0.5)
+    alive = [pid for pid in descendants if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"orphaned processes: {alive}"
+    results = read_results(out)
+    assert results["status"] == "interrupted"
+    steps = by_notebook(results)
+    assert steps["a_quick.ipynb"]["status"] == "passed"
+    assert steps["b_slow.ipynb"]["status"] == "error" and steps["b_slow.ipynb"]["error"]["kind"] == "interrupted"
+    assert steps["c_later.ipynb"]["status"] == "skipped"
+    assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
+    assert "Traceback" not in stderr
+
+
+def test_rerun_failed_runs_only_what_did_not_pass_and_what_comes_after(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "a_ok.ipynb", "open('a_runs.txt', 'a').write('x')")
+    make_notebook(repo / "b_flaky.ipynb", "import os\nassert os.path.exists('fixed.txt'), 'not fixed yet'")
+    make_notebook(repo / "c_after.ipynb", "open('c_runs.txt', 'a').write('x')")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n  - path: c_after.ipynb\n    after: [b_flaky.ipynb]\n")
+    first = tmp_path / "first"
+    assert run_cli("run", repo, "--out", first).returncode == 1
+    (repo / "fixed.txt").write_text("yes")
+    second = tmp_path / "second"
+    done = run_cli("rerun", first, "--failed", "--out", second)
+    assert done.returncode == 0, done.stderr
+    results = read_results(second)
+    assert results["repairs"] == read_results(first)["run_id"]
+    steps = by_notebook(results)
+    assert steps["a_ok.ipynb"]["carried_over_from"] == results["repairs"]
+    assert steps["b_flaky.ipynb"]["status"] == "passed" and "carried_over_from" not in steps["b_flaky.ipynb"]
+    assert steps["c_after.ipynb"]["status"] == "passed"
+    assert (repo / "a_runs.txt").read_text() == "x"  # not run again
+    assert (repo / "c_runs.txt").read_text() == "x"  # skipped the first time, ran in the repair
+    assert (second / "steps" / steps["a_ok.ipynb"]["step"] / "a_ok.ipynb").is_file()
+
+
+def test_invalid_plan_exits_2_with_a_clear_message_and_no_traceback(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "nb.ipynb", "print(1)")
+    _write_plan(repo, "version: 1\ndefaults:\n  timeout: soon\n")
+    done = run_cli("run", repo, "--out", tmp_path / "run")
+    assert done.returncode == 2
+    assert "orchestrator.yml" in done.stderr and "timeout" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    done = run_cli("run", tmp_path, "--jobs", "0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    done = run_cli("run", tmp_path, "--param", "not an assignment")
+    assert done.returncode == 2 and "NAME=VALUE" in done.stderr
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    make_notebook(repo / "nb.ipynb", "print(1)")
+    done = run_cli("run", repo, "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert "step=nb status=running" in done.stderr
+    assert "step=nb status=passed" in done.stderr
+    assert "run status=passed" in done.stderr
+
+
+def test_secrets_never_reach_the_kernel_or_the_run_folder(tmp_path: Path) -> None:
+    token = "tok-SECRET-4c1f9e"
+    repo = tmp_path / "repo"
+    make_notebook(repo / "leak.ipynb", "import os\nprint(dict(os.environ))",
+                  "print(os.environ.get('SYSTEM_ACCESSTOKEN'), os.environ.get('MY_API_KEY'))")
+    _write_plan(repo, "version: 1\nsecret_env: [MY_API_KEY]\n")
+    out = tmp_path / "run"
+    done = run_cli("run", repo, "--out", out, env=orchestrator_env(SYSTEM_ACCESSTOKEN=token, MY_API_KEY=token + "-2"))
+    assert done.returncode == 0, done.stderr
+    assert token not in done.stdout + done.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(encoding="utf-8", errors="replace"), path
