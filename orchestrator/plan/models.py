@@ -10,165 +10,25 @@ matters when layers are merged (`model_fields_set`), so "not set" and "set to th
 
 from __future__ import annotations
 
-import keyword
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.plan.fields import (
+    AmlEnvironment,
+    Duration,
+    EnvName,
+    Parameters,
+    RelativePath,
+    Rule,
+    Size,
+    Skip,
+    Slots,
+    not_null,
+    reject_null,
 )
-
-from orchestrator.plan.durations import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
 from orchestrator.plan.messages import show
-from orchestrator.plan.paths import inside_root
-from orchestrator.plan.rules import RULE_HINT, RULE_PATTERN, check_rule
 from orchestrator.plan.spec import EnvironmentSpec, TargetSpec
-
-# ---------------------------------------------------------------------------------------------- value types
-
-
-def _skip(value: Any) -> Any:
-    if value is True:
-        return "skipped by the plan"
-    if value is False or value is None:
-        return None  # `skip: false` in a later entry un-skips a notebook an earlier glob skipped
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise ValueError(f"expected a reason (a string) or true, got {show(value)}")
-
-
-def _slots(value: Any) -> Any:
-    if value == "auto" or value is None:
-        return None  # one slot per CPU core, decided by the local backend
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ValueError(f"expected auto or a whole number >= 1, got {show(value)}")
-
-
-def _parameters(value: dict[str, Any]) -> dict[str, Any]:
-    wrong: list[str] = []
-    for name, item in value.items():
-        # papermill injects `name = value` into a cell, so a name must be a valid Python variable.
-        if not name.isidentifier() or keyword.iskeyword(name):
-            wrong.append(f"expected parameter names that are Python identifiers, got {name!r}")
-        try:
-            _check_json(item, name)
-        except ValueError as error:
-            wrong.append(str(error))
-    if wrong:
-        raise ValueError("; ".join(wrong))
-    return value
-
-
-def _check_json(value: Any, where: str) -> None:
-    # Parameters travel as JSON (step contract, pipeline inputs); YAML also makes dates, sets and bytes.
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"expected string keys in {where}, got {show(key)}")
-            _check_json(item, f"{where}.{key}")
-        return
-    raise ValueError(
-        f"expected a string, number, true/false, null, list or mapping in {where}, "
-        f"got {type(value).__name__} {value!s} (quote it to pass a string)"
-    )
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _env_name(value: str) -> str:
-    if not _ENV_NAME.match(value):
-        raise ValueError(f"expected an environment variable name (letters, digits, _), got {show(value)}")
-    return value
-
-
-_AML_ENVIRONMENT = re.compile(r"^(azureml:)?[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@latest)$")
-
-
-def _aml_environment(value: str) -> str:
-    if not _AML_ENVIRONMENT.match(value):
-        raise ValueError(f"expected a registered environment as name:version or name@latest, got {show(value)}")
-    return value
-
-
-# The same language as durations.parse_duration, for editors: "90", "90s", "1h30m", "1.5h".
-_DURATION_PATTERN = (
-    r"^(?=.*\d)\s*(\d+(\.\d+)?|(\d+(\.\d+)?\s*[dD])?\s*(\d+(\.\d+)?\s*[hH])?\s*"
-    r"(\d+(\.\d+)?\s*[mM])?\s*(\d+(\.\d+)?\s*[sS])?)\s*$"
-)
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": _DURATION_PATTERN},
-            ],
-            "description": f"Expected {DURATION_HINT}.",
-        }
-    ),
-]  # fmt: skip
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(([kKmMgG][iI]?)?[bB])?\s*$"},
-            ],
-            "description": f"Expected {SIZE_HINT}.",
-        }
-    ),
-]
-Rule = Annotated[
-    str,
-    BeforeValidator(check_rule),
-    WithJsonSchema({"type": "string", "pattern": RULE_PATTERN, "description": f"Expected {RULE_HINT}."}),
-]
-Parameters = Annotated[dict[str, Any], AfterValidator(_parameters)]
-RelativePath = Annotated[str, AfterValidator(inside_root)]
-Skip = Annotated[
-    str | None,
-    BeforeValidator(_skip),
-    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "boolean"}]}),
-]
-Slots = Annotated[
-    int | None,
-    BeforeValidator(_slots),
-    WithJsonSchema({"anyOf": [{"const": "auto"}, {"type": "integer", "minimum": 1}]}),
-]
-
-
-def _reject_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("expected a value, got null (leave the key out to keep the default)")
-    return value
-
-
-def _not_null(schema: dict[str, Any]) -> None:
-    """JSON Schema of an optional setting without its `null` branch: `target: null` is not allowed."""
-    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
-    if len(branches) == 1:
-        schema.update(branches[0])
-    elif branches:
-        schema["anyOf"] = branches
-    schema.pop("default", None)
 
 
 class _Model(BaseModel):
@@ -185,12 +45,12 @@ class NotebookSettings(_Model):
     target: str | None = Field(
         default=None,
         description="Where the notebook runs: a key of `targets` (built in: cpu, gpu).",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     environment: str | None = Field(
         default=None,
         description="The step environment: a key of `environments` (built in: default).",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     timeout: Duration | None = Field(
         default=None, description="Whole-notebook wall clock limit, e.g. 30m; null for no limit."
@@ -200,12 +60,12 @@ class NotebookSettings(_Model):
         default=None,
         ge=0,
         description="Retries after transient failures only (kernel start, infrastructure).",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     kernel: str | None = Field(
         default=None,
         description="Kernel to run the notebook with. Named here, it is required: a missing kernel is an error.",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     parameters: Parameters | None = Field(
         default=None, description="papermill parameters, merged key by key over earlier ones."
@@ -223,16 +83,16 @@ class NotebookSettings(_Model):
     pythonpath: list[RelativePath] | None = Field(
         default=None,
         description="Folders (relative to the plan) put on the kernel's PYTHONPATH.",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     output_limit: Size | None = Field(
-        default=None, description="Cap on stored output per cell, e.g. 2MB.", json_schema_extra=_not_null
+        default=None, description="Cap on stored output per cell, e.g. 2MB.", json_schema_extra=not_null
     )
 
     # null only means something for timeouts ("no limit") and skip ("not skipped").
     _no_null = field_validator(
         "target", "environment", "retries", "kernel", "pythonpath", "output_limit", mode="before"
-    )(_reject_null)
+    )(reject_null)
 
     @field_validator("target", "environment", "kernel")
     @classmethod
@@ -250,16 +110,16 @@ class NotebookEntry(NotebookSettings):
     )
 
     path: RelativePath | None = Field(
-        default=None, description="One notebook, relative to the plan. It must exist.", json_schema_extra=_not_null
+        default=None, description="One notebook, relative to the plan. It must exist.", json_schema_extra=not_null
     )
     glob: RelativePath | None = Field(
         default=None,
         description="Notebooks matching a pattern relative to the plan; ** spans folders; a folder pattern "
         "covers the notebooks below it. Matching nothing is a warning.",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
 
-    _no_null_selector = field_validator("path", "glob", mode="before")(_reject_null)
+    _no_null_selector = field_validator("path", "glob", mode="before")(reject_null)
 
     @model_validator(mode="after")
     def _one_selector(self) -> NotebookEntry:
@@ -345,9 +205,7 @@ class Environment(_Model):
 
     conda: RelativePath | None = Field(default=None, description="Conda file relative to the plan; it must exist.")
     image: str | None = Field(default=None, min_length=1, description="Docker base image.")
-    azureml: Annotated[str, AfterValidator(_aml_environment)] | None = Field(
-        default=None, description="A registered Azure ML environment, name:version."
-    )
+    azureml: AmlEnvironment | None = Field(default=None, description="A registered Azure ML environment, name:version.")
 
     def spec(self, name: str) -> EnvironmentSpec:
         return EnvironmentSpec(name=name, conda=self.conda, image=self.image, azureml=self.azureml)
@@ -366,7 +224,7 @@ class PlanFile(_Model):
         default=None,
         min_length=1,
         description="Azure ML experiment and report title (default: the plan folder's name).",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
     defaults: Defaults = Field(default_factory=lambda: Defaults(), description="Settings for every notebook.")
     targets: dict[str, Target] = Field(
@@ -379,11 +237,19 @@ class PlanFile(_Model):
         default=None,
         description="Ordered entries; later entries override earlier ones for the same notebook. "
         "Without this key, every notebook under the plan folder runs.",
-        json_schema_extra=_not_null,
+        json_schema_extra=not_null,
     )
-    secret_env: list[Annotated[str, AfterValidator(_env_name)]] = Field(
+    secret_env: list[EnvName] = Field(
         default_factory=list,
         description="Environment variables never passed to a notebook kernel (added to the built-in list).",
     )
 
-    _no_null = field_validator("experiment", "notebooks", mode="before")(_reject_null)
+    _no_null = field_validator("experiment", "notebooks", mode="before")(reject_null)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_number(cls, value: Any) -> Any:
+        # Literal[1] alone would take `true` and `1.0`, since both compare equal to 1 in Python.
+        if type(value) is not int or value != 1:
+            raise ValueError(f"expected 1, got {show(value)}")
+        return value
