@@ -53,8 +53,7 @@ def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int |
     if render_notebooks:
         pages = _render_pages(run_dir, results, workers)
     write_html(results, run_dir, html_path)
-    log.info("report built run_dir=%s notebooks_rendered=%d secs=%.2f", run_dir, len(pages),
-             time.monotonic() - started)
+    log.info("report built run_dir=%s notebook_pages=%d secs=%.2f", run_dir, len(pages), time.monotonic() - started)
     return ReportFiles(junit=junit_path, html=html_path, notebooks=pages)
 
 
@@ -72,6 +71,8 @@ def _render_pages(run_dir: Path, results: dict[str, Any], workers: int | None) -
         elif html.is_file():
             pages[step.id] = html
     if jobs:
+        started = time.monotonic()
         rendered = notebook_html.render_notebooks(list(jobs.values()), workers=workers)
+        log.info("notebooks rendered count=%d secs=%.2f", len(jobs), time.monotonic() - started)
         pages.update({step_id: page for step_id, job in jobs.items() if (page := rendered.get(job.ipynb))})
     return pages

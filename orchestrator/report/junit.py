@@ -115,7 +115,7 @@ def _case_properties(step: Step) -> list[tuple[str, Any]]:
         props.append(("carried_over_from", step.carried_from))
     props += [(f"parameter.{name}", value) for name, value in step.parameters.items()]
     props += [(f"metric.{name}", value) for name, value in step.metrics.items()]
-    props += [(f"expectation.{e.metric}", f"{e.rule} (actual {show_value(e.actual)}: "
+    props += [(f"expectation.{e.metric}", f"{e.rule} (actual {_actual(e.actual)}: "
                f"{'ok' if e.ok else 'missed' if e.ok is False else 'not checked'})") for e in step.expectations]
     props += [("warning", w) for w in step.warnings]
     return props
@@ -132,8 +132,8 @@ def _outcome(step: Step) -> ET.Element | None:
     error = step.error
     if step.status == "failed" and step.missed and (error is None or error.kind in (None, "expectation")):
         message = "expectation missed: " + "; ".join(
-            f"{e.metric} = {show_value(e.actual)}, expected {e.rule}" for e in step.missed)
-        lines = [f"{e.metric}: actual {show_value(e.actual)}, rule {e.rule}: {'ok' if e.ok else 'MISSED'}"
+            f"{e.metric} = {_actual(e.actual)}, expected {e.rule}" for e in step.missed)
+        lines = [f"{e.metric}: actual {_actual(e.actual)}, rule {e.rule}: {'ok' if e.ok else 'MISSED'}"
                  for e in step.expectations]
         return _element(tag, message=message, type_name="ExpectationMissed", text="\n".join(lines))
     fallback = f"notebook {step.status.replace('_', ' ')}"
@@ -168,7 +168,12 @@ def _properties(parent: ET.Element, props: list[tuple[str, Any]]) -> None:
         return
     holder = ET.SubElement(parent, "properties")
     for name, value in props:
-        ET.SubElement(holder, "property", {"name": _attr(name), "value": _attr(clip(show_value(value), PROPERTY_LIMIT))})
+        value_text = _attr(clip(show_value(value), PROPERTY_LIMIT))
+        ET.SubElement(holder, "property", {"name": _attr(name), "value": value_text})
+
+
+def _actual(value: Any) -> str:
+    return "missing" if value is None else show_value(value)  # the notebook never recorded the metric
 
 
 def _attr(text: str) -> str:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,10 @@ def _render(ipynb: Path, html: Path, back_link: str | None) -> str | None:
 
     try:
         nb = nbformat.read(str(ipynb), as_version=4)  # type: ignore[no-untyped-call]  # nbformat: no hints
-        body, _ = _exporter().from_notebook_node(nb)
+        with warnings.catch_warnings():
+            # Metric outputs (scrapbook, store_metadata) have no visible form; nbconvert warns per output.
+            warnings.filterwarnings("ignore", message="Your element with mimetype", category=UserWarning)
+            body, _ = _exporter().from_notebook_node(nb)
         page = _page_template().render(title=ipynb.name, body=body, back_link=back_link,
                                        highlight_css=_highlight_css())
         write_atomic(html, page.encode("utf-8"))
@@ -144,7 +148,11 @@ def _exporter() -> Any:
     # Built once per process: the first conversion compiles the templates (~0.2 s), later ones reuse them.
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(template_name="basic")  # type: ignore[no-untyped-call]  # traitlets class
+    # nbconvert warns once per notebook about images without alt text (every matplotlib plot): noise in
+    # a run's log, so its messages go to a child logger that lets only errors through.
+    quiet = logging.getLogger("orchestrator.report.nbconvert")
+    quiet.setLevel(logging.ERROR)
+    return HTMLExporter(template_name="basic", log=quiet)  # type: ignore[no-untyped-call]  # traitlets class
 
 
 @functools.lru_cache(maxsize=1)

@@ -48,7 +48,10 @@ def build_timeline(run: Run, now: datetime) -> Timeline:
     # the axis back by hours or days, so they get a row with a note instead of a bar.
     timed = [s for s in run.steps if s.started is not None and s.carried_from is None]
     starts = [s.started for s in timed if s.started is not None]
-    origin = run.started or (min(starts) if starts else None)
+    # The earliest of the run's start and its steps' starts: on Azure ML the run record and the steps are
+    # stamped by different machines, and a bar must never start left of the axis.
+    candidates = [t for t in (run.started, *starts) if t is not None]
+    origin = min(candidates) if candidates else None
     if origin is None:
         return Timeline([Row(s, None, _no_bar_note(s)) for s in run.steps], [], 0.0, None)
 
@@ -63,7 +66,7 @@ def build_timeline(run: Run, now: datetime) -> Timeline:
         if step.started is None or step.carried_from is not None:
             rows.append(Row(step, None, _no_bar_note(step)))
             continue
-        start_s = max(0.0, (step.started - origin).total_seconds())
+        start_s = (step.started - origin).total_seconds()
         finish = step.finished or open_end
         end_s = min(span, max(start_s, (finish - origin).total_seconds()))
         bar = Bar(100 * start_s / span, 100 * (end_s - start_s) / span, step.finished is None, start_s, end_s)
