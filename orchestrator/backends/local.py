@@ -113,7 +113,8 @@ class _LocalRun:
         if step.skip is not None:
             self._finish(step, run_notebook.skipped_result(self._request(step, []), step.skip))
             return
-        after = [await self.done[dep] for dep in step.after]
+        # shield: cancelling this task (Ctrl-C) must not cancel the dependency's own result future.
+        after = [await asyncio.shield(self.done[dep]) for dep in step.after]
         request = self._request(step, after)
         if any(result.get("status") != "passed" for result in after):
             # The runner turns this into a skip naming the dependency, without starting a kernel.
