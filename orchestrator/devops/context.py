@@ -113,9 +113,7 @@ class DevOpsContext:
             raise InvalidInputError([Problem(where, f"application_properties.{name}", "missing or empty")
                                      for name in missing])
         body = body or {}
-        build = body.get("build") if isinstance(body.get("build"), dict) else {}
-        repository = body.get("repository") if isinstance(body.get("repository"), dict) else {}
-        release = body.get("release") if isinstance(body.get("release"), dict) else {}
+        build, repository, release = (_section(body, key) for key in ("build", "repository", "release"))
         task = ServerTask(
             hub_name=_text(props.get("HubName")) or DEFAULT_HUB,
             plan_id=str(props["PlanId"]).strip(),
@@ -205,6 +203,11 @@ def token_from_file(path: Path) -> str:
     if not token:
         raise InvalidInputError([Problem(str(path), "", "the token file is empty")])
     return token
+
+
+def _section(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def _text(value: Any) -> str | None:

@@ -61,7 +61,7 @@ class RetryPolicy:
 
     def pause(self, retry: int) -> float:
         base = min(self.max_backoff_s, self.backoff_s * 2 ** (retry - 1))
-        return base * (1.0 + random.uniform(0.0, self.jitter))
+        return float(base * (1.0 + random.uniform(0.0, self.jitter)))
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -252,8 +252,13 @@ class DevOpsHttp:
         data: bytes | None = None,
         content_type: str | None = None,
         policy: RetryPolicy | None = None,
+        retry: bool = True,
     ) -> Any:
-        """One call with retries; returns the parsed JSON answer, or None for an empty one."""
+        """One call with retries; returns the parsed JSON answer, or None for an empty one.
+
+        retry=False: a single try whose transient failure raises TransientError (or the network error)
+        as is, for a caller whose own loop does the retrying.
+        """
         headers = {"Content-Type": content_type} if content_type else {}
         what = describe(method, url)
 
@@ -267,6 +272,8 @@ class DevOpsHttp:
             except ValueError:
                 return None
 
+        if not retry:
+            return once()
         return call_with_retries(once, policy or self.policy, what)
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +32,17 @@ from orchestrator.devops.http import (
     guard_session,
     utc_iso,
 )
+from orchestrator.devops.fields import (
+    OUTCOMES,
+    TEXT_LIMIT,
+    UNFINISHED_OUTCOME,
+    attachment_name,
+    clip,
+    error_message,
+    result_comment,
+    run_comment,
+    tail,
+)
 from orchestrator.errors import MissingExtraError
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.junit import classname
@@ -43,16 +53,9 @@ log = logging.getLogger("orchestrator.devops")
 
 T = TypeVar("T")
 
-# Step status (DESIGN 4) -> TestCaseResult.outcome (devops.md 3.3). A status outside the contract (a
-# partial record read mid-run says "running") never shows as passed.
-OUTCOMES = {"passed": "Passed", "failed": "Failed", "timed_out": "Timeout", "crashed": "Aborted",
-            "error": "Error", "skipped": "NotExecuted"}
-UNFINISHED_OUTCOME = "Aborted"
 BATCH_SIZE = 1000                      # the agent's batch, and the most devops.md 3.3 recommends
-TEXT_LIMIT = 1000                      # stackTrace and comment: "maxSize= 1000 chars" (SDK docstrings, 3.3)
 MAX_ATTACHMENT_BYTES = 75 * 1024 ** 2  # the agent skips larger files (3.4)
 ATTACHMENT_TYPE = "GeneralAttachment"
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ class TestRunOutcome:
         return self.state == "Completed" and not self.problems
 
 
-def _sdk() -> Any:
+def require_sdk() -> Any:
+    """The SDK's test models; MissingExtraError (naming the pip command) when azure-devops is not installed.
+    Call it before a run that will publish, so a missing extra fails before any notebook runs."""
     try:
         import azure.devops.v7_1.test.models as models
     except ImportError:
@@ -96,7 +101,7 @@ def _credentials(token: str, policy: RetryPolicy) -> Any:
     Connection makes on its own to discover routes, so this is the one seam that covers all of them."""
     from msrest.authentication import BasicAuthentication
 
-    class _GuardedBasicAuthentication(BasicAuthentication):  # type: ignore[misc]
+    class _GuardedBasicAuthentication(BasicAuthentication):
         def signed_session(self, session: Any = None) -> Any:
             return guard_session(super().signed_session(session), policy)
 
@@ -106,7 +111,7 @@ def _credentials(token: str, policy: RetryPolicy) -> Any:
 def open_test_client(context: DevOpsContext, policy: RetryPolicy = DEFAULT_POLICY) -> Any:
     """The v7_1 TestClient for the context's collection. Connection first reads `_apis/ResourceAreas` to find
     the test area's host, then each client reads its routes with OPTIONS `{url}/_apis` (devops.md 2.7, 3.1)."""
-    _sdk()
+    require_sdk()
     from azure.devops.connection import Connection
 
     connection = Connection(base_url=context.collection_url, creds=_credentials(context.token.reveal(), policy))
@@ -115,8 +120,10 @@ def open_test_client(context: DevOpsContext, policy: RetryPolicy = DEFAULT_POLIC
 
 def publish_test_run(run_dir: Path, context: DevOpsContext, *, policy: RetryPolicy = DEFAULT_POLICY,
                      options: PublishOptions = PublishOptions()) -> TestRunOutcome:
-    """Publish RUN_DIR's results.json as a test run. Raises only for an unreadable run folder."""
+    """Publish RUN_DIR's results.json as a test run. Raises only for an unreadable run folder
+    (InvalidInputError) or a missing azure-devops package (MissingExtraError)."""
     run = read_run(load_results(run_dir))
+    require_sdk()
     outcome = TestRunOutcome()
     try:
         client = open_test_client(context, policy)
@@ -128,6 +135,10 @@ def publish_test_run(run_dir: Path, context: DevOpsContext, *, policy: RetryPoli
     except DevOpsError as exc:
         outcome.problems.append(str(exc))
         log.error("devops test run not published: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - the SDK's own surprises (a cache file it cannot write,
+        # an answer it cannot deserialise) must not fail the run either
+        outcome.problems.append(f"test run not published: {type(exc).__name__}: {exc}")
+        log.exception("devops test run not published")
     return outcome
 
 
@@ -141,7 +152,7 @@ class _Publisher:
         self.policy = policy
         self.options = options
         self.outcome = outcome
-        self.models = _sdk()
+        self.models = require_sdk()
         self._lock = threading.Lock()
 
     def _call(self, what: str, action: Callable[[], T]) -> T:
@@ -155,17 +166,22 @@ class _Publisher:
         self.outcome.run_id = run_id
         self.outcome.url = getattr(created, "web_access_url", None) or getattr(created, "url", None)
         log.info("devops test run created id=%s build=%s", run_id, self.context.build_id)
+        state, error = "Completed", None
         try:
-            result_ids = self._add_results(run_id)
-        except DevOpsAuthError:
-            raise
+            self._attach_all(run_id, self._add_results(run_id))
         except DevOpsError as exc:
-            # A run left InProgress reads as still running forever; close it as Aborted, saying why.
-            self.outcome.problems.append(str(exc))
-            self._complete(run_id, "Aborted", error=str(exc))
-            return
-        self._attach_all(run_id, result_ids)
-        self._complete(run_id, "Completed")
+            self._note(exc)
+            if self.outcome.results < len(self.run.steps):
+                state, error = "Aborted", str(exc)
+        # A run left InProgress reads as still running forever: always try to close it, Aborted (with the
+        # reason) when its results are not all in. After a refused token, one try only (it is terminal).
+        self._complete(run_id, state, error)
+
+    def _note(self, exc: DevOpsError) -> None:
+        self.outcome.problems.append(str(exc))
+        if isinstance(exc, DevOpsAuthError):
+            self.outcome.auth_refused = True
+        log.error("devops test run %s: %s", self.outcome.run_id, exc)
 
     # ---- the run ---------------------------------------------------------------------------------------
 
@@ -175,7 +191,7 @@ class _Publisher:
             part for part in (run.experiment, ctx.build_number or "", f"({run.run_id})") if part)
         model = m.RunCreateModel(name=name, automated=True, state="InProgress",
                                  start_date=utc_iso(run.started) if run.started else None,
-                                 comment=_clip(_run_comment(run, ctx), TEXT_LIMIT))
+                                 comment=clip(run_comment(run, ctx), TEXT_LIMIT))
         if ctx.build_id:
             model.build = m.ShallowReference(id=str(ctx.build_id))
             if ctx.pipeline is not None and ctx.build_id.isdigit():
@@ -198,16 +214,14 @@ class _Publisher:
     def _complete(self, run_id: int, state: str, error: str | None = None) -> None:
         finished = self.run.finished
         update = self.models.RunUpdateModel(state=state, completed_date=utc_iso(finished) if finished else utc_iso(),
-                                            error_message=_clip(error, TEXT_LIMIT) if error else None)
+                                            error_message=clip(error, TEXT_LIMIT) if error else None)
+        policy = replace(self.policy, attempts=1) if self.outcome.auth_refused else self.policy
         try:
-            self._call(f"mark the test run {state}",
-                       lambda: self.client.update_test_run(update, self.context.project, run_id))
+            call_with_retries(lambda: self.client.update_test_run(update, self.context.project, run_id),
+                              policy, f"mark the test run {state}")
             self.outcome.state = state
-        except DevOpsAuthError:
-            raise
         except DevOpsError as exc:
-            self.outcome.problems.append(str(exc))
-            log.error("devops test run %s not marked %s: %s", run_id, state, exc)
+            self._note(exc)
 
     # ---- results ---------------------------------------------------------------------------------------
 
@@ -241,16 +255,16 @@ class _Publisher:
             state="Completed",
             duration_in_ms=round((step.duration_s or 0.0) * 1000.0, 3),
             computer_name=self.context.host_name,
-            comment=_clip(_result_comment(step), TEXT_LIMIT),
+            comment=clip(result_comment(step), TEXT_LIMIT),
         )
         # Completed must be later than started (3.3); skipped steps have neither.
         if step.started is not None and step.finished is not None and step.finished >= step.started:
             model.started_date, model.completed_date = step.started, step.finished
         message = error_message(step)
         if message:
-            model.error_message = _clip(message, TEXT_LIMIT)
+            model.error_message = clip(message, TEXT_LIMIT)
         if step.error is not None and step.error.traceback:
-            model.stack_trace = _tail(step.error.traceback, TEXT_LIMIT)
+            model.stack_trace = tail(step.error.traceback, TEXT_LIMIT)
         return model
 
     # ---- attachments -----------------------------------------------------------------------------------
@@ -290,6 +304,7 @@ class _Publisher:
             if isinstance(exc, DevOpsAuthError):
                 raise exc
             self.outcome.problems.append(f"attachments stopped: {exc}")
+            log.error("devops attachments stopped: %s", exc)
         log.info("devops attachments run=%s attached=%d skipped=%d", run_id, self.outcome.attachments,
                  len(self.outcome.skipped_attachments))
 
@@ -323,63 +338,3 @@ class _Publisher:
         log.warning("devops attachment skipped: %s", text)
         with self._lock:
             self.outcome.skipped_attachments.append(text)
-
-
-def attachment_name(name: str) -> str:
-    """A file name the attachments API accepts: no ':' (the agent's rule, devops.md 3.4), no separators or
-    control characters; letters, digits, '.', '_', '-' and spaces kept."""
-    cleaned = _UNSAFE_NAME.sub("_", name).strip(" .")
-    return cleaned[:200] or "attachment"
-
-
-def error_message(step: Step) -> str:
-    """What a person reads first in the DevOps results grid for a notebook that did not pass."""
-    if step.status == "skipped":
-        return f"skipped: {step.reason}" if step.reason else "skipped"
-    if step.status == "passed":
-        return ""
-    parts: list[str] = []
-    if step.missed:
-        parts.append("expectation missed: " + "; ".join(f"{e.metric} {e.rule} (actual {e.actual!r})"
-                                                        for e in step.missed))
-    error = step.error
-    if error is not None and (error.ename or error.evalue):
-        what = ": ".join(part for part in (error.ename, error.evalue) if part)
-        parts.append(what + (f" (cell {error.cell_index})" if error.cell_index is not None else ""))
-    elif error is not None and error.kind and not step.missed:
-        parts.append(error.type_name)
-    if not parts:
-        parts.append({"timed_out": "timed out", "crashed": "the kernel died"}.get(
-            step.status, f"status {step.status}" if step.status in OUTCOMES else "the step did not finish"))
-    return "; ".join(parts)
-
-
-def _result_comment(step: Step) -> str:
-    bits = [f"step {step.id}"]
-    if step.attempts and step.attempts > 1:
-        bits.append(f"attempts {step.attempts}")
-    if step.target:
-        bits.append(f"target {step.target}")
-    if step.metrics:
-        bits.append("metrics " + ", ".join(f"{k}={v}" for k, v in step.metrics.items()))
-    if step.warnings:
-        bits.append("warnings: " + "; ".join(step.warnings))
-    return "; ".join(bits)
-
-
-def _run_comment(run: Run, context: DevOpsContext) -> str:
-    bits = [f"notebook run {run.run_id}", f"backend {run.backend or 'unknown'}", f"status {run.status}"]
-    if context.commit:
-        bits.append(f"commit {context.commit}")
-    if context.repository_url:
-        bits.append(f"repository {context.repository_url}")
-    return "; ".join(bits)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def _tail(text: str, limit: int) -> str:
-    """Keep the end of a traceback: the exception itself is its last line."""
-    return text if len(text) <= limit else "\u2026" + text[-(limit - 1):]
