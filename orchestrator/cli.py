@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from orchestrator.errors import (
+    EXIT_INFRASTRUCTURE,
     EXIT_INTERRUPTED,
     EXIT_INVALID_INPUT,
     EXIT_NOT_PASSED,
@@ -71,13 +72,34 @@ def cli(verbose: bool) -> None:
 @click.option("--gpu-fallback", type=click.Choice(["skip", "cpu"]), default="skip", show_default=True,
               help="What a GPU notebook does on a machine without GPUs.")
 @click.option("--wait/--no-wait", default=True, help="azureml: wait for the pipeline and build the report.")
+@click.option("--devops", is_flag=True, help="Report to Azure DevOps while running (agent job variables, or --callback).")
+@click.option("--callback", "callback", type=click.Path(path_type=Path),
+              help="With --devops: a queue message file (DESIGN 7) whose server job is closed when the run ends.")
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
-        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool) -> None:
+        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, devops: bool,
+        callback: Path | None) -> None:
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     from orchestrator.plan import load_plan
 
+    context = _devops_context(devops, callback)
     plan = load_plan(path, plan_file=plan_file, only=only, parameters=_parse_params(params))
-    _execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait)
+    _execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context)
+
+
+def _devops_context(devops: bool, callback: Path | None) -> Any:
+    """Where DevOps results go: the server job of a message file, or this agent job's variables."""
+    if callback is not None and not devops:
+        raise InvalidInputError([Problem("--callback", str(callback), "needs --devops")])
+    if not devops:
+        return None
+    import os
+
+    from orchestrator.devops import DevOpsContext, require_sdk
+
+    require_sdk()  # a missing extra fails before any notebook runs
+    if callback is not None:
+        return DevOpsContext.from_message_file(callback)
+    return DevOpsContext.from_environment(os.environ)
 
 
 @cli.command()
@@ -99,10 +121,10 @@ def rerun(run_dir: Path, failed: bool, jobs: int | None, out: Path | None, gpu_f
 
 
 def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu_fallback: str, wait: bool,
-             carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None) -> None:
+             carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None,
+             devops: Any = None) -> None:
     from orchestrator.backends import RunOptions, get_backend
-    from orchestrator.progress import make_progress
-    from orchestrator.report import build_report
+    from orchestrator.progress import Progress, TeeProgress, make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir
 
     for warning in plan.warnings:
@@ -112,14 +134,52 @@ def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu
     run_dir = prepare_run_dir(out, run_id)
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=jobs, gpu_fallback=gpu_fallback,
                          carried=carried or {}, repairs=repairs, wait=wait)
-    outcome = chosen.run(plan, options, make_progress())
+    progress: Progress = make_progress()
+    live = watcher = None
+    if devops is not None:
+        from orchestrator.devops import CancellationWatcher, LiveReporter
+
+        live = LiveReporter(devops)
+        progress = TeeProgress(progress, live)
+        # DevOps shows the job cancelled or timed out: stop like Ctrl-C (the watcher's thread calls this).
+        watcher = CancellationWatcher(devops, lambda why: options.stop.request(f"DevOps: {why}")).start()
+    status = "failed"
+    try:
+        status = chosen.run(plan, options, progress).status
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if live is not None:
+            live.close()
+        # Even when the backend crashed, the report and the DevOps callback describe what finished.
+        _report(run_dir, devops, cancelled=bool(watcher is not None and watcher.cancelled))
+    sys.exit(_exit_code_for(status))
+
+
+def _report(run_dir: Path, devops: Any, *, cancelled: bool = False) -> None:
+    """Rebuild junit.xml/report.html, then publish to DevOps when asked (never fails the notebooks' run)."""
+    from orchestrator.report import build_report
+
     started = time.monotonic()
     files = build_report(run_dir)
     log.debug("report built in %.1fs", time.monotonic() - started)
     click.echo(f"results: {run_dir / 'results.json'}", err=True)
     click.echo(f"junit:   {files.junit}", err=True)
     click.echo(f"report:  {files.html}", err=True)
-    sys.exit(_exit_code_for(outcome.status))
+    if devops is None:
+        return
+    from orchestrator.devops import report_to_devops
+
+    outcome = report_to_devops(run_dir, devops, result="canceled" if cancelled else None)
+    for problem in outcome.all_problems:
+        click.echo(f"devops: {problem}", err=True)
+    _echo_test_run(outcome.test_run, err=True)
+
+
+def _echo_test_run(test_run: Any, *, err: bool = False) -> None:
+    if test_run is not None and test_run.run_id is not None:
+        click.echo(f"devops: test run {test_run.run_id} {test_run.state}: {test_run.results} results, "
+                   f"{test_run.attachments} attachments {test_run.url or ''}".rstrip(), err=err)
 
 
 @cli.command()
@@ -149,15 +209,29 @@ def validate(path: Path, plan_file: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-def report(run_dir: Path) -> None:
-    """Rebuild junit.xml, report.html and the notebooks' HTML from RUN_DIR/results.json."""
+@click.option("--devops", is_flag=True, help="Publish the run to Azure DevOps as a test run (agent job variables, or --callback).")
+@click.option("--callback", type=click.Path(path_type=Path),
+              help="With --devops: also close the server job whose properties this message file (DESIGN 7) holds.")
+def report(run_dir: Path, devops: bool, callback: Path | None) -> None:
+    """Rebuild junit.xml, report.html and the notebooks' HTML from RUN_DIR/results.json; optionally publish."""
     from orchestrator.report import build_report
     from orchestrator.results import load_results
 
     load_results(run_dir)  # a clear error when RUN_DIR is not a run folder
+    context = _devops_context(devops, callback)
     files = build_report(run_dir)
     click.echo(f"junit:  {files.junit}")
     click.echo(f"report: {files.html}")
+    if context is None:
+        return
+    from orchestrator.devops import report_to_devops
+
+    outcome = report_to_devops(run_dir, context)
+    _echo_test_run(outcome.test_run)
+    for problem in outcome.all_problems:
+        click.echo(f"devops: {problem}", err=True)
+    if not outcome.ok:
+        sys.exit(EXIT_INFRASTRUCTURE)
 
 
 @cli.command()

@@ -134,6 +134,33 @@ class LiveProgress:
         self._console.print(f"[{style}]run {status}[/] in {seconds:.1f}s  {_summary(counts)}")
 
 
+class TeeProgress:
+    """Every event to several progress sinks (the terminal and, with --devops, the server job's feed)."""
+
+    def __init__(self, *sinks: Progress) -> None:
+        self._sinks = sinks
+
+    def run_started(self, run_id: str, total: int, run_dir: str) -> None:
+        for sink in self._sinks:
+            sink.run_started(run_id, total, run_dir)
+
+    def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
+        for sink in self._sinks:
+            sink.step_started(step_id, notebook, attempt)
+
+    def step_finished(self, result: dict[str, Any]) -> None:
+        for sink in self._sinks:
+            sink.step_finished(result)
+
+    def message(self, text: str) -> None:
+        for sink in self._sinks:
+            sink.message(text)
+
+    def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None:
+        for sink in self._sinks:
+            sink.run_finished(status, counts, seconds)
+
+
 def make_progress(stream: TextIO | None = None) -> Progress:
     """Live view on a terminal, plain lines otherwise (CI logs, pipes, files)."""
     target = stream or sys.stderr

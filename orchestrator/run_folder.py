@@ -14,7 +14,7 @@ DEFAULT_RUNS_DIR = Path(".orchestrator") / "runs"
 PLAN_FILE = "plan.json"
 STEPS_DIR = "steps"
 # What a run writes at its top level; only these are removed when a run folder is reused with --out.
-RUN_OUTPUTS = (RESULTS_FILE, PLAN_FILE, "junit.xml", "report.html", "run.log", STEPS_DIR)
+RUN_OUTPUTS = (RESULTS_FILE, PLAN_FILE, "junit.xml", "report.html", "devops.json", STEPS_DIR)
 
 
 def new_run_id() -> str:
