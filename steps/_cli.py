@@ -1,0 +1,137 @@
+"""Command-line arguments of `python steps/run_notebook.py`, turned into StepRequest fields.
+
+Kept apart from the runner so that run_notebook.py holds one responsibility; it knows nothing of StepRequest
+(that would be a circular import) and returns plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_ARGUMENTS = 2
+
+
+class BadArguments(Exception):
+    """The arguments make no sense; the usage and the reason are already printed."""
+
+    def __init__(self, exit_code: int = EXIT_BAD_ARGUMENTS) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def parse_arguments(argv: list[str] | None) -> dict[str, Any]:
+    """StepRequest keyword arguments, plus `after_result` (paths still to read); BadArguments otherwise."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and why (or the help: exit code 0)
+        raise BadArguments(exc.code if isinstance(exc.code, int) else EXIT_BAD_ARGUMENTS) from None
+    try:
+        return _fields(args)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        raise BadArguments() from None
+
+
+def read_after_result(path: Path, file_name: str) -> dict[str, Any]:
+    """A dependency's result; one that cannot be read counts as not passed (the step is skipped, saying so)."""
+    file = path / file_name if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return {"step": str(file), "status": f"unreadable: {type(exc).__name__}"}
+    if not isinstance(data, dict):
+        return {"step": str(file), "status": "unreadable: not a JSON object"}
+    return data
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_notebook.py",
+        description="Run one notebook (the orchestrator's step contract): writes result.json, the executed "
+        "notebook and kernel.log to --output-dir. Exit code 0 passed (or skipped), 1 not passed, 2 bad arguments.",
+    )
+    add = parser.add_argument
+    add("notebook", type=Path, help="the notebook to run")
+    add("--output-dir", type=Path, required=True, help="folder for result.json, the notebook and kernel.log")
+    add("--step", default="", help="step id (default: a slug of --notebook-rel)")
+    add("--notebook-rel", default="", help="notebook path relative to the plan root (default: its file name)")
+    add("--parameters", default="{}", metavar="JSON", help="papermill parameters, a JSON object")
+    add("--kernel", default="python3", help="kernel when the notebook names none or one not installed here")
+    add("--kernel-required", action="store_true", help="use --kernel whatever the notebook names")
+    add("--timeout", type=_seconds, default=None, metavar="SECONDS", help="whole-notebook limit")
+    add("--cell-timeout", type=_seconds, default=None, metavar="SECONDS", help="per-cell limit")
+    add("--start-timeout", type=_seconds, default=60.0, metavar="SECONDS", help="kernel start limit (default 60)")
+    add("--shutdown-grace", type=float, default=0.0, metavar="SECONDS",
+        help="time the kernel may take to exit by itself before it is killed (default 0)")
+    add("--cwd", type=Path, default=None, help="working directory of the kernel (default: the notebook's folder)")
+    add("--target", default="cpu")
+    add("--environment", default="default")
+    add("--expect", default="{}", metavar="JSON", help='expectations, a JSON object: {"accuracy": ">= 0.9"}')
+    add("--pythonpath", type=Path, action="append", default=[], metavar="DIR",
+        help="folder put first on the kernel's PYTHONPATH (repeatable)")
+    add("--env", action="append", default=[], metavar="NAME=VALUE", help="extra kernel environment (repeatable)")
+    add("--secret-env", action="append", default=[], metavar="NAME", help="never pass NAME to the kernel")
+    add("--output-limit", type=int, default=2_000_000, metavar="BYTES", help="stored output cap per cell")
+    add("--attempt", type=int, default=1)
+    add("--after-result", type=Path, action="append", default=[], metavar="PATH",
+        help="result.json (or its folder) of a step this one runs after; if it did not pass, this one is skipped")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Raises ValueError for values argparse cannot check by itself."""
+    expect = _json_object(args.expect, "--expect")
+    if not all(isinstance(rule, str) for rule in expect.values()):
+        raise ValueError('--expect: every rule must be a string, e.g. {"accuracy": ">= 0.9"}')
+    env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--env: expected NAME=VALUE, got {item!r}")
+        env[name] = value
+    return {
+        "notebook_path": args.notebook.resolve(),
+        "output_dir": args.output_dir.resolve(),
+        "step": args.step,
+        "notebook_rel": args.notebook_rel,
+        "parameters": _json_object(args.parameters, "--parameters"),
+        "kernel": args.kernel,
+        "kernel_required": args.kernel_required,
+        "timeout_s": args.timeout,
+        "cell_timeout_s": args.cell_timeout,
+        "cwd": args.cwd.resolve() if args.cwd else None,
+        "target": args.target,
+        "environment": args.environment,
+        "expect": expect,
+        "pythonpath": [path.resolve() for path in args.pythonpath],
+        "env": env,
+        "secret_env": list(args.secret_env),
+        "output_limit_bytes": args.output_limit,
+        "attempt": args.attempt,
+        "start_timeout_s": args.start_timeout,
+        "shutdown_grace_s": args.shutdown_grace,
+        "after_result": list(args.after_result),
+    }
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option}: expected a JSON object, got {type(value).__name__}")
+    return value

@@ -1,0 +1,338 @@
+"""One local kernel for one step: its environment, start, and a stop that leaves no process behind.
+
+Why not nbclient's `async_setup_kernel`: it installs SIGINT/SIGTERM handlers on the event loop and removes
+them when the notebook ends, which would remove the local backend's own handlers while other steps still run
+in the same loop; it also registers an atexit hook per notebook. Starting the kernel here keeps `run_step`
+free of process-wide side effects, so many steps can run concurrently in one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import zmq.asyncio
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+
+# Never passed to a notebook kernel (DESIGN 8): the DevOps job token, PATs, service principal secrets.
+SECRET_ENV = ("SYSTEM_ACCESSTOKEN", "AZURE_DEVOPS_EXT_PAT", "AZURE_CLIENT_SECRET", "ORCHESTRATOR_DEVOPS_TOKEN")
+
+# An in-memory IPython history: concurrent kernels otherwise contend for one sqlite file (the same default
+# nbclient uses, `NotebookClient.ipython_hist_file`).
+IPYKERNEL_ARGUMENTS = ("--HistoryManager.hist_file=:memory:",)
+
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
+_EXIT_POLL_S = 0.02
+_REAP_WAIT_S = 2.0
+
+_shared_context: zmq.asyncio.Context | None = None
+
+
+class KernelStartError(Exception):
+    """The kernel process did not start or never answered."""
+
+
+def find_kernelspec(name: str) -> KernelSpec | None:
+    """The installed kernelspec called `name`, or None. Looked up each time: JUPYTER_PATH may change."""
+    if not name:
+        return None
+    try:
+        return KernelSpecManager().get_kernel_spec(name)
+    except (NoSuchKernel, OSError, ValueError):
+        return None
+
+
+def installed_kernels() -> list[str]:
+    try:
+        return sorted(KernelSpecManager().find_kernel_specs())
+    except OSError:
+        return []
+
+
+def is_ipykernel(spec: KernelSpec) -> bool:
+    """Kernels whose argv runs ipykernel, whatever the spec is called (conda envs name theirs freely)."""
+    return any("ipykernel" in part for part in spec.argv)
+
+
+def kernel_environment(
+    base: Mapping[str, str],
+    *,
+    extra: Mapping[str, str] = {},
+    pythonpath: Sequence[Path] = (),
+    secret_names: Iterable[str] = (),
+) -> dict[str, str]:
+    """The kernel's environment: ours, plus `extra`, with `pythonpath` first on PYTHONPATH, minus secrets.
+
+    Secrets are removed last so that nothing (not even `extra`) can pass one to a notebook.
+    """
+    env = dict(base)
+    env.update(extra)
+    if pythonpath:
+        existing = [part for part in env.get("PYTHONPATH", "").split(os.pathsep) if part]
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(p).resolve()) for p in pythonpath] + existing)
+    # debugpy (imported by ipykernel) warns about frozen modules on every start; the warning is noise in
+    # kernel.log, not something a notebook author can act on.
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    for name in (*SECRET_ENV, *secret_names):
+        env.pop(name, None)
+    return env
+
+
+def _context() -> zmq.asyncio.Context:
+    # One zmq context for every kernel and client of this process (jupyter_client otherwise creates one per
+    # manager and one per client): each costs an I/O thread, and destroying it blocks the event loop for up
+    # to its linger time while other steps wait.
+    global _shared_context
+    if _shared_context is None or _shared_context.closed:
+        _shared_context = zmq.asyncio.Context()
+        # The client connects before the kernel has bound its sockets, and zmq retries every 100 ms by
+        # default: polling every 10 ms instead took ~0.1 s off every kernel start when two kernels start at
+        # once (measured with 40 tiny notebooks, 2 at a time, on 2 cores).
+        _shared_context.setsockopt(zmq.RECONNECT_IVL, 10)
+    return _shared_context
+
+
+class LocalKernel:
+    """A kernel process started in its own session (jupyter_client does that on POSIX), so that its whole
+    process tree can be found and killed: the process group, plus descendants that started a session of
+    their own."""
+
+    def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path):
+        self.spec_name = spec_name
+        self.spec = spec
+        self.cwd = cwd
+        self.env = env
+        self.log_path = log_path
+        # Short private folder for the connection file and ipc sockets: Unix socket paths are limited to
+        # about 100 characters, and a private name means no two kernels ever race for the same address
+        # (with tcp, ports are picked before they are bound: papermill #511, jupyter_client #154).
+        self._folder = Path(tempfile.mkdtemp(prefix="nbk-"))
+        options: dict[str, Any] = {}
+        if is_ipykernel(spec) and os.name == "posix":
+            options = {"transport": "ipc", "ip": str(self._folder / "k")}
+        self.km = AsyncKernelManager(
+            kernel_name=spec_name,
+            context=_context(),
+            connection_file=str(self._folder / "kernel.json"),
+            **options,
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+        self.client: Any = None  # AsyncKernelClient once started
+        self.info: dict[str, Any] = {}  # the kernel_info reply's content once started
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        # The provisioner holds the Popen as soon as it is launched, even while start() is still waiting for
+        # the kernel to answer: a cancellation at that moment must still find the process to kill.
+        if self._process is None:
+            self._process = getattr(self.km.provisioner, "process", None)
+        return self._process
+
+    async def start(self, timeout_s: float) -> None:
+        """Start the process and wait until it answers kernel_info; KernelStartError otherwise."""
+        extra = list(IPYKERNEL_ARGUMENTS) if is_ipykernel(self.spec) else []
+        try:
+            with open(self.log_path, "ab") as log:
+                # The kernel's own stdout/stderr (C libraries, crashes) go to kernel.log, not to the
+                # terminal of whoever runs many steps at once. Appended: a retry keeps the earlier attempt's.
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                log.write(f"--- {stamp} starting kernel {self.spec_name!r} in {self.cwd}\n".encode())
+                log.flush()
+                await self.km.start_kernel(
+                    extra_arguments=extra,
+                    env=self.env,
+                    cwd=str(self.cwd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+        except Exception as exc:  # Popen errors, bad kernelspec argv, provisioner errors
+            raise KernelStartError(f"could not start kernel {self.spec_name!r}: {_describe(exc)}") from exc
+        self.client = self.km.client(context=_context())
+        self.client.start_channels()
+        try:
+            self.info = await self._wait_ready(timeout_s)
+        except Exception as exc:  # RuntimeError: died before replying, or no reply in time
+            raise KernelStartError(
+                f"kernel {self.spec_name!r} did not start: {_describe(exc)}{self._exit_suffix()}"
+            ) from exc
+        self.client.allow_stdin = False
+
+    async def _wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """The kernel_info reply's content, once shell and IOPub both work.
+
+        jupyter_client's wait_for_ready does the same, then "flushes" IOPub by waiting until it has been
+        quiet for 0.2 s: a fixed 0.2 s on every kernel start, near half the start time of a small kernel.
+        Draining only what has already arrived is enough, since nbclient ignores IOPub messages that answer
+        other requests.
+        """
+        client = self.client
+        deadline = time.monotonic() + timeout_s
+        while True:
+            client.kernel_info()
+            try:
+                reply = await client.shell_channel.get_msg(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
+            except Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    # Any IOPub message (ipykernel sends iopub_welcome on subscription) proves the subscription
+                    # is live, so the first cell's output cannot be lost to zmq's slow-joiner effect.
+                    await client.iopub_channel.get_msg(timeout=0.2)
+                except Empty:
+                    pass
+                else:
+                    break
+            if not await client.is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout_s:g} seconds")
+        handle = getattr(client, "_handle_kernel_info_reply", None)
+        if handle is not None:  # adapts the client to the kernel's protocol version
+            handle(reply)
+        while True:
+            try:
+                await client.iopub_channel.get_msg(timeout=0)
+            except Empty:
+                break
+        content: dict[str, Any] = reply["content"]
+        return content
+
+    def exit_description(self) -> str:
+        """'exit code 1', 'killed by SIGSEGV', or 'still running'."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return "still running"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def death_hint(self) -> str:
+        """How the kernel ended, with the usual cause, for a reader of the report."""
+        description = self.exit_description()
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return "its process stopped answering"
+        if code == -_KILL:
+            return f"{description}: usually the out-of-memory killer"
+        if code < 0:
+            return f"{description}: a crash in native code (an extension module, a driver)"
+        return f"the process ended with {description}: os._exit() or a library that exits the process"
+
+    def _exit_suffix(self) -> str:
+        description = self.exit_description()
+        return "" if description == "still running" else f" (kernel process: {description})"
+
+    def kill_now(self) -> None:
+        """SIGKILL the kernel and everything it started, synchronously (safe in a cancellation path)."""
+        process = self.process
+        if process is not None:
+            kill_tree(process, descendants(process.pid))
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """End the kernel and its whole process tree, then release sockets and files.
+
+        With grace_s > 0 the kernel is asked to shut down first (its atexit handlers run). 0 kills at once:
+        every output has arrived by now, and a graceful shutdown costs a tenth of a second of CPU per kernel,
+        which is most of the orchestrator's overhead on small notebooks.
+        """
+        process = self.process
+        try:
+            if process is not None:
+                # Descendants must be listed while the kernel is alive: once it exits they are re-parented
+                # and can no longer be found from its pid.
+                orphans = descendants(process.pid)
+                if grace_s > 0 and process.poll() is None:
+                    with contextlib.suppress(Exception):
+                        await self.km.request_shutdown()
+                    await _wait_exit(process, grace_s)
+                kill_tree(process, orphans)
+                await _wait_exit(process, _REAP_WAIT_S)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.stop_channels()
+        with contextlib.suppress(Exception):
+            if self.km.has_kernel and self.process is not None and self.process.poll() is not None:
+                await self.km.provisioner.wait()  # type: ignore[union-attr]  # reaps, closes its pipes
+        with contextlib.suppress(Exception):
+            await self.km.cleanup_resources()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+async def _wait_exit(process: subprocess.Popen[bytes], limit_s: float) -> None:
+    # Polls from 1 ms up: a killed kernel is gone within a few ms, and the next notebook waits for its slot.
+    deadline = time.monotonic() + limit_s
+    pause = 0.001
+    while process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _EXIT_POLL_S)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, found through the parent links (psutil when present, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_descendants(pid)
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _proc_descendants(pid: int) -> list[int]:
+    if not sys.platform.startswith("linux"):
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may itself contain spaces.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_tree(process: subprocess.Popen[bytes], others: Iterable[int] = ()) -> None:
+    """SIGKILL the kernel, its process group (it leads its own session) and the `others` found earlier."""
+    with contextlib.suppress(OSError):
+        process.kill()  # a no-op once the process has been reaped, so never hits a recycled pid
+    if os.name == "posix":
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, _KILL)
+    for pid in others:
+        with contextlib.suppress(OSError):
+            os.kill(pid, _KILL)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

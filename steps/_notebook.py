@@ -1,0 +1,320 @@
+"""The notebook file: read and check it, inject parameters, mark the failing cell, cap outputs, write it.
+
+Everything here is plain data manipulation (no kernel), so it is cheap and testable on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import nbformat.v4
+from nbformat import NotebookNode
+
+# nbformat has no type hints; these typed names keep mypy --strict meaningful for the code below.
+new_code_cell: Callable[..., NotebookNode] = nbformat.v4.new_code_cell
+new_markdown_cell: Callable[..., NotebookNode] = nbformat.v4.new_markdown_cell
+new_output: Callable[..., NotebookNode] = nbformat.v4.new_output
+_convert: Callable[[NotebookNode, int], NotebookNode] = nbformat.convert
+_writes: Callable[[NotebookNode], str] = nbformat.writes
+
+# papermill's failure markers, reproduced from papermill/execute.py (2.x) so that the output notebook looks
+# like papermill's: a red banner at the top linking to an anchor cell placed just above the failing cell.
+# Marker cells from an earlier papermill run are removed before running, as papermill does.
+ERROR_MARKER_TAG = "papermill-error-cell-tag"
+_ERROR_STYLE = 'style="color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:2em;"'
+ERROR_MESSAGE_TEMPLATE = (
+    f"<span {_ERROR_STYLE}>An Exception was encountered at '<a href=\"#papermill-error-cell\">In [%s]</a>'.</span>"
+)
+ERROR_ANCHOR_MSG = (
+    f'<span id="papermill-error-cell" {_ERROR_STYLE}>'
+    "Execution using papermill encountered an exception here and stopped:"
+    "</span>"
+)
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+
+_NOTE_RESERVE = 400  # bytes kept free in a truncated cell for the note about what was removed
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+
+
+class InvalidNotebook(Exception):
+    """The file cannot be run as a notebook; the message names the file and what is wrong."""
+
+
+def strip_ansi(text: str) -> str:
+    """Tracebacks from IPython are coloured with ANSI escapes; reports and JUnit want plain text."""
+    return _ANSI.sub("", text)
+
+
+def load_notebook(path: Path) -> NotebookNode:
+    """Read `path` as a v4 notebook (v3 files are upgraded), or raise InvalidNotebook."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidNotebook(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InvalidNotebook(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not raw.strip():
+        raise InvalidNotebook(f"{path}: the file is empty, not a notebook")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InvalidNotebook(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidNotebook(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); is the file truncated "
+            "or an unresolved merge conflict?"
+        ) from None
+    version = data.get("nbformat") if isinstance(data, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidNotebook(f"{path}: valid JSON but not a Jupyter notebook (no 'nbformat' version field)")
+    if version not in (3, 4):
+        raise InvalidNotebook(f"{path}: nbformat version {version} is not supported (3 and 4 are)")
+    return _to_v4(path, data)
+
+
+def _to_v4(path: Path, data: dict[str, Any]) -> NotebookNode:
+    with warnings.catch_warnings():
+        # Notebooks written before nbformat 4.5 have no cell ids; nbformat adds them and warns each time.
+        warnings.simplefilter("ignore")
+        try:
+            # Checked as stored, before anything reads it: the readers fail obscurely on malformed cells.
+            nbformat.validate(data)
+            # The version's own reader joins multi-line sources stored as lists, as nbformat.read does.
+            nb = _convert(nbformat.versions[data["nbformat"]].to_notebook_json(data), 4)
+        except nbformat.ValidationError as exc:
+            where = "/".join(str(part) for part in getattr(exc, "absolute_path", ()))
+            message = getattr(exc, "message", str(exc).splitlines()[0])
+            raise InvalidNotebook(
+                f"{path}: not a valid Jupyter notebook: {message}" + (f" (at {where})" if where else "")
+            ) from None
+        except Exception as exc:  # conversion of a malformed v3 file
+            raise InvalidNotebook(f"{path}: cannot be read as nbformat {data.get('nbformat')}: {exc}") from None
+    return nb
+
+
+@dataclass
+class WorkingNotebook:
+    """The notebook as run: the source cells (papermill markers of an earlier run removed) plus injected
+    and marker cells. `source_index[i]` is cell i's index in the source file, None for cells added here, so
+    that a failing cell is reported by its position in the file the author edits (DESIGN 4)."""
+
+    nb: NotebookNode
+    source_index: list[int | None]
+    warnings: list[str] = field(default_factory=list)
+
+    def source_of(self, index: int | None) -> int | None:
+        return None if index is None else self.source_index[index]
+
+    def insert(self, index: int, cell: NotebookNode) -> None:
+        self.nb.cells.insert(index, cell)
+        self.source_index.insert(index, None)
+
+
+def prepare(nb: NotebookNode) -> WorkingNotebook:
+    """The notebook to run: papermill markers of an earlier run removed, old results cleared."""
+    keep = [(i, cell) for i, cell in enumerate(nb.cells) if ERROR_MARKER_TAG not in _tags(cell)]
+    nb.cells = [cell for _, cell in keep]
+    for cell in nb.cells:
+        # Outputs committed with the source must not survive: a stale glued metric would count as this
+        # run's, and cells never reached would show results they did not produce.
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata["papermill"] = _pending()
+    nb.metadata["papermill"] = {"parameters": {}, "exception": None}
+    return WorkingNotebook(nb, [i for i, _ in keep])
+
+
+def inject_parameters(work: WorkingNotebook, parameters: Mapping[str, Any], kernel_name: str, language: str) -> None:
+    """A cell tagged `injected-parameters` after the `parameters` cell, as papermill writes it (its translators
+    render the values, so strings, numbers, None and nested containers come out exactly). InvalidNotebook
+    when papermill has no translator for the language; the notebook is then left unchanged."""
+    if not parameters:
+        return
+    # Imported here: papermill's import costs ~0.3 s and a notebook without parameters never needs it.
+    from papermill.translators import papermill_translators
+
+    nb = work.nb
+    injected = _first_tagged(nb, INJECTED_TAG)
+    tagged = _first_tagged(nb, PARAMETERS_TAG)
+    try:
+        translator = papermill_translators.find_translator(kernel_name, language)
+        source = translator.codify(dict(parameters), "Parameters")
+    except Exception as exc:  # papermill has no translator for this kernel/language
+        raise InvalidNotebook(f"cannot inject parameters for kernel {kernel_name!r} ({language}): {exc}") from None
+    cell = new_code_cell(source=source, metadata={"tags": [INJECTED_TAG], "papermill": _pending()})
+    nb.metadata["papermill"]["parameters"] = dict(parameters)
+    if injected >= 0:  # a notebook saved from an earlier papermill run: replace its injected cell
+        nb.cells[injected] = cell
+        work.source_index[injected] = None
+    elif tagged >= 0:
+        work.insert(tagged + 1, cell)
+    else:
+        work.insert(0, cell)
+        work.warnings.append(
+            f"the notebook has no cell tagged '{PARAMETERS_TAG}': parameters were injected at the top"
+        )
+    declared = _declared(translator, nb.cells[tagged]) if tagged >= 0 else None  # injecting kept its index
+    if declared is not None:
+        for name in parameters:
+            if name not in declared:
+                work.warnings.append(f"parameter {name!r} is not declared in the notebook's parameters cell")
+
+
+def _declared(translator: Any, cell: NotebookNode) -> set[str] | None:
+    """Names the parameters cell assigns (papermill's `inspect`, as in `papermill --help-notebook`), or None
+    where papermill cannot inspect this language. Called directly rather than through
+    papermill.inspection._infer_parameters, which needs a `tags` list on every cell."""
+    try:
+        return {parameter.name for parameter in translator.inspect(cell)}
+    except Exception:  # NotImplementedError for most languages
+        return None
+
+
+def _pending() -> dict[str, Any]:
+    return {"exception": None, "start_time": None, "end_time": None, "duration": None, "status": "pending"}
+
+
+def _tags(cell: Mapping[str, Any]) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _first_tagged(nb: NotebookNode, tag: str) -> int:
+    return next((i for i, cell in enumerate(nb.cells) if tag in _tags(cell)), -1)
+
+
+def mark_failure(work: WorkingNotebook, index: int) -> None:
+    """Papermill's banner (top) and anchor (just above cell `index`)."""
+    count = work.nb.cells[index].get("execution_count")
+    anchor = new_markdown_cell(ERROR_ANCHOR_MSG, metadata={"tags": [ERROR_MARKER_TAG]})
+    banner = new_markdown_cell(ERROR_MESSAGE_TEMPLATE % count, metadata={"tags": [ERROR_MARKER_TAG]})
+    work.insert(index, anchor)
+    work.insert(0, banner)
+
+
+def cap_outputs(cells: Iterable[NotebookNode], limit: int) -> list[tuple[int, str]]:
+    """Truncate every code cell whose stored outputs exceed `limit` bytes: (cell index, what was removed)."""
+    return [
+        (index, _cap_cell(cell, limit))
+        for index, cell in enumerate(cells)
+        if cell.get("cell_type") == "code" and cell.outputs and _size(cell.outputs) > limit
+    ]
+
+
+def _cap_cell(cell: NotebookNode, limit: int) -> str:
+    total = _size(cell.outputs)
+    kept: list[NotebookNode] = []
+    used = 0
+    removed: list[str] = []
+    stream_cut = 0
+    for output in cell.outputs:
+        size = _size(output)
+        if output.output_type == "error" or used + size <= limit:
+            kept.append(output)  # errors always stay: the traceback is what a reader came for
+            used += size
+        elif output.output_type == "stream":
+            text = output.text
+            # Leave room for the JSON around the text and for the note that says what was cut.
+            room = max(0, limit - used - _size({**output, "text": ""}) - _NOTE_RESERVE)
+            head = text.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+            stream_cut += len(text.encode("utf-8")) - len(head.encode("utf-8"))
+            if head:
+                kept.append(new_output("stream", name=output.name, text=head))
+                used += _size(kept[-1])
+        else:
+            kinds = ", ".join(sorted(output.get("data", {}))) or output.output_type
+            removed.append(f"{output.output_type} ({kinds}, {_human(size)})")
+    parts = ([f"{_human(stream_cut)} of stream text"] if stream_cut else []) + removed
+    message = (
+        f"output truncated: this cell produced {_human(total)} of output, over the limit of {_human(limit)} "
+        f"per cell (output_limit_bytes); removed {'; '.join(parts)}"
+    )
+    kept.append(new_output("stream", name="stderr", text=f"\n[orchestrator] {message}\n"))
+    cell.outputs = kept
+    return message
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def _human(size: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def output_tail(cells: Iterable[Mapping[str, Any]], max_lines: int = 40, max_chars: int = 4000) -> str:
+    """The end of what the notebook printed (streams and plain-text results), for JUnit system-out."""
+    pieces: list[str] = []
+    for cell in cells:
+        for output in cell.get("outputs") or ():
+            kind = output.get("output_type")
+            if kind == "stream":
+                pieces.append(_text(output.get("text", "")))
+            elif kind in ("execute_result", "display_data") and "text/plain" in output.get("data", {}):
+                pieces.append(_text(output["data"]["text/plain"]).rstrip("\n") + "\n")
+    # A progress bar rewrites its line with carriage returns: keep only what the terminal would show.
+    lines = [line.rsplit("\r", 1)[-1] for line in "".join(pieces).split("\n")]
+    tail = "\n".join(lines[-max_lines - 1 :]).strip("\n")
+    return strip_ansi(tail[-max_chars:])
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+def cell_started(cell: NotebookNode) -> None:
+    cell.metadata.setdefault("papermill", _pending()).update(
+        start_time=_papermill_time(), status="running", exception=False
+    )
+
+
+def cell_finished(cell: NotebookNode, *, failed: bool) -> None:
+    meta = cell.metadata.setdefault("papermill", _pending())
+    end = datetime.now(timezone.utc)
+    meta["end_time"] = end.replace(tzinfo=None).isoformat()
+    if meta.get("start_time"):
+        start = datetime.fromisoformat(meta["start_time"]).replace(tzinfo=timezone.utc)
+        meta["duration"] = (end - start).total_seconds()
+    meta["status"] = "failed" if failed else "completed"
+    meta["exception"] = failed
+
+
+def _papermill_time() -> str:
+    return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()  # papermill's format (naive UTC)
+
+
+def write_notebook(nb: NotebookNode, path: Path) -> None:
+    _write_atomic(path, _writes(nb))
+
+
+def write_json(path: Path, data: Any) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file + os.replace: a reader (the report, a rerun) never sees half a file, even if we are killed.
+    Opened with "x" rather than mkstemp so that the file gets the usual permissions (mkstemp's are 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

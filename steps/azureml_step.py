@@ -1,0 +1,143 @@
+"""The command of every Azure ML notebook node: run one notebook with steps/run_notebook.py, then log it.
+
+Thin by design (reference/style.md, habit 8): it turns the node's inputs into the runner's command line
+(the same step contract as the local backend, DESIGN 4), retries transient failures (Azure ML command nodes
+have no retry of their own, reference/aml.md 1.7), logs the outcome to the job's MLflow run
+(steps/mlflow_log.py) and exits with the runner's code: 0 when the notebook passed, 1 when it did not, so
+studio shows the node red and reuse never keeps a failed result (aml.md 1.8).
+
+Depends on the standard library only; mlflow is imported by mlflow_log when present.
+Input values that could not be written safely on a shell command line arrive as `json:<JSON string>`
+(orchestrator/azureml/names.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__:  # imported as steps.azureml_step (tests, the local tree)
+    from . import mlflow_log
+else:  # run as a script in the node: its folder is sys.path[0]
+    import mlflow_log  # type: ignore[no-redef]
+
+HERE = Path(__file__).resolve().parent
+
+log = logging.getLogger("orchestrator.steps.azureml_step")
+
+JSON_PREFIX = "json:"
+TRANSIENT_KINDS = frozenset({"infrastructure"})  # as the local backend: only a kernel that never came up
+RETRY_BACKOFF_S = 5.0
+
+
+def text(value: str) -> str:
+    return json.loads(value[len(JSON_PREFIX) :]) if value.startswith(JSON_PREFIX) else value
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run one notebook in an Azure ML node, then log it to MLflow.")
+    p.add_argument("--plan-root", type=text, required=True, help="Plan folder relative to the code snapshot")
+    p.add_argument("--step", type=text, required=True)
+    p.add_argument("--notebook", type=text, required=True, help="Notebook path relative to the plan folder")
+    p.add_argument("--parameters", type=json.loads, default={})
+    p.add_argument("--expect", type=json.loads, default={})
+    p.add_argument("--kernel", type=text, required=True)
+    p.add_argument("--kernel-required", type=lambda v: v.strip().lower() in ("true", "1", "yes"), default=False)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--cell-timeout", type=float, default=None)
+    p.add_argument("--retries", type=int, default=0)
+    p.add_argument("--target", type=text, required=True)
+    p.add_argument("--environment", type=text, required=True)
+    p.add_argument("--pythonpath", type=json.loads, default=[])
+    p.add_argument("--output-limit", type=int, required=True)
+    p.add_argument("--run-key", type=text, default=None)
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--secret-env", action="append", default=[])
+    p.add_argument("--after-result", action="append", default=[], type=Path)
+    p.add_argument("--runner", type=Path, default=HERE / "run_notebook.py", help=argparse.SUPPRESS)
+    p.add_argument("--code-root", type=Path, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def code_root() -> Path:
+    """The snapshot root: this file is <root>/.orchestrator-runtime/steps/azureml_step.py."""
+    return HERE.parents[1]
+
+
+def runner_command(args: argparse.Namespace, root: Path) -> list[str]:
+    plan_root = (root / args.plan_root).resolve()
+    command = [
+        sys.executable, str(args.runner), str(plan_root / args.notebook),
+        "--output-dir", str(args.output_dir),
+        "--step", args.step,
+        "--notebook-rel", args.notebook,
+        "--parameters", json.dumps(args.parameters),
+        "--kernel", args.kernel,
+        "--target", args.target,
+        "--environment", args.environment,
+        "--expect", json.dumps(args.expect),
+        "--output-limit", str(args.output_limit),
+    ]  # fmt: skip
+    if args.kernel_required:
+        command.append("--kernel-required")
+    if args.timeout is not None:
+        command += ["--timeout", repr(args.timeout)]
+    if args.cell_timeout is not None:
+        command += ["--cell-timeout", repr(args.cell_timeout)]
+    for folder in args.pythonpath:
+        command += ["--pythonpath", str(plan_root / folder)]
+    for name in args.secret_env:
+        command += ["--secret-env", name]
+    for path in args.after_result:
+        command += ["--after-result", str(path)]
+    return command
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    """Run the notebook, retrying transient failures; returns the runner's exit code."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    command = runner_command(args, root)
+    attempt = 0
+    while True:
+        attempt += 1
+        log.info("step=%s notebook=%s attempt=%d", args.step, args.notebook, attempt)
+        # The notebook runs with the plan folder as the runner's working directory base; the runner sets
+        # the kernel's own working directory (the notebook's folder), as it does locally.
+        code = subprocess.call(command, cwd=str(root))
+        result = mlflow_log.read_result(args.output_dir)
+        kind = ((result or {}).get("error") or {}).get("kind")
+        if result is not None and result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= args.retries:
+            log.warning("step=%s transient failure (%s); retrying", args.step, kind)
+            time.sleep(RETRY_BACKOFF_S * attempt)
+            continue
+        if result is not None and attempt > 1:
+            _record_attempts(args.output_dir, result, attempt)
+        return code
+
+
+def _record_attempts(output_dir: Path, result: dict[str, Any], attempts: int) -> None:
+    result["attempts"] = attempts
+    tmp = output_dir / ".result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, output_dir / "result.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse(argv)
+    code = run(args, args.code_root or code_root())
+    mlflow_log.log_step(args.output_dir, run_key=args.run_key)
+    if code not in (0, 1):
+        log.error("step=%s the runner exited with %d (a broken runner, not a notebook outcome)", args.step, code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

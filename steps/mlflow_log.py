@@ -1,0 +1,136 @@
+"""Log one notebook step to the Azure ML job's MLflow run: status, metrics, result.json, executed notebook.
+
+Runs inside an Azure ML notebook node, after steps/run_notebook.py (called by steps/azureml_step.py).
+Depends on the standard library and mlflow only, never on the orchestrator package (DESIGN 2).
+
+Inside an Azure ML job the tracking URI and the job's run are set up by the platform (MLFLOW_TRACKING_URI,
+MLFLOW_RUN_ID; reference/aml.md 2.4, 4). This module logs to that run by id through `MlflowClient` and never
+starts or ends a run: the job's status stays Azure ML's to set (a failed notebook fails the node).
+
+What it logs is what the report node looks for (orchestrator/azureml/discover.py reads the same names):
+- tags `orchestrator.step`, `orchestrator.notebook`, `orchestrator.status`, `orchestrator.run_key`;
+- metrics: the notebook's own (glued) metrics, `nb_failed` (0/1) and `nb_seconds`;
+- params: the papermill parameters, as JSON text;
+- artifacts: `orchestrator/result.json` (and `kernel.log`), the executed notebook under `notebooks/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("orchestrator.steps.mlflow_log")
+
+STEP_TAG = "orchestrator.step"
+NOTEBOOK_TAG = "orchestrator.notebook"
+STATUS_TAG = "orchestrator.status"
+RUN_KEY_TAG = "orchestrator.run_key"
+RESULT_ARTIFACT_DIR = "orchestrator"
+NOTEBOOK_ARTIFACT_DIR = "notebooks"
+RUN_ID_VARIABLES = ("MLFLOW_RUN_ID", "AZUREML_RUN_ID")
+# MLflow metric keys allow letters, digits, _ - . space : and /.
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. :/]+")
+_MAX_PARAM = 6000  # MLflow's limit on a param value's length
+_BATCH = 900  # metrics per log_batch call (MLflow's limit is 1000)
+
+
+def job_run_id() -> str | None:
+    """The MLflow run of this Azure ML job (the job's run id), or None outside Azure ML."""
+    for name in RUN_ID_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def metric_key(name: str) -> str:
+    return _BAD_KEY.sub("_", name).strip() or "metric"
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, value in (result.get("metrics") or {}).items():
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            metrics[metric_key(str(name))] = float(value)
+    status = result.get("status")
+    metrics["nb_failed"] = 0.0 if status in ("passed", "skipped") else 1.0
+    duration = result.get("duration_s")
+    if isinstance(duration, (int, float)) and math.isfinite(duration):
+        metrics["nb_seconds"] = float(duration)
+    return metrics
+
+
+def read_result(output_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((output_dir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None = None) -> bool:
+    """Log the step whose outputs are in `output_dir` to the job's MLflow run. True when it logged.
+
+    Never raises: a logging failure must not change the step's outcome. The report then finds the node
+    without its tags and reports it from the run's status alone.
+    """
+    run_id = run_id or job_run_id()
+    if run_id is None:
+        log.info("not in an Azure ML job (no MLFLOW_RUN_ID / AZUREML_RUN_ID): nothing logged to MLflow")
+        return False
+    result = read_result(output_dir)
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        tags = {STATUS_TAG: str(result.get("status", "error")) if result else "error"}
+        if result:
+            tags[STEP_TAG] = str(result.get("step", ""))
+            tags[NOTEBOOK_TAG] = str(result.get("notebook", ""))
+        if run_key:
+            tags[RUN_KEY_TAG] = run_key
+        params = [
+            Param(metric_key(str(k)), json.dumps(v)[:_MAX_PARAM]) for k, v in ((result or {}).get("parameters") or {}).items()
+        ][:100]
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, 0) for key, value in (numeric_metrics(result) if result else {}).items()]
+        client.log_batch(run_id, metrics=metrics[:_BATCH], params=params,
+                         tags=[RunTag(k, v) for k, v in tags.items()])
+        for start in range(_BATCH, len(metrics), _BATCH):
+            client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+        for name in ("result.json", "kernel.log"):  # kernel.log: the runner's record of the kernel's own output
+            if (output_dir / name).is_file():
+                client.log_artifact(run_id, str(output_dir / name), artifact_path=RESULT_ARTIFACT_DIR)
+        for notebook in sorted(output_dir.glob("*.ipynb")):
+            client.log_artifact(run_id, str(notebook), artifact_path=NOTEBOOK_ARTIFACT_DIR)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: logging is best effort
+        log.warning("could not log the step to MLflow: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", type=Path, help="The step's output folder (result.json, executed notebook)")
+    parser.add_argument("--run-key", default=None)
+    parser.add_argument("--run-id", default=None, help="MLflow run id (default: MLFLOW_RUN_ID or AZUREML_RUN_ID)")
+    args = parser.parse_args(argv)
+    log_step(args.output_dir, run_key=args.run_key, run_id=args.run_id)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""Run one notebook: the step contract (DESIGN 4).
+
+    python steps/run_notebook.py NOTEBOOK --output-dir DIR [--parameters JSON] [--timeout S] ...
+
+Whatever happens (a cell raises, a timeout, the kernel dies, the file is not a notebook, Ctrl-C/SIGTERM),
+the output folder ends up with `result.json` and, whenever the notebook could be read, the executed notebook
+(partial if it stopped early, with papermill's failure markers). Exit code: 0 passed (or skipped), 1 not
+passed, 2 bad arguments.
+
+The same code runs in two ways: as this script on every Azure ML node, and imported by the local backend,
+which awaits many `run_step` coroutines concurrently in one event loop. So `run_step` has no process-wide
+side effects: no chdir, no os.environ changes, no signal handlers, no atexit hooks.
+
+Depends only on papermill, nbformat, nbclient, jupyter_client and the standard library (DESIGN 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+import traceback as tb
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbformat import NotebookNode
+
+try:
+    from . import _cli, _kernel, _metrics, _notebook
+except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _cli  # type: ignore[no-redef]
+    import _kernel  # type: ignore[no-redef]
+    import _metrics  # type: ignore[no-redef]
+    import _notebook  # type: ignore[no-redef]
+
+log = logging.getLogger("orchestrator.step")
+
+SCHEMA = 1
+RESULT_FILE = "result.json"
+KERNEL_LOG = "kernel.log"
+PASSED = "passed"
+EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
+_LOG_TAIL_LINES = 30
+
+parse_rule = _metrics.parse_rule  # the rule grammar, for callers that check rules before running
+InvalidRule = _metrics.InvalidRule
+SECRET_ENV = _kernel.SECRET_ENV
+
+
+@dataclass
+class StepRequest:
+    notebook_path: Path  # absolute path of the source notebook
+    output_dir: Path  # gets <notebook-name>.ipynb, result.json, kernel.log
+    step: str = ""  # step id (default: slug of notebook_rel)
+    notebook_rel: str = ""  # path relative to the plan root, forward slashes (default: file name)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    kernel: str = "python3"  # used when the notebook names no kernel or one not installed here (warning)
+    kernel_required: bool = False  # the plan named this kernel: use it; status error (no_kernel) if missing
+    timeout_s: float | None = None  # whole notebook wall clock
+    cell_timeout_s: float | None = None
+    cwd: Path | None = None  # default: the notebook's folder
+    target: str = "cpu"
+    environment: str = "default"
+    expect: dict[str, str] = field(default_factory=dict)  # metric -> rule
+    pythonpath: list[Path] = field(default_factory=list)  # prepended to the kernel's PYTHONPATH
+    env: dict[str, str] = field(default_factory=dict)  # extra kernel env, e.g. CUDA_VISIBLE_DEVICES
+    secret_env: list[str] = field(default_factory=list)  # extra names removed from the kernel env
+    output_limit_bytes: int = 2_000_000  # cap on stored output per cell
+    attempt: int = 1
+    after_results: list[dict[str, Any]] = field(default_factory=list)  # results of the steps this runs after
+    start_timeout_s: float = 60.0  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
+    # Seconds the kernel may take to exit by itself (running its atexit handlers) before it is killed. 0 kills
+    # it at once: every output has arrived by then, and it saves ~0.1 s of CPU per notebook.
+    shutdown_grace_s: float = 0.0
+
+
+@dataclass
+class _Outcome:
+    """How the execution ended; `cell` is an index in the working notebook (translated for the result)."""
+
+    status: str
+    kind: str | None = None
+    cell: int | None = None
+    ename: str = ""
+    evalue: str = ""
+    traceback: str = ""
+
+
+async def run_step(request: StepRequest) -> dict[str, Any]:
+    """Run the notebook; write output_dir/result.json and the executed notebook; return the result.
+
+    Never raises for notebook problems. If cancelled (the local backend got Ctrl-C), kills the kernel's
+    process tree, writes the partial notebook and a result with status "error", error.kind "interrupted",
+    then re-raises CancelledError.
+    """
+    return await _StepRun(request).run()
+
+
+def skipped_result(request: StepRequest, reason: str) -> dict[str, Any]:
+    """A result for a step that did not run (and why); also written to output_dir/result.json."""
+    now = _utc_now()
+    result = _result(request, status="skipped", started_at=now, finished_at=now, duration_s=0.0,
+                     kernel=request.kernel, error=None)
+    result["reason"] = reason
+    _notebook.write_json(Path(request.output_dir) / RESULT_FILE, result)
+    log.info("step=%s status=skipped reason=%s", result["step"], json.dumps(reason))
+    return result
+
+
+class _StepRun:
+    def __init__(self, request: StepRequest) -> None:
+        self.request = request
+        self.started_at = _utc_now()
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + request.timeout_s if request.timeout_s else None
+        self.kernel_name = request.kernel
+        self.warnings: list[str] = []
+        self.work: _notebook.WorkingNotebook | None = None
+        self.kernel: _kernel.LocalKernel | None = None
+        self.running: int | None = None  # working index of the cell being executed
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            cell = self.running
+            if cell is not None and self.work is not None:
+                _notebook.cell_finished(self.work.nb.cells[cell], failed=True)
+            self._finish(_Outcome("error", "interrupted", cell, "Interrupted",
+                                  "the run was interrupted (Ctrl-C, SIGTERM or a cancelled job)"
+                                  + (f" while cell {self._source(cell)} was running" if cell is not None else "")))
+            raise
+        except Exception as exc:  # a bug here or in a library: still leave a true result behind
+            log.exception("step=%s runner failure", self.request.step or self.request.notebook_path)
+            return self._finish(_Outcome("error", "infrastructure", self.running, type(exc).__name__,
+                                         f"the step runner failed: {exc}", tb.format_exc()))
+
+    async def _run(self) -> dict[str, Any]:
+        request = self.request
+        blocker = _blocking_dependency(request.after_results)
+        if blocker is not None:
+            return skipped_result(request, blocker)
+        try:
+            rules = _metrics.parse_expectations(request.expect)
+        except _metrics.InvalidRule as exc:
+            return self._finish(_Outcome("error", "expectation", ename="InvalidRule", evalue=str(exc)))
+        try:
+            nb = _notebook.load_notebook(Path(request.notebook_path))
+        except _notebook.InvalidNotebook as exc:
+            return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
+        spec, problem = self._choose_kernel(nb)
+        self.work = _notebook.prepare(nb)
+        if spec is None:
+            return self._finish(_Outcome("error", "no_kernel", ename="NoSuchKernel", evalue=problem))
+        try:
+            _notebook.inject_parameters(self.work, request.parameters, self.kernel_name,
+                                        spec.language or _notebook_language(nb))
+        except _notebook.InvalidNotebook as exc:  # parameters papermill cannot write in this language
+            return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
+        self.warnings.extend(self.work.warnings)
+        outcome = await self._execute(spec)
+        return self._finish(outcome, rules)
+
+    def _choose_kernel(self, nb: NotebookNode) -> tuple[KernelSpec | None, str]:
+        """(kernelspec, "") or (None, why). Records the kernel used and any substitution warning."""
+        request = self.request
+        named = str(nb.metadata.get("kernelspec", {}).get("name") or "")
+        if request.kernel_required:
+            spec = _kernel.find_kernelspec(request.kernel)
+            if spec is None:
+                return None, f"kernel {request.kernel!r}, named by the plan, is not installed here{_installed()}"
+            if named and named != request.kernel:
+                self.warnings.append(f"ran on the plan's kernel {request.kernel!r}; the notebook names {named!r}")
+            self._record_kernel(nb, spec)
+            return spec, ""
+        if named:
+            spec = _kernel.find_kernelspec(named)
+            if spec is not None:
+                self.kernel_name = named
+                return spec, ""
+            self.warnings.append(f"the notebook's kernel {named!r} is not installed here: ran on {request.kernel!r}")
+        else:
+            self.warnings.append(f"the notebook names no kernel: ran on {request.kernel!r}")
+        spec = _kernel.find_kernelspec(request.kernel)
+        if spec is None:
+            return None, f"kernel {request.kernel!r} is not installed here{_installed()}"
+        self._record_kernel(nb, spec)
+        return spec, ""
+
+    def _record_kernel(self, nb: NotebookNode, spec: KernelSpec) -> None:
+        # The output notebook names the kernel it really ran on, so reopening it picks that kernel.
+        self.kernel_name = self.request.kernel
+        nb.metadata["kernelspec"] = {"name": self.kernel_name, "display_name": spec.display_name,
+                                     "language": spec.language}
+
+    async def _execute(self, spec: KernelSpec) -> _Outcome:
+        request = self.request
+        output_dir = Path(request.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        env = _kernel.kernel_environment(os.environ, extra=request.env, pythonpath=request.pythonpath,
+                                         secret_names=request.secret_env)
+        cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
+        self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
+                                          log_path=output_dir / KERNEL_LOG)
+        try:
+            try:
+                await self.kernel.start(request.start_timeout_s)
+            except _kernel.KernelStartError as exc:
+                return _Outcome("error", "infrastructure", None, "KernelStartError", str(exc), self._log_tail())
+            self._language_info()
+            return await self._run_cells(self._client())
+        except asyncio.CancelledError:
+            self.kernel.kill_now()  # synchronous: nothing may outlive a cancelled step
+            raise
+        finally:
+            await self.kernel.stop(request.shutdown_grace_s)
+
+    def _client(self) -> NotebookClient:
+        assert self.work is not None and self.kernel is not None
+        client = NotebookClient(self.work.nb, km=self.kernel.km, kernel_name=self.kernel_name, timeout=None,
+                                allow_errors=False, record_timing=True)
+        client.kc = self.kernel.client
+        return client
+
+    def _language_info(self) -> None:
+        # As nbclient and papermill record it, from the kernel_info reply the start already received.
+        assert self.work is not None and self.kernel is not None
+        if "language_info" in self.kernel.info:
+            self.work.nb.metadata["language_info"] = self.kernel.info["language_info"]
+
+    async def _run_cells(self, client: NotebookClient) -> _Outcome:
+        assert self.work is not None and self.kernel is not None
+        for index, cell in enumerate(self.work.nb.cells):
+            if cell.cell_type != "code":
+                continue
+            limit, which = self._time_left()
+            if limit is not None and limit <= 0:
+                return self._timed_out(index, which)
+            self.running = index
+            _notebook.cell_started(cell)
+            task = asyncio.ensure_future(
+                client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            )
+            task.add_done_callback(_consume)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=limit)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if not done:
+                # Kill first: nbclient's interrupt-on-timeout relies on the kernel honouring SIGINT, and a
+                # stuck C extension or a child process would not.
+                self.kernel.kill_now()
+                await _drain(task)
+                _notebook.cell_finished(cell, failed=True)
+                return self._timed_out(index, which)
+            exc = task.exception()
+            outcome = self._classify(index, cell, exc)
+            _notebook.cell_finished(cell, failed=outcome is not None and outcome.status != PASSED)
+            if outcome is not None:
+                return outcome
+        self.running = None
+        return _Outcome(PASSED)
+
+    def _classify(self, index: int, cell: NotebookNode, exc: BaseException | None) -> _Outcome | None:
+        """None to go on with the next cell, else how the notebook ended."""
+        if exc is None:
+            return None
+        if isinstance(exc, CellExecutionError):
+            ename, evalue, trace = _cell_error(cell, exc)
+            if ename == "SystemExit" and evalue in ("", "0"):
+                # papermill's rule: sys.exit(0) ends the notebook early and successfully.
+                self.warnings.append(f"the notebook stopped early with SystemExit({evalue}) in cell "
+                                     f"{self._source(index)}")
+                self.running = None
+                return _Outcome(PASSED)
+            return _Outcome("failed", "cell_error", index, ename, evalue, trace)
+        if isinstance(exc, DeadKernelError):
+            assert self.kernel is not None
+            return _Outcome("crashed", "kernel_died", index, "DeadKernelError",
+                            f"the kernel died while cell {self._source(index)} was running "
+                            f"({self.kernel.death_hint()})", self._log_tail())
+        raise exc
+
+    def _time_left(self) -> tuple[float | None, str]:
+        """Seconds the next cell may run, and which limit that is ("cell" or "notebook")."""
+        cell_limit = self.request.cell_timeout_s or None
+        if self.deadline is None:
+            return cell_limit, "cell"
+        notebook_left = self.deadline - time.monotonic()
+        if cell_limit is not None and cell_limit <= notebook_left:
+            return cell_limit, "cell"
+        return notebook_left, "notebook"
+
+    def _timed_out(self, index: int, which: str) -> _Outcome:
+        source = self._source(index)
+        where = f"cell {source}" if source is not None else "the injected parameters cell"
+        if which == "cell":
+            message = f"{where} ran longer than the cell timeout of {_seconds(self.request.cell_timeout_s)}"
+        else:
+            message = (f"the notebook ran longer than its timeout of {_seconds(self.request.timeout_s)} "
+                       f"(stopped in {where})")
+        return _Outcome("timed_out", "timeout", index, "TimeoutError", message + "; the kernel was killed")
+
+    def _source(self, index: int | None) -> int | None:
+        return self.work.source_of(index) if self.work is not None else None
+
+    def _log_tail(self) -> str:
+        path = Path(self.request.output_dir) / KERNEL_LOG
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return _notebook.strip_ansi("\n".join(lines[-_LOG_TAIL_LINES:]))
+
+    def _finish(self, outcome: _Outcome, rules: Mapping[str, _metrics.Rule] | None = None) -> dict[str, Any]:
+        """Metrics, expectations, the written notebook and result.json, for any outcome."""
+        request = self.request
+        work = self.work
+        cells = work.nb.cells if work is not None else []
+        metrics = _metrics.read_metrics(cells)
+        ran = outcome.status in (PASSED, "failed", "timed_out", "crashed")
+        expectations = _metrics.check_expectations(rules, metrics) if rules and ran else []
+        if outcome.status == PASSED and not all(entry["ok"] for entry in expectations):
+            outcome = _Outcome("failed", "expectation", None, "ExpectationFailed",
+                               _metrics.describe_misses(expectations))
+        error = None
+        if outcome.kind is not None:  # before the notebook is written: failure markers shift the cells
+            error = {"kind": outcome.kind, "cell_index": self._source(outcome.cell), "ename": outcome.ename,
+                     "evalue": outcome.evalue, "traceback": _notebook.strip_ansi(outcome.traceback)}
+        output_notebook = self._write_notebook(outcome) if work is not None else None
+        finished = time.monotonic()
+        result = _result(request, status=outcome.status, started_at=self.started_at, finished_at=_utc_now(),
+                         duration_s=round(finished - self.t0, 3), kernel=self.kernel_name, error=error)
+        result.update(metrics=metrics, expectations=expectations, output_notebook=output_notebook,
+                      warnings=self.warnings, output_tail=_notebook.output_tail(cells))
+        _notebook.write_json(Path(request.output_dir) / RESULT_FILE, result)
+        log.info("step=%s status=%s secs=%.2f", result["step"], outcome.status, finished - self.t0)
+        return result
+
+    def _write_notebook(self, outcome: _Outcome) -> str:
+        assert self.work is not None
+        work = self.work
+        for index, note in _notebook.cap_outputs(work.nb.cells, self.request.output_limit_bytes):
+            self.warnings.append(f"cell {work.source_of(index)}: {note}")
+        failed_at = outcome.cell if outcome.status != PASSED else None
+        meta = work.nb.metadata.setdefault("papermill", {})
+        meta.update(start_time=self.started_at, end_time=_utc_now(), duration=round(time.monotonic() - self.t0, 3),
+                    exception=failed_at is not None, input_path=str(self.request.notebook_path),
+                    output_path=str(Path(self.request.output_dir) / Path(self.request.notebook_path).name))
+        if failed_at is not None:
+            _notebook.mark_failure(work, failed_at)
+        name = Path(self.request.notebook_path).name
+        _notebook.write_notebook(work.nb, Path(self.request.output_dir) / name)
+        return name
+
+
+def _cell_error(cell: NotebookNode, exc: CellExecutionError) -> tuple[str, str, str]:
+    """ename, evalue, traceback of the failing cell, from its error output (structured) when present."""
+    for output in reversed(cell.get("outputs", [])):
+        if output.get("output_type") == "error":
+            return str(output.get("ename", "")), str(output.get("evalue", "")), "\n".join(output.get("traceback", []))
+    return exc.ename, exc.evalue, exc.traceback
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # Retrieve the exception of a cell task nobody awaits any more (timeout, cancellation), so that asyncio
+    # does not log "exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+async def _drain(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    await asyncio.wait({task})
+
+
+def _blocking_dependency(after_results: list[dict[str, Any]]) -> str | None:
+    for result in after_results:
+        if result.get("status") != PASSED:
+            name = result.get("notebook") or result.get("step") or "a previous step"
+            return f"runs after {name}, which did not pass (status {result.get('status', 'unknown')})"
+    return None
+
+
+def _result(request: StepRequest, *, status: str, started_at: str, finished_at: str, duration_s: float,
+            kernel: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    notebook = request.notebook_rel or Path(request.notebook_path).name
+    return {
+        "schema": SCHEMA,
+        "step": request.step or slug(notebook),
+        "notebook": notebook,
+        "status": status,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_s": duration_s,
+        "attempts": request.attempt,
+        "target": request.target,
+        "environment": request.environment,
+        "kernel": kernel,
+        "parameters": request.parameters,
+        "error": error,
+        "metrics": {},
+        "expectations": [],
+        "output_notebook": None,
+        "warnings": [],
+        "output_tail": "",
+    }
+
+
+def slug(notebook: str) -> str:
+    """"examples/01 Train.ipynb" -> "examples_01_train" (the plan's step id rule, orchestrator/plan/graph.py)."""
+    stem = notebook[: -len(".ipynb")] if notebook.lower().endswith(".ipynb") else notebook
+    text = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]+", "_", stem.lower())).strip("_")
+    if not text[:1].isalpha():
+        text = f"nb_{text}".rstrip("_")
+    return text[:255]
+
+
+def _notebook_language(nb: NotebookNode) -> str:
+    return str(nb.metadata.get("kernelspec", {}).get("language")
+               or nb.metadata.get("language_info", {}).get("name") or "python")
+
+
+def _installed() -> str:
+    names = _kernel.installed_kernels()
+    return f" (installed: {', '.join(names)})" if names else " (no kernel is installed)"
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:g} s" if value is not None else "?"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------------------- the script
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The script: parse, run one step, exit 0 (passed or skipped), 1 (not passed) or 2 (bad arguments)."""
+    try:
+        fields = _cli.parse_arguments(argv)
+    except _cli.BadArguments as exc:
+        return exc.exit_code
+    fields["after_results"] = [_cli.read_after_result(path, RESULT_FILE) for path in fields.pop("after_result")]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    result = asyncio.run(_run_with_signals(StepRequest(**fields)))
+    return EXIT_PASSED if result is not None and result["status"] in (PASSED, "skipped") else EXIT_NOT_PASSED
+
+
+async def _run_with_signals(request: StepRequest) -> dict[str, Any] | None:
+    """SIGTERM (Azure ML cancelling the job) and Ctrl-C cancel the step: it kills the kernel tree, writes the
+    partial notebook and an "interrupted" result, and the process exits non-zero."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(run_step(request))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, task.cancel)
+        except (NotImplementedError, RuntimeError):  # Windows
+            pass
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
