@@ -67,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--timeout", type=_seconds, default=None, metavar="SECONDS", help="whole-notebook limit")
     add("--cell-timeout", type=_seconds, default=None, metavar="SECONDS", help="per-cell limit")
     add("--start-timeout", type=_seconds, default=60.0, metavar="SECONDS", help="kernel start limit (default 60)")
-    add("--shutdown-grace", type=float, default=0.0, metavar="SECONDS",
-        help="time the kernel may take to exit by itself before it is killed (default 0)")
+    add("--shutdown-grace", type=float, default=5.0, metavar="SECONDS",
+        help="time the kernel may take to exit by itself before it is killed (default 5)")
     add("--cwd", type=Path, default=None, help="working directory of the kernel (default: the notebook's folder)")
     add("--target", default="cpu")
     add("--environment", default="default")

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 import traceback as tb
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,9 +81,13 @@ class StepRequest:
     attempt: int = 1
     after_results: list[dict[str, Any]] = field(default_factory=list)  # results of the steps this runs after
     start_timeout_s: float = 60.0  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
-    # Seconds the kernel may take to exit by itself (running its atexit handlers) before it is killed. 0 kills
-    # it at once: every output has arrived by then, and it saves ~0.1 s of CPU per notebook.
-    shutdown_grace_s: float = 0.0
+    # Seconds the kernel may take to exit by itself after a shutdown request before its process tree is killed.
+    # A clean exit is what papermill and nbmake give: it flushes files a notebook left open (`f = open(...)`
+    # with no close loses its data to a kill) and runs atexit handlers (mlflow, wandb). 0 kills at once.
+    shutdown_grace_s: float = 5.0
+    # Called once when the cells are done and the kernel is about to be shut down. The local backend frees
+    # the notebook's slot here, so the next kernel starts while this one exits.
+    on_cells_done: Callable[[], None] | None = None
 
 
 @dataclass
@@ -225,6 +229,8 @@ class _StepRun:
             self.kernel.kill_now()  # synchronous: nothing may outlive a cancelled step
             raise
         finally:
+            if request.on_cells_done is not None:
+                request.on_cells_done()
             await self.kernel.stop(request.shutdown_grace_s)
 
     def _client(self) -> NotebookClient:

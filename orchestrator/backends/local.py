@@ -10,6 +10,7 @@ memory).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -24,6 +25,7 @@ from orchestrator.backends import RunOptions, RunOutcome
 from orchestrator.backends.gpus import visible_gpus
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.progress import Progress
+from orchestrator.report import render_step_page
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
 from steps import run_notebook
@@ -60,6 +62,9 @@ class _LocalRun:
             extra={"repairs": options.repairs, "root": str(plan.root)},
         )
         write_json_atomic(options.run_dir / PLAN_FILE, plan.to_json())
+        # Each finished notebook is rendered to HTML on one background thread while the others run.
+        self.renderer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self.renders: list[asyncio.Future[Any]] = []
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
@@ -87,6 +92,8 @@ class _LocalRun:
         for step in self.plan.steps:
             if not self.done[step.id].done():
                 self._finish(step, run_notebook.skipped_result(self._request(step, []), INTERRUPTED_REASON))
+        await asyncio.gather(*self.renders, return_exceptions=True)
+        self.renderer.shutdown()
         extra = {"interrupted_by": self.interrupted} if self.interrupted else {}
         final = self.record.finish(interrupted=self.interrupted is not None, **extra)
         self.progress.run_finished(final["status"], final["counts"], time.monotonic() - started)
@@ -149,10 +156,11 @@ class _LocalRun:
     async def _attempts(
         self, step: StepSpec, request: run_notebook.StepRequest, slots: asyncio.Semaphore | None
     ) -> dict[str, Any]:
-        target_slots = self.target_slots.get(step.target)
-        async with _maybe(target_slots), _maybe(slots):
-            for attempt in range(1, step.retries + 2):
-                request.attempt = attempt
+        for attempt in range(1, step.retries + 2):
+            request.attempt = attempt
+            async with _Lease(self.target_slots.get(step.target), slots) as lease:
+                # The slot is free once the cells are done: the next kernel starts while this one exits.
+                request.on_cells_done = lease.release
                 self.progress.step_started(step.id, step.notebook, attempt)
                 try:
                     result = await run_notebook.run_step(request)
@@ -161,12 +169,12 @@ class _LocalRun:
                     self._finish(step, _read_result(request.output_dir) or
                                  run_notebook.skipped_result(request, INTERRUPTED_REASON))
                     raise
-                kind = (result.get("error") or {}).get("kind")
-                if result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= step.retries:
-                    self.progress.message(f"step={step.id} transient failure ({kind}); retrying")
-                    await asyncio.sleep(RETRY_BACKOFF_S * attempt)
-                    continue
-                return result
+            kind = (result.get("error") or {}).get("kind")
+            if result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= step.retries:
+                self.progress.message(f"step={step.id} transient failure ({kind}); retrying")
+                await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+                continue
+            return result
         raise AssertionError("unreachable: the last attempt always returns")
 
     def _request(self, step: StepSpec, after: list[dict[str, Any]]) -> run_notebook.StepRequest:
@@ -205,6 +213,9 @@ class _LocalRun:
         self.record.record(result)
         self.progress.step_finished(result)
         future.set_result(result)
+        if result.get("output_notebook") and "carried_over_from" not in result:
+            loop = asyncio.get_running_loop()
+            self.renders.append(loop.run_in_executor(self.renderer, render_step_page, self.options.run_dir, result))
 
 
 def _read_result(output_dir: Path) -> dict[str, Any] | None:
@@ -215,13 +226,30 @@ def _read_result(output_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-@contextlib.asynccontextmanager
-async def _maybe(semaphore: asyncio.Semaphore | None) -> Any:
-    if semaphore is None:
-        yield
-        return
-    async with semaphore:
-        yield
+class _Lease:
+    """Slots held by one attempt of one step, released exactly once: early (when the cells are done) or on
+    leaving the block, whichever comes first."""
+
+    def __init__(self, *semaphores: asyncio.Semaphore | None) -> None:
+        self._semaphores = [semaphore for semaphore in semaphores if semaphore is not None]
+        self._held: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> "_Lease":
+        try:
+            for semaphore in self._semaphores:
+                await semaphore.acquire()
+                self._held.append(semaphore)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        while self._held:
+            self._held.pop().release()
 
 
 @contextlib.contextmanager

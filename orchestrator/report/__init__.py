@@ -20,7 +20,7 @@ from orchestrator.report.model import read_run
 from orchestrator.report.notebook_html import RenderJob, needs_render, render_notebook_html
 from orchestrator.results import load_results
 
-__all__ = ["ReportFiles", "build_report", "render_notebook_html", "write_html", "write_junit"]
+__all__ = ["ReportFiles", "build_report", "render_notebook_html", "render_step_page", "write_html", "write_junit"]
 
 log = logging.getLogger("orchestrator.report")
 
@@ -62,17 +62,32 @@ def _render_pages(run_dir: Path, results: dict[str, Any], workers: int | None) -
     pages: dict[str, Path] = {}
     jobs: dict[str, RenderJob] = {}
     for step in read_run(results).steps:
-        ipynb = executed_notebook(run_dir, step.id, step.output_notebook)
-        if ipynb is None:
+        job = _render_job(run_dir, step.id, step.output_notebook)
+        if job is None:
             continue
-        html = ipynb.with_suffix(".html")
-        if needs_render(ipynb, html):
-            jobs[step.id] = RenderJob(ipynb, html, back_link=f"../../{HTML_FILE}#step-{step.id}")
-        elif html.is_file():
-            pages[step.id] = html
+        if needs_render(job.ipynb, job.html):
+            jobs[step.id] = job
+        elif job.html.is_file():
+            pages[step.id] = job.html
     if jobs:
         started = time.monotonic()
         rendered = notebook_html.render_notebooks(list(jobs.values()), workers=workers)
         log.info("notebooks rendered count=%d secs=%.2f", len(jobs), time.monotonic() - started)
         pages.update({step_id: page for step_id, job in jobs.items() if (page := rendered.get(job.ipynb))})
     return pages
+
+
+def _render_job(run_dir: Path, step_id: str, output_notebook: str | None) -> RenderJob | None:
+    ipynb = executed_notebook(run_dir, step_id, output_notebook)
+    if ipynb is None:
+        return None
+    return RenderJob(ipynb, ipynb.with_suffix(".html"), back_link=f"../../{HTML_FILE}#step-{step_id}")
+
+
+def render_step_page(run_dir: Path, result: dict[str, Any]) -> Path | None:
+    """Render one finished step's executed notebook now (the local backend calls this as each step ends,
+    so the pages are made while other notebooks run and the final build_report has none left to render)."""
+    job = _render_job(run_dir, str(result.get("step", "")), result.get("output_notebook"))
+    if job is None or not needs_render(job.ipynb, job.html):
+        return None
+    return render_notebook_html(job.ipynb, job.html, back_link=job.back_link)
