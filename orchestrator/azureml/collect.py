@@ -1,0 +1,163 @@
+"""The run record of an Azure ML run, from whatever each notebook node left behind.
+
+Used in two places with the same rules: inside the pipeline by the report node (findings from MLflow), and
+on the submitting machine by the backstop (findings from the job's downloaded outputs). The pipeline
+carries the list of steps it should have (`expected`, a literal input of the report node), so a node that
+never started is reported as such instead of silently missing (issue 3, item 2).
+
+Imports nothing beyond the standard library and orchestrator.results: the report node ships this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from orchestrator.results import NOT_PASSED, SCHEMA, count_statuses, overall_status, utc_now, write_json_atomic
+
+# A literal input larger than this is sent compressed: it is also a command-line argument of the report
+# node, and Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
+EXPECTED_INLINE_LIMIT = 48 * 1024
+COMPRESSED_PREFIX = "z:"
+
+# What a finding says about a node that left no result.json.
+FINISHED, FAILED, CANCELLED, NOT_STARTED, RUNNING = "finished", "failed", "cancelled", "not_started", "running"
+NEVER_STARTED = "the step never started: the pipeline ended before it ran (cancelled, or it could not be scheduled)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What is known about one notebook node."""
+
+    state: str  # FINISHED | FAILED | CANCELLED | NOT_STARTED | RUNNING
+    result: dict[str, Any] | None = None  # its result.json, when it wrote one
+    where: str = ""  # where a person can look further (a run id, a studio link)
+
+
+# ---------------------------------------------------------------------------------------- expected steps
+
+
+def expected_entries(plan: Any, skips: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One compact entry per step of the plan, in plan order: what the report must account for."""
+    entries = []
+    for step in plan.steps:
+        entry: dict[str, Any] = {"step": step.id, "notebook": step.notebook, "target": step.target,
+                                 "environment": step.environment}
+        if step.after:
+            entry["after"] = list(step.after)
+        if step.id in skips:
+            entry["skip"] = skips[step.id]
+        entries.append(entry)
+    return entries
+
+
+def encode_expected(entries: Sequence[Mapping[str, Any]]) -> str:
+    from orchestrator.azureml.names import json_arg  # quote-safe JSON for the command line
+
+    text = json_arg(list(entries))
+    if len(text.encode("utf-8")) <= EXPECTED_INLINE_LIMIT:
+        return text
+    packed = zlib.compress(json.dumps(list(entries), separators=(",", ":")).encode("utf-8"), 9)
+    return COMPRESSED_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
+
+
+def decode_expected(text: str) -> list[dict[str, Any]]:
+    if text.startswith(COMPRESSED_PREFIX):
+        text = zlib.decompress(base64.urlsafe_b64decode(text[len(COMPRESSED_PREFIX) :])).decode("utf-8")
+    data = json.loads(text)
+    if not isinstance(data, list) or not all(isinstance(e, dict) and "step" in e for e in data):
+        raise ValueError("expected a JSON list of step entries")
+    return data
+
+
+# ------------------------------------------------------------------------------------------- assembling
+
+
+def _base(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "step": entry["step"],
+        "notebook": entry.get("notebook", entry["step"]),
+        "target": entry.get("target"),
+        "environment": entry.get("environment"),
+        "started_at": None,
+        "finished_at": None,
+        "duration_s": None,
+        "attempts": 0,
+    }
+
+
+def skipped(entry: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    return {**_base(entry), "status": "skipped", "reason": reason}
+
+
+def errored(entry: Mapping[str, Any], ename: str, evalue: str) -> dict[str, Any]:
+    return {**_base(entry), "status": "error",
+            "error": {"kind": "infrastructure", "ename": ename, "evalue": evalue, "traceback": ""}}
+
+
+def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The result of one expected step, given what was found and the results of the steps before it."""
+    if entry.get("skip"):
+        return skipped(entry, str(entry["skip"]))
+    if finding is not None and finding.result is not None:
+        result = dict(finding.result)
+        result.setdefault("step", entry["step"])
+        result.setdefault("notebook", entry.get("notebook"))
+        return result
+    where = f" ({finding.where})" if finding is not None and finding.where else ""
+    state = finding.state if finding is not None else NOT_STARTED
+    if state in (NOT_STARTED, CANCELLED):
+        # Data edges: a node after one that did not pass is never started by Azure ML. That is the same
+        # outcome the runner records locally for such a step: skipped, naming the dependency.
+        for dep in entry.get("after", ()):
+            previous = done.get(dep)
+            if previous is not None and previous.get("status") != "passed":
+                return skipped(entry, f"after {previous.get('notebook', dep)}, which did not pass")
+    if state == NOT_STARTED:
+        return errored(entry, "NotStarted", NEVER_STARTED + where)
+    if state == CANCELLED:
+        return errored(entry, "Cancelled", "the step was cancelled before it wrote a result" + where)
+    if state == RUNNING:
+        return errored(entry, "NoResult", "the step was still running when the report was built" + where)
+    if state == FAILED:
+        return errored(entry, "StepFailed", "the step failed before the notebook wrote a result; see the node's "
+                       "logs (user_logs/std_log.txt)" + where)
+    return errored(entry, "NoResult", "the step finished without a result.json" + where)
+
+
+def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Finding], *, run_id: str,
+             title: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """results.json (DESIGN 5) for the expected steps, in plan order."""
+    done: dict[str, dict[str, Any]] = {}
+    for entry in expected:
+        done[entry["step"]] = step_result(entry, findings.get(entry["step"]), done)
+    steps = list(done.values())
+    starts = sorted(s["started_at"] for s in steps if isinstance(s.get("started_at"), str))
+    ends = sorted(s["finished_at"] for s in steps if isinstance(s.get("finished_at"), str))
+    return {
+        "schema": SCHEMA,
+        "run_id": run_id,
+        "backend": "azureml",
+        "experiment": title,
+        "status": overall_status(steps, finished=True),
+        "started_at": starts[0] if starts else utc_now(),
+        "finished_at": ends[-1] if ends else utc_now(),
+        "counts": count_statuses(steps),
+        "steps": steps,
+        **dict(extra or {}),
+    }
+
+
+def not_passed(results: Mapping[str, Any]) -> list[str]:
+    return [s["step"] for s in results.get("steps", []) if s.get("status") in NOT_PASSED]
+
+
+def write(run_dir: Path, results: Mapping[str, Any]) -> Path:
+    path = run_dir / "results.json"
+    write_json_atomic(path, dict(results))
+    return path

@@ -1,0 +1,154 @@
+"""Click commands of the Azure ML backend, registered by orchestrator/cli.py: `compile`, `schedule`, and
+`rerun_azureml` for `orchestrator rerun --backend azureml JOB_NAME`.
+
+Thin (reference/style.md, habit 8): parse, call the library, print the outcome. Importing this module imports
+no Azure SDK; errors become exit codes in orchestrator.cli.main.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from orchestrator.azureml.client import WorkspaceOptions
+from orchestrator.backends import RunOutcome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workspace_options(function: F) -> F:
+    """--subscription, --resource-group, --workspace, --workspace-config (see orchestrator.azureml.client)."""
+    for option in reversed([
+        click.option("--subscription", help="Azure subscription id (default: AZUREML_ARM_SUBSCRIPTION, "
+                     "AZURE_SUBSCRIPTION_ID or config.json)."),
+        click.option("--resource-group", help="Resource group of the workspace (default: environment or config.json)."),
+        click.option("--workspace", help="Azure ML workspace name (default: environment or config.json)."),
+        click.option("--workspace-config", type=click.Path(path_type=Path),
+                     help="A workspace config.json, or a folder to search from (default: the current folder up)."),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
+def workspace_from(subscription: str | None, resource_group: str | None, workspace: str | None,
+                   workspace_config: Path | None) -> WorkspaceOptions:
+    return WorkspaceOptions(subscription_id=subscription, resource_group=resource_group, workspace_name=workspace,
+                            config=workspace_config)
+
+
+def plan_options(function: F) -> F:
+    for option in reversed([
+        click.argument("path", type=click.Path(path_type=Path), default="."),
+        click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Plan file (default: PATH/orchestrator.yml)."),
+        click.option("--only", multiple=True, help="Only notebooks matching this glob (and what they come after). Repeatable."),
+        click.option("--param", "params", multiple=True, help="Set a notebook parameter, NAME=VALUE. Repeatable."),
+        click.option("--snapshots", type=click.Path(path_type=Path),
+                     help="Folder for the staged code snapshots (default: <repository>/.orchestrator/azureml/snapshots)."),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
+def _load(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...]) -> Any:
+    from orchestrator.cli import _parse_params
+    from orchestrator.plan import load_plan
+
+    return load_plan(path, plan_file=plan_file, only=only, parameters=_parse_params(params))
+
+
+def _summary(job: Any) -> str:
+    from orchestrator.azureml.compile import REPORT_NODE
+
+    nodes = {name: node for name, node in job.jobs.items() if name != REPORT_NODE}
+    computes = Counter(str(node.compute) for node in nodes.values())
+    environments = {id(node.component.environment) for node in job.jobs.values()}
+    shown = ", ".join(f"{name} x{count}" for name, count in computes.most_common())
+    return (f"{len(nodes)} notebook nodes + report, {len(environments)} environment(s); compute: {shown or 'none'}; "
+            f"experiment {job.experiment_name}")
+
+
+@click.command("compile")
+@plan_options
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the pipeline job YAML.")
+@click.option("--run-key", default="manual", show_default=True,
+              help="The run_key input: the same key lets Azure ML reuse completed notebooks.")
+def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...],
+                    snapshots: Path | None, out: Path, run_key: str) -> None:
+    """Compile the notebooks of PATH into an Azure ML pipeline job (YAML), offline, and validate it."""
+    from orchestrator.azureml.compile import CompileOptions, compile_plan, validate
+    from orchestrator.azureml.export import write_pipeline
+
+    plan = _load(path, plan_file, only, params)
+    started = time.perf_counter()
+    job = compile_plan(plan, CompileOptions(run_key=run_key, cache_dir=snapshots))
+    compiled = time.perf_counter()
+    validate(job)
+    validated = time.perf_counter()
+    write_pipeline(job, out, source=str(plan.plan_file or plan.root))
+    click.echo(f"{out}: {_summary(job)}")
+    click.echo(f"compiled in {compiled - started:.2f}s, validated by azure-ai-ml in {validated - compiled:.2f}s", err=True)
+
+
+@click.command("schedule")
+@plan_options
+@click.option("--cron", required=True, help="Cron expression: minute hour day month day-of-week, e.g. '0 2 * * *'.")
+@click.option("--name", help="Schedule name (default: <experiment>-schedule); an existing one is updated.")
+@click.option("--time-zone", default="UTC", show_default=True, help="Time zone of the cron expression.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the schedule as YAML here instead of creating it (nothing is sent to Azure).")
+@workspace_options
+def schedule_command(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...],
+                     snapshots: Path | None, cron: str,
+                     name: str | None, time_zone: str, out: Path | None, subscription: str | None,
+                     resource_group: str | None, workspace: str | None, workspace_config: Path | None) -> None:
+    """Create (or update) an Azure ML schedule running the notebooks of PATH; each run gets a fresh run_key."""
+    from orchestrator.azureml import schedule as schedules
+    from orchestrator.azureml.client import get_client
+    from orchestrator.azureml.compile import CompileOptions, compile_plan
+    from orchestrator.azureml.export import write_schedule
+    from orchestrator.azureml.submit import azure_errors
+
+    plan = _load(path, plan_file, only, params)
+    job = compile_plan(plan, CompileOptions(run_key=schedules.TRIGGER_TIME, cache_dir=snapshots))
+    schedule = schedules.build_schedule(job, cron=cron, name=schedules.schedule_name(name, plan.experiment),
+                                        time_zone=time_zone)
+    schedules.validate_schedule(schedule)
+    if out is not None:
+        pipeline = write_schedule(schedule, out, source=str(plan.plan_file or plan.root))
+        click.echo(f"{out} (+ {pipeline.name}): schedule {schedule.name} ({cron}, {time_zone}); {_summary(job)}")
+        return
+    client = get_client(workspace_from(subscription, resource_group, workspace, workspace_config))
+    with azure_errors(f"creating schedule {schedule.name}"):
+        created = schedules.create(client, schedule)
+    click.echo(f"schedule {getattr(created, 'name', schedule.name)} created: '{cron}' ({time_zone}); {_summary(job)}")
+
+
+def rerun_azureml(job_name: str, *, failed: bool, wait: bool = False, out: Path | None = None,
+                  workspace: WorkspaceOptions | None = None, key: str | None = None) -> RunOutcome:
+    """`orchestrator rerun --backend azureml JOB_NAME [--failed]`: resubmit the job's graph.
+
+    With --failed the original run_key is kept, so Azure ML reuses every notebook that completed and runs the
+    rest again. With wait, follows the new job and leaves the run folder in `out` (as `run --wait` does).
+    """
+    from orchestrator.azureml.backend import follow
+    from orchestrator.azureml.client import get_client
+    from orchestrator.azureml.rerun import rerun_job
+    from orchestrator.azureml.watch import POLL_S
+    from orchestrator.backends import RunOptions
+    from orchestrator.progress import make_progress
+    from orchestrator.run_folder import new_run_id, prepare_run_dir
+
+    client = get_client(workspace)
+    submitted, run_key, expected = rerun_job(client, job_name, failed=failed, key=key)
+    click.echo(f"rerun of {job_name}: job {submitted.name} (run_key {run_key}"
+               f"{', completed notebooks reused' if failed else ', everything runs'})", err=True)
+    run_id = new_run_id()
+    run_dir = prepare_run_dir(out, run_id)
+    options = RunOptions(run_dir=run_dir, run_id=run_id, wait=wait, repairs=job_name)
+    title = str(getattr(submitted.job, "experiment_name", None) or job_name)
+    return follow(client, submitted, options=options, progress=make_progress(), expected=expected, title=title,
+                  run_key=run_key, poll_s=POLL_S)

@@ -1,0 +1,349 @@
+"""ResolvedPlan -> Azure ML v2 PipelineJob, built offline (reference/aml.md 7: the recommended shape).
+
+- one command node per notebook, named by its step id, labelled by its notebook path, running
+  steps/azureml_step.py (which runs steps/run_notebook.py, the same step contract as locally);
+- compute from the step's target: a cluster name, or serverless with an instance type (aml.md 1.4);
+- one environment object per distinct definition, one code snapshot for every notebook node;
+- `after` as data edges: a node takes each dependency's `result` folder as an input (aml.md 1.5), which the
+  runner reads with --after-result;
+- a `run_key` pipeline input bound into every notebook node: same key, completed nodes are reused; new
+  key, all run (aml.md 1.8);
+- node `limits.timeout` from the whole-notebook timeout plus a grace period: the runner enforces the real
+  limit and records `timed_out`; Azure ML's limit only stops a runner that hangs (aml.md 1.6);
+- an isolated report node set as `settings.on_finalize`, so it runs whether notebooks pass, fail or the
+  run is cancelled; it takes only `run_key` and literals, and finds its siblings through MLflow at run time
+  (aml.md 2.1, 2.2 case C, 2.4);
+- `continue_on_step_failure` on, so one failing notebook does not cancel the others (aml.md 2.3).
+
+Steps the plan skips, and steps after them, get no node: they cannot run, and a node costs a compute start.
+The report lists them as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import orchestrator
+from orchestrator.azureml import collect
+from orchestrator.azureml.components import (
+    AFTER_INPUT,
+    REPORT_OUTPUT,
+    RESULT_OUTPUT,
+    RUN_KEY,
+    notebook_component,
+    report_component,
+)
+from orchestrator.azureml.devops_hook import check_config
+from orchestrator.azureml.environments import EnvironmentDefinition, EnvironmentSet
+from orchestrator.azureml.names import experiment_name, json_arg, redact_url, shell_arg
+from orchestrator.azureml.sdk import require
+from orchestrator.azureml.snapshot import default_cache, notebook_snapshot, report_snapshot, repository_root
+from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.plan.spec import ResolvedPlan, StepSpec, TargetSpec
+
+log = logging.getLogger("orchestrator.azureml")
+
+REPORT_NODE = "orchestrator_report"
+SERVERLESS = "serverless"
+# Serverless GPU steps need an instance type; this one is the smallest common NVIDIA T4 VM size
+# (the example in reference/aml.md 1.4). Set targets.<name>.azureml.instance_type to choose another.
+DEFAULT_GPU_INSTANCE = "Standard_NC4as_T4_v3"
+# Added to a node's Azure ML time limit on top of the notebook's own: environment activation, kernel start
+# and uploading the outputs and MLflow artifacts happen inside the node's time too.
+TIMEOUT_GRACE_S = 900
+DEFAULT_RUN_KEY = "manual"
+REPORT_IDENTITIES = (None, "managed", "user")
+_NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_EXPRESSION = re.compile(r"\$\{\{[A-Za-z_][A-Za-z0-9_.]*\}\}")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile, besides the plan. Everything here is optional."""
+
+    run_key: str = DEFAULT_RUN_KEY  # the pipeline input's value; a schedule passes an expression
+    cache_dir: Path | None = None  # staged snapshots; default <repository>/.orchestrator/azureml/snapshots
+    repository: str | None = None  # job tag; default: the repository's `origin` remote (credentials removed)
+    commit: str | None = None  # job tag; default: the repository's HEAD
+    display_name: str | None = None
+    devops: Mapping[str, Any] | None = None  # the report node's DevOps settings: names only, never secrets
+    report_identity: str | None = None  # None (the job's token), "managed" or "user": for Key Vault access
+    tags: Mapping[str, str] = field(default_factory=dict)  # extra pipeline job tags
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _plan_file(plan: ResolvedPlan) -> str:
+    return str(plan.plan_file or plan.root)
+
+
+def static_skips(plan: ResolvedPlan) -> dict[str, str]:
+    """Step id -> reason, for steps that cannot run: skipped by the plan, or after one that is."""
+    skips: dict[str, str] = {}
+    notebooks = {step.id: step.notebook for step in plan.steps}
+    for step in plan.steps:  # in execution order: every step after the steps it depends on
+        if step.skip is not None:
+            skips[step.id] = step.skip
+            continue
+        blocked = [dep for dep in step.after if dep in skips]
+        if blocked:
+            skips[step.id] = f"after {notebooks.get(blocked[0], blocked[0])}, which is skipped"
+    return skips
+
+
+def pipeline_run_key(value: str) -> str:
+    """The run_key input's value: an Azure ML expression as it is (a schedule's trigger time), anything else
+    made safe for the nodes' command lines."""
+    return value if _EXPRESSION.fullmatch(value) else shell_arg(value)
+
+
+def node_timeout(step: StepSpec) -> int | None:
+    """The node's `limits.timeout`: every attempt's notebook limit plus the grace period."""
+    if step.timeout_s is None:
+        return None
+    return math.ceil(step.timeout_s * (step.retries + 1)) + TIMEOUT_GRACE_S
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = out.stdout.strip()
+    return value if out.returncode == 0 and value else None
+
+
+def _check(plan: ResolvedPlan, runnable: list[StepSpec], report_name: str) -> None:
+    problems = []
+    known = {step.id for step in runnable}
+    for step in runnable:
+        missing = [dep for dep in step.after if dep not in known]
+        if missing:
+            problems.append(Problem(_plan_file(plan), step.notebook, f"runs after {missing[0]!r}, which is not in the plan"))
+        if not _NODE_NAME.match(step.id):
+            problems.append(Problem(_plan_file(plan), step.notebook, f"step id {step.id!r} is not a valid Azure ML node name"))
+        if step.id == report_name:
+            problems.append(Problem(_plan_file(plan), step.notebook, f"step id {step.id!r} is reserved for the report node"))
+        if step.target not in plan.targets:
+            targets = ", ".join(sorted(plan.targets)) or "none"
+            problems.append(Problem(_plan_file(plan), step.notebook, f"unknown target {step.target!r} (known: {targets})"))
+        else:
+            target = plan.targets[step.target]
+            if target.azureml_compute is None and target.azureml_instance_type is None and target.gpus > 1:
+                problems.append(Problem(
+                    _plan_file(plan), f"targets.{target.name}.azureml",
+                    f"a serverless target with {target.gpus} GPUs needs an instance_type (or a compute cluster)",
+                ))  # fmt: skip
+    if problems:
+        raise InvalidInputError(problems)
+
+
+def apply_compute(node: Any, target: TargetSpec) -> None:
+    """A cluster by name, or serverless with an instance type (aml.md 1.4)."""
+    from azure.ai.ml.entities import JobResourceConfiguration
+
+    if target.azureml_compute:
+        node.compute = target.azureml_compute
+        return
+    node.compute = SERVERLESS
+    instance_type = target.azureml_instance_type or (DEFAULT_GPU_INSTANCE if target.gpus else None)
+    if instance_type:
+        node.resources = JobResourceConfiguration(instance_type=instance_type, instance_count=1)
+    # A CPU target with neither: serverless picks its default CPU instance type.
+
+
+def _report_placement(plan: ResolvedPlan, runnable: list[StepSpec], envs: EnvironmentSet) -> tuple[EnvironmentDefinition, TargetSpec]:
+    """The report node runs where most CPU notebooks run, with their environment: no extra image build
+    and no extra cluster. It needs jinja2 and mlflow there (environments/cpu.yml has both)."""
+    cpu = [s for s in runnable if plan.targets[s.target].gpus == 0] or runnable
+    if cpu:
+        env_name, target_name = Counter((s.environment, s.target) for s in cpu).most_common(1)[0][0]
+        target = plan.targets[target_name]
+        return envs.definition(env_name, gpu=target.gpus > 0), target
+    # Nothing runs (every step skipped): the report still runs, on a CPU target of the plan or serverless.
+    target = next((t for t in plan.targets.values() if t.gpus == 0), TargetSpec(name="report"))
+    first = next(iter(plan.environments), None)
+    if first is None:
+        raise InvalidInputError([Problem(_plan_file(plan), "environments", "the plan defines no environment")])
+    return envs.definition(first, gpu=False), target
+
+
+# ------------------------------------------------------------------------------------------------- compile
+
+
+def compile_plan(plan: ResolvedPlan, options: CompileOptions | None = None) -> Any:
+    """Build the pipeline job for `plan`, offline. Returns an `azure.ai.ml.entities.PipelineJob`.
+
+    Stages the code snapshots on disk (content-addressed, see `snapshot`), so the returned job can be
+    validated, exported or submitted as it is.
+    """
+    require()
+    from azure.ai.ml import Output
+    from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
+
+    options = options or CompileOptions()
+    skips = static_skips(plan)
+    runnable = [step for step in plan.steps if step.id not in skips]
+    _check(plan, runnable, REPORT_NODE)
+    if options.report_identity not in REPORT_IDENTITIES:
+        raise InvalidInputError([Problem("report_identity", str(options.report_identity), "expected managed or user")])
+
+    repo_root = repository_root(plan.root)
+    plan_root = Path(os.path.relpath(plan.root.resolve(), repo_root)).as_posix()
+    cache = options.cache_dir or default_cache(repo_root)
+    envs = EnvironmentSet(plan)
+
+    # One component per distinct environment, with as many optional `after_i` inputs as its most
+    # connected notebook needs.
+    groups: dict[EnvironmentDefinition, list[StepSpec]] = {}
+    for step in runnable:
+        gpu = plan.targets[step.target].gpus > 0
+        groups.setdefault(envs.definition(step.environment, gpu=gpu), []).append(step)
+    jobs: dict[str, Any] = {}
+    if runnable:
+        code = notebook_snapshot(repo_root, cache).path
+        components = {
+            definition: notebook_component(
+                code=code,
+                environment=envs.get(definition),
+                plan_root=plan_root,
+                secret_env=plan.secret_env,
+                after_slots=max(len(step.after) for step in steps),
+                label=definition.label,
+            )
+            for definition, steps in groups.items()
+        }
+        factories = {d: _node_factory(c) for d, c in components.items()}
+        component_of = {step.id: factories[d] for d, steps in groups.items() for step in steps}
+        for step in runnable:  # execution order: dependencies are built before their dependants
+            jobs[step.id] = _notebook_node(step, component_of[step.id], jobs, plan.targets[step.target])
+
+    jobs[REPORT_NODE] = _report_node(plan, runnable, envs, skips, cache, options)
+    settings = PipelineJobSettings(continue_on_step_failure=True, force_rerun=False)
+    if runnable:
+        # on_finalize needs at least one other node (pipeline_job.py: _validate_init_finalize_job); with
+        # nothing to run, the report is the only node and runs anyway.
+        settings.on_finalize = REPORT_NODE
+    tags = _job_tags(plan, repo_root, options)
+    commit = tags.get("commit")
+    job = PipelineJob(
+        jobs=jobs,
+        inputs={RUN_KEY: pipeline_run_key(options.run_key)},
+        outputs={REPORT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},
+        settings=settings,
+        experiment_name=experiment_name(plan.experiment),
+        display_name=options.display_name or (f"{plan.experiment} @ {commit[:8]}" if commit else plan.experiment),
+        description=f"{len(runnable)} of {len(plan.steps)} notebooks from {tags['repository']}, run by orchestrator",
+        tags=tags,
+    )
+    log.info(
+        "compiled plan=%s nodes=%d skipped=%d environments=%d", _plan_file(plan), len(runnable), len(skips),
+        len(envs.objects),
+    )  # fmt: skip
+    return job
+
+
+def _report_node(plan: ResolvedPlan, runnable: list[StepSpec], envs: EnvironmentSet, skips: Mapping[str, str],
+                 cache: Path, options: CompileOptions) -> Any:
+    """The isolated report node: only the run_key binding and literals as inputs (aml.md 2.2, case C)."""
+    from azure.ai.ml.entities import ManagedIdentityConfiguration, UserIdentityConfiguration
+
+    report_env, report_target = _report_placement(plan, runnable, envs)
+    report = report_component(code=report_snapshot(cache).path, environment=envs.get(report_env))
+    inputs: dict[str, Any] = {
+        RUN_KEY: f"${{{{parent.inputs.{RUN_KEY}}}}}",
+        "expected": collect.encode_expected(collect.expected_entries(plan, skips)),
+        "title": shell_arg(plan.experiment),
+    }
+    if options.devops:
+        inputs["devops"] = json_arg(check_config(options.devops))  # names only; a secret is refused
+    node = report(**inputs)
+    node.name = REPORT_NODE
+    node.display_name = "report"
+    node.tags = {"step": REPORT_NODE}
+    apply_compute(node, report_target)
+    if options.report_identity == "managed":
+        node.identity = ManagedIdentityConfiguration()
+    elif options.report_identity == "user":
+        node.identity = UserIdentityConfiguration()
+    node.outputs[REPORT_OUTPUT] = f"${{{{parent.outputs.{REPORT_OUTPUT}}}}}"
+    return node
+
+
+def _job_tags(plan: ResolvedPlan, repo_root: Path, options: CompileOptions) -> dict[str, str]:
+    remote = options.repository or _git(repo_root, "config", "--get", "remote.origin.url") or repo_root.name
+    commit = options.commit or _git(repo_root, "rev-parse", "HEAD")
+    tags = {
+        "repository": redact_url(remote),
+        "plan": Path(os.path.relpath((plan.plan_file or plan.root).resolve(), repo_root)).as_posix(),
+        "notebooks": str(len(plan.steps)),
+        "orchestrator": orchestrator.__version__,
+    }
+    if commit:
+        tags["commit"] = commit
+    tags.update(options.tags)
+    return tags
+
+
+def _node_factory(component: Any) -> Any:
+    """The function that makes a node of `component`, made once.
+
+    Calling a component (`component(**inputs)`, the public way) rebuilds this function on every call, YAML
+    dump of the component included (azure/ai/ml/entities/_component/component.py: `__call__` -> `_func`):
+    about 10 ms a node, most of the compile time of a 300-notebook plan. `_func` is what `__call__` returns
+    after checking for positional arguments, which are never passed here.
+    """
+    factory = getattr(component, "_func", None)
+    return factory if callable(factory) else component
+
+
+def _notebook_node(step: StepSpec, component: Any, built: Mapping[str, Any], target: TargetSpec) -> Any:
+    inputs: dict[str, Any] = {
+        RUN_KEY: f"${{{{parent.inputs.{RUN_KEY}}}}}",
+        "step": step.id,
+        "notebook": shell_arg(step.notebook),
+        "parameters": json_arg(step.parameters),
+        "expect": json_arg(step.expect),
+        "kernel": shell_arg(step.kernel),
+        "kernel_required": "true" if step.kernel_required else "false",
+        "retries": step.retries,
+        "target": shell_arg(step.target),
+        "environment": shell_arg(step.environment),
+        "pythonpath": json_arg(list(step.pythonpath)),
+        "output_limit": step.output_limit_bytes,
+    }
+    if step.timeout_s is not None:
+        inputs["timeout"] = step.timeout_s
+    if step.cell_timeout_s is not None:
+        inputs["cell_timeout"] = step.cell_timeout_s
+    for index, dep in enumerate(step.after):
+        inputs[AFTER_INPUT.format(index)] = built[dep].outputs[RESULT_OUTPUT]
+    node = component(**inputs)
+    node.name = step.id
+    node.display_name = step.notebook
+    node.tags = {"notebook": step.notebook, "step": step.id}
+    apply_compute(node, target)
+    limit = node_timeout(step)
+    if limit is not None:
+        node.set_limits(timeout=limit)
+    return node
+
+
+def validate(job: Any) -> None:
+    """azure-ai-ml's own offline validation; raises InvalidInputError listing every problem it found."""
+    result = job._validate()  # the SDK's client-side validator, the one create_or_update runs
+    if not result.passed:
+        raise InvalidInputError(
+            [Problem("pipeline", where, str(message)) for where, message in sorted(result.error_messages.items())]
+        )

@@ -1,0 +1,129 @@
+"""The two command components of a compiled pipeline: the contract between it and steps/*.py.
+
+One notebook component per distinct environment, reused by every notebook node of that environment
+(reference/aml.md 1.1, option B): Azure ML registers it once per submission instead of once per notebook,
+which matters for plans with hundreds of notebooks. Each node gives it that notebook's inputs; what a node
+differs in (notebook, parameters, dependencies) is an input, so only the nodes whose inputs change lose
+their reuse (aml.md 1.8).
+
+Quoting: Azure ML substitutes `${{inputs.x}}` into the command text, which then runs in a shell. String
+inputs are single-quoted, and their values are made quote-safe when compiled (`names.shell_arg` /
+`names.json_arg`): no value can end the quote or smuggle in an Azure ML expression.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator.azureml.names import shell_arg
+from orchestrator.azureml.snapshot import RUNTIME_DIR
+
+NOTEBOOK_COMPONENT = "orchestrator_notebook"
+REPORT_COMPONENT = "orchestrator_report"
+STEP_SCRIPT = f"{RUNTIME_DIR}/steps/azureml_step.py"
+REPORT_SCRIPT = "steps/report_step.py"
+RESULT_OUTPUT = "result"
+REPORT_OUTPUT = "report"
+RUN_KEY = "run_key"
+AFTER_INPUT = "after_{}"
+
+
+def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int) -> str:
+    parts = [
+        f"python {STEP_SCRIPT}",
+        f"--plan-root '{shell_arg(plan_root)}'",
+        "--step '${{inputs.step}}'",
+        "--notebook '${{inputs.notebook}}'",
+        "--parameters '${{inputs.parameters}}'",
+        "--expect '${{inputs.expect}}'",
+        "--kernel '${{inputs.kernel}}'",
+        "--kernel-required ${{inputs.kernel_required}}",
+        "$[[--timeout ${{inputs.timeout}}]]",
+        "$[[--cell-timeout ${{inputs.cell_timeout}}]]",
+        "--retries ${{inputs.retries}}",
+        "--target '${{inputs.target}}'",
+        "--environment '${{inputs.environment}}'",
+        "--pythonpath '${{inputs.pythonpath}}'",
+        "--output-limit ${{inputs.output_limit}}",
+        "--run-key '${{inputs.run_key}}'",
+        "--output-dir '${{outputs.result}}'",
+    ]
+    # Names of variables kept from the kernel; names only, values never enter the pipeline (DESIGN 8).
+    parts.extend(f"--secret-env {name}" for name in secret_env)
+    parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
+    return " ".join(parts)
+
+
+def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_env: tuple[str, ...],
+                       after_slots: int, label: str) -> Any:
+    from azure.ai.ml import Input, Output
+    from azure.ai.ml.entities import CommandComponent
+
+    inputs: dict[str, Any] = {
+        RUN_KEY: Input(type="string", description="Same key: completed notebooks are reused; new key: all run"),
+        "step": Input(type="string", description="Step id (the node name)"),
+        "notebook": Input(type="string", description="Notebook path relative to the plan folder"),
+        "parameters": Input(type="string", description="papermill parameters, JSON"),
+        "expect": Input(type="string", description="Metric rules, JSON"),
+        "kernel": Input(type="string"),
+        "kernel_required": Input(type="string", description="true: a missing kernel is an error"),
+        "timeout": Input(type="number", optional=True, description="Whole-notebook limit, seconds"),
+        "cell_timeout": Input(type="number", optional=True, description="Per-cell limit, seconds"),
+        "retries": Input(type="integer", description="Retries after transient failures only"),
+        "target": Input(type="string"),
+        "environment": Input(type="string"),
+        "pythonpath": Input(type="string", description="Folders relative to the plan put on PYTHONPATH, JSON"),
+        "output_limit": Input(type="integer", description="Cap on stored output per cell, bytes"),
+    }
+    for index in range(after_slots):
+        inputs[AFTER_INPUT.format(index)] = Input(
+            type="uri_folder", optional=True, description="result folder of a notebook this one runs after"
+        )
+    return CommandComponent(
+        name=NOTEBOOK_COMPONENT,
+        display_name=f"Run notebook ({label})",
+        description="Runs one notebook with papermill (steps/run_notebook.py) and logs it to MLflow.",
+        command=notebook_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots),
+        inputs=inputs,
+        outputs={RESULT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},  # a partial notebook survives (aml.md 1.5)
+        environment=environment,
+        code=str(code),
+        is_deterministic=True,  # reuse is what makes "rerun failed only" work (aml.md 1.8)
+    )
+
+
+def report_command() -> str:
+    return " ".join(
+        [
+            f"python {REPORT_SCRIPT}",
+            "--run-key '${{inputs.run_key}}'",
+            "--expected '${{inputs.expected}}'",
+            "--title '${{inputs.title}}'",
+            "--out '${{outputs.report}}'",
+            "$[[--devops '${{inputs.devops}}']]",
+        ]
+    )
+
+
+def report_component(*, code: Path, environment: Any) -> Any:
+    from azure.ai.ml import Input, Output
+    from azure.ai.ml.entities import CommandComponent
+
+    return CommandComponent(
+        name=REPORT_COMPONENT,
+        display_name="Report",
+        description="Finds every notebook node's outcome through MLflow and writes results.json, junit.xml, "
+        "report.html; publishes to Azure DevOps when configured.",
+        command=report_command(),
+        inputs={
+            RUN_KEY: Input(type="string"),
+            "expected": Input(type="string", description="The steps of this pipeline, JSON"),
+            "title": Input(type="string"),
+            "devops": Input(type="string", optional=True, description="DevOps publishing settings (names, no secrets)"),
+        },
+        outputs={REPORT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},
+        environment=environment,
+        code=str(code),
+        is_deterministic=False,  # the report must look at this run's notebooks every time (aml.md 1.8)
+    )

@@ -1,0 +1,166 @@
+"""How the report node finds the notebook nodes of its pipeline at run time: MLflow sibling runs.
+
+`settings.on_finalize` requires the report node to be isolated: it may not take the notebooks' outputs as
+inputs (reference/aml.md 2.1, 2.2). So it discovers them. Of the options in aml.md 2.4 this uses MLflow:
+
+1. siblings: the runs whose `mlflow.parentRunId` is the report node's own parent, the pipeline run. That
+   is the documented way to list a pipeline's child jobs from inside a job (how-to-track-experiments-mlflow.md),
+   it needs no identity beyond the job's own token (MLClient would need a user or managed identity,
+   aml.md 6.10), and each notebook node has already logged its result.json and executed notebook there
+   (steps/mlflow_log.py), so nothing else needs reading;
+2. reused nodes: a node Azure ML reuses from an earlier pipeline may not appear as a fresh sibling with its
+   own artifacts [unverified on the service], so for steps still missing, the runs of the same experiment
+   tagged with this pipeline's `run_key` are searched: a reused node is exactly a completed run of the same
+   step with the same run_key (aml.md 1.8).
+
+Steps found neither way never started; `collect` reports them as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from orchestrator.azureml.collect import CANCELLED, FAILED, FINISHED, NOT_STARTED, RUNNING, Finding
+
+log = logging.getLogger("orchestrator.azureml")
+
+# The names steps/mlflow_log.py logs (it cannot import this package; tests check the two agree).
+STEP_TAG = "orchestrator.step"
+RUN_KEY_TAG = "orchestrator.run_key"
+RESULT_ARTIFACT = "orchestrator/result.json"
+NOTEBOOK_ARTIFACT_DIR = "notebooks"
+NODE_STEP_TAG = "step"  # the node tag set at compile time, in case a node never got to log its own
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+RUN_ID_VARIABLES = ("MLFLOW_RUN_ID", "AZUREML_RUN_ID")
+# MLflow run status -> what `collect` makes of a node without result.json (how-to-track-experiments-mlflow.md:
+# Completed -> FINISHED, Failed -> FAILED, Canceled -> KILLED, NotStarted/Queued/Preparing -> SCHEDULED).
+STATES = {"FINISHED": FINISHED, "FAILED": FAILED, "KILLED": CANCELLED, "SCHEDULED": NOT_STARTED, "RUNNING": RUNNING}
+
+
+@dataclass(frozen=True)
+class StepRun:
+    run_id: str
+    status: str  # MLflow's: FINISHED, FAILED, KILLED, SCHEDULED, RUNNING
+    start_time: int
+    reused: bool = False  # found through run_key, not as a sibling
+
+
+def own_run_id() -> str:
+    for name in RUN_ID_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    raise LookupError("not inside an Azure ML job: neither MLFLOW_RUN_ID nor AZUREML_RUN_ID is set")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> Iterable[Any]:
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+def _step_of(run: Any, ids: set[str], by_notebook: Mapping[str, str]) -> str | None:
+    tags = run.data.tags
+    for key in (STEP_TAG, NODE_STEP_TAG):
+        if tags.get(key) in ids:
+            return str(tags[key])
+    # A node that failed before logging anything: Azure ML names its run after the node's display name,
+    # the notebook path [unverified on the service], or after the node name.
+    name = tags.get(RUN_NAME_TAG) or getattr(run.info, "run_name", None) or ""
+    if name in by_notebook:
+        return by_notebook[name]
+    return name if name in ids else None
+
+
+def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
+                   parent_run: str | None = None) -> dict[str, list[StepRun]]:
+    """Step id -> the MLflow runs that may hold that notebook node's outcome, best first: its sibling run
+    in this pipeline (the latest, if a node ran twice), then completed runs with the same run_key and step
+    (a reused node), latest first. Steps with no run at all are left out."""
+    me = client.get_run(own_run)
+    experiment_id = me.info.experiment_id
+    parent = parent_run or me.data.tags.get(PARENT_TAG)
+    ids = {str(e["step"]) for e in expected if not e.get("skip")}
+    by_notebook = {str(e["notebook"]): str(e["step"]) for e in expected if e.get("notebook")}
+    siblings: dict[str, list[StepRun]] = {}
+    if parent:
+        for run in _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(parent)}"):
+            if run.info.run_id == own_run:
+                continue
+            step = _step_of(run, ids, by_notebook)
+            if step is not None:
+                siblings.setdefault(step, []).append(StepRun(run.info.run_id, run.info.status, run.info.start_time or 0))
+    else:
+        log.warning("the report run has no %s tag: siblings cannot be listed, only reused runs", PARENT_TAG)
+    reused: dict[str, list[StepRun]] = {}
+    if run_key:
+        try:
+            runs = list(_search(client, experiment_id, f"tags.{RUN_KEY_TAG} = {_quote(run_key)}"))
+        except Exception as exc:  # noqa: BLE001 - a server that cannot search tags must not stop the report
+            log.warning("searching runs by run_key failed: %s", exc)
+            runs = []
+        taken = {r.run_id for candidates in siblings.values() for r in candidates} | {own_run}
+        for run in runs:
+            step = run.data.tags.get(STEP_TAG)
+            if step in ids and run.info.status == "FINISHED" and run.info.run_id not in taken:
+                reused.setdefault(step, []).append(StepRun(run.info.run_id, run.info.status, run.info.start_time or 0, True))
+    found: dict[str, list[StepRun]] = {}
+    for step in sorted(ids):
+        ordered = sorted(siblings.get(step, []), key=lambda r: -r.start_time)
+        ordered += sorted(reused.get(step, []), key=lambda r: -r.start_time)
+        if ordered:
+            found[step] = ordered
+    return found
+
+
+def fetch_first(client: Any, runs: Sequence[StepRun], dest: Path) -> Finding:
+    """The first of `runs` holding a result.json (its files downloaded into `dest`); else what the best
+    run says about the node."""
+    first: Finding | None = None
+    for run in runs:
+        finding = fetch(client, run, dest)
+        if finding.result is not None:
+            return finding
+        first = first or finding
+    if first is None:
+        raise ValueError("fetch_first needs at least one run")
+    return first
+
+
+def fetch(client: Any, run: StepRun, dest: Path) -> Finding:
+    """Download a node's result.json and executed notebook into `dest`; what is known about it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    result = None
+    where = f"MLflow run {run.run_id}" + (", reused" if run.reused else "")
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = Path(client.download_artifacts(run.run_id, RESULT_ARTIFACT, scratch))
+            data = json.loads(local.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                result = data
+                (dest / "result.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        except Exception as exc:  # noqa: BLE001 - no artifact is a finding, not an error
+            log.info("run %s has no readable %s (%s)", run.run_id, RESULT_ARTIFACT, type(exc).__name__)
+        try:
+            for item in client.list_artifacts(run.run_id, NOTEBOOK_ARTIFACT_DIR):
+                if not item.is_dir:
+                    local = Path(client.download_artifacts(run.run_id, item.path, scratch))
+                    (dest / local.name).write_bytes(local.read_bytes())
+        except Exception as exc:  # noqa: BLE001
+            log.info("run %s: executed notebook not downloaded (%s)", run.run_id, type(exc).__name__)
+    return Finding(state=STATES.get(run.status, FAILED), result=result, where=where)

@@ -1,0 +1,99 @@
+"""The compiled pipeline (or schedule) as YAML that azure-ai-ml's `load_job` / `load_schedule` read back.
+
+Two fixes over `PipelineJob.dump()`:
+- `settings.on_finalize` is put back. azure-ai-ml declares on_init/on_finalize in its YAML schema only when
+  AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED is set *when the SDK is imported* (_schema/pipeline/settings.py),
+  so `dump()` silently drops them (reference/aml.md 0.4, 2.1, 6.9). Loading keeps them either way: that
+  schema has `unknown = INCLUDE`, so the key passes through into PipelineJobSettings (tested).
+- literal pipeline inputs are written as plain values. `dump()` writes a literal holding an expression,
+  such as a schedule's run_key `${{creation_context.trigger_time}}`, as `{path: ...}`, which `load_job`
+  reads back as a uri_folder input (tested);
+- code paths are written relative to the YAML file, so the file and the staged snapshots it points at
+  can be moved together.
+
+Submitting from Python (`orchestrator run --backend azureml`) does not go through YAML at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HEADER = """\
+# Compiled by orchestrator from {source}.
+# settings.on_finalize names the report node, which runs after every notebook, passed or failed. The
+# azure-ai-ml YAML schema hides that setting unless AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED=true (reference:
+# docs/azureml.md); load_job keeps it, but check that your tool does before submitting this file.
+# `code:` paths are relative to this file's folder.
+"""
+HIDDEN_SETTINGS = ("on_init", "on_finalize")
+
+
+def _restore_settings(data: dict[str, Any], job: Any) -> None:
+    settings = data.setdefault("settings", {})
+    for key in HIDDEN_SETTINGS:
+        value = getattr(job.settings, key, None)
+        if value:
+            settings[key] = value
+
+
+def _relative_code(node: Any, base: Path) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "code" and isinstance(value, str) and os.path.isabs(value):
+                node[key] = Path(os.path.relpath(value, base)).as_posix()
+            else:
+                _relative_code(value, base)
+    elif isinstance(node, list):
+        for item in node:
+            _relative_code(item, base)
+
+
+def _literal_inputs(data: dict[str, Any], job: Any) -> None:
+    inputs = data.get("inputs")
+    if not isinstance(inputs, dict):
+        return
+    for name, value in (job.inputs or {}).items():
+        literal = getattr(value, "_data", value)
+        if isinstance(literal, (str, int, float, bool)):
+            inputs[name] = literal
+
+
+def pipeline_dict(job: Any, base: Path) -> dict[str, Any]:
+    data: dict[str, Any] = job._to_dict()  # what PipelineJob.dump() writes
+    _restore_settings(data, job)
+    _literal_inputs(data, job)
+    _relative_code(data, base.resolve())
+    return data
+
+
+def schedule_dict(schedule: Any, pipeline_file: str) -> dict[str, Any]:
+    """The schedule, its job referenced as a pipeline YAML file: `JobSchedule.dump()` inlines the job, a
+    form `load_schedule` refuses ("create_job.job: Missing data for required field"); it reads
+    `create_job: {job: <file>}` (the SDK's tests/test_configs/schedule/*.yml do the same)."""
+    data: dict[str, Any] = schedule._to_dict()
+    data["create_job"] = {"job": pipeline_file}
+    return data
+
+
+def _write(data: dict[str, Any], path: Path, source: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = HEADER.format(source=source) + yaml.safe_dump(data, sort_keys=False, width=120, allow_unicode=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_pipeline(job: Any, path: Path, *, source: str) -> None:
+    _write(pipeline_dict(job, path.parent), path, source)
+
+
+def write_schedule(schedule: Any, path: Path, *, source: str) -> Path:
+    """The schedule at `path`, and its pipeline job next to it (`<stem>.pipeline.yml`, returned)."""
+    pipeline = path.with_name(f"{path.stem}.pipeline.yml")
+    write_pipeline(schedule.create_job, pipeline, source=source)
+    _write(schedule_dict(schedule, pipeline.name), path, source)
+    return pipeline
