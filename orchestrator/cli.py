@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from orchestrator.azureml.commands import compile_command, schedule_command, workspace_from, workspace_options
 from orchestrator.errors import (
     EXIT_INFRASTRUCTURE,
     EXIT_INTERRUPTED,
@@ -50,7 +51,8 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _exit_code_for(status: str) -> int:
-    return {"passed": EXIT_PASSED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_NOT_PASSED)
+    # "submitted": an Azure ML run without --wait, handed over to the service.
+    return {"passed": EXIT_PASSED, "submitted": EXIT_PASSED, "interrupted": EXIT_INTERRUPTED}.get(status, EXIT_NOT_PASSED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,15 +77,21 @@ def cli(verbose: bool) -> None:
 @click.option("--devops", is_flag=True, help="Report to Azure DevOps while running (agent job variables, or --callback).")
 @click.option("--callback", "callback", type=click.Path(path_type=Path),
               help="With --devops: a queue message file (DESIGN 7) whose server job is closed when the run ends.")
+@workspace_options
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
         jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, devops: bool,
-        callback: Path | None) -> None:
+        callback: Path | None, subscription: str | None, resource_group: str | None, workspace: str | None,
+        workspace_config: Path | None) -> None:
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     from orchestrator.plan import load_plan
 
     context = _devops_context(devops, callback)
     plan = load_plan(path, plan_file=plan_file, only=only, parameters=_parse_params(params))
-    _execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context)
+    settings = {}
+    if backend == "azureml":
+        settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)
+    _execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context,
+             settings=settings)
 
 
 def _devops_context(devops: bool, callback: Path | None) -> Any:
@@ -105,12 +113,32 @@ def _devops_context(devops: bool, callback: Path | None) -> Any:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--failed", is_flag=True, help="Rerun only steps that did not pass (and steps after them).")
+@click.option("--backend", type=click.Choice(["local", "azureml"]), default="local", show_default=True,
+              help="azureml: RUN_DIR is the name of the pipeline job to rerun.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Notebooks run at once (default: CPU count).")
 @click.option("--out", type=click.Path(path_type=Path), help="New run folder (default: .orchestrator/runs/<run-id>).")
 @click.option("--gpu-fallback", type=click.Choice(["skip", "cpu"]), default="skip", show_default=True)
-def rerun(run_dir: Path, failed: bool, jobs: int | None, out: Path | None, gpu_fallback: str) -> None:
-    """Repair run: run RUN_DIR's pipeline again into a new run folder, keeping what passed with --failed."""
+@click.option("--wait/--no-wait", default=False, help="azureml: follow the rerun and build its report.")
+@workspace_options
+def rerun(run_dir: Path, failed: bool, backend: str, jobs: int | None, out: Path | None, gpu_fallback: str,
+          wait: bool, subscription: str | None, resource_group: str | None, workspace: str | None,
+          workspace_config: Path | None) -> None:
+    """Repair run: run RUN_DIR's pipeline again into a new run folder, keeping what passed with --failed.
+
+    With --backend azureml, RUN_DIR names a pipeline job: it is resubmitted with the same run key, so Azure ML
+    reuses the notebooks that completed and runs the rest again."""
     from orchestrator.rerun import plan_repair
+
+    if backend == "azureml":
+        from orchestrator.azureml.commands import rerun_azureml
+        from orchestrator.run_folder import DEFAULT_RUNS_DIR, new_run_id
+
+        folder = out or DEFAULT_RUNS_DIR / new_run_id()
+        outcome = rerun_azureml(str(run_dir), failed=failed, wait=wait, out=folder,
+                                workspace=workspace_from(subscription, resource_group, workspace, workspace_config))
+        if outcome.status != "submitted":
+            _report(folder.resolve(), None)
+        sys.exit(_exit_code_for(outcome.status))
 
     repair = plan_repair(run_dir, failed_only=failed)
     if out is not None and out.resolve() == run_dir.resolve():
@@ -122,14 +150,14 @@ def rerun(run_dir: Path, failed: bool, jobs: int | None, out: Path | None, gpu_f
 
 def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu_fallback: str, wait: bool,
              carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None,
-             devops: Any = None) -> None:
+             devops: Any = None, settings: dict[str, Any] | None = None) -> None:
     from orchestrator.backends import RunOptions, get_backend
     from orchestrator.progress import Progress, TeeProgress, make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir
 
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
-    chosen = get_backend(backend)
+    chosen = get_backend(backend, **(settings or {}))
     run_id = new_run_id()
     run_dir = prepare_run_dir(out, run_id)
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=jobs, gpu_fallback=gpu_fallback,
@@ -151,8 +179,10 @@ def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu
             watcher.stop()
         if live is not None:
             live.close()
-        # Even when the backend crashed, the report and the DevOps callback describe what finished.
-        _report(run_dir, devops, cancelled=bool(watcher is not None and watcher.cancelled))
+        # Even when the backend crashed, the report and the DevOps callback describe what finished. A job only
+        # submitted (Azure ML without --wait) has nothing to report yet: its own reporting node will.
+        if status != "submitted":
+            _report(run_dir, devops, cancelled=bool(watcher is not None and watcher.cancelled))
     sys.exit(_exit_code_for(status))
 
 
@@ -232,6 +262,10 @@ def report(run_dir: Path, devops: bool, callback: Path | None) -> None:
         click.echo(f"devops: {problem}", err=True)
     if not outcome.ok:
         sys.exit(EXIT_INFRASTRUCTURE)
+
+
+cli.add_command(compile_command)
+cli.add_command(schedule_command)
 
 
 @cli.command()

@@ -249,3 +249,14 @@ def test_secrets_never_reach_the_kernel_or_the_run_folder(tmp_path: Path) -> Non
     for path in out.rglob("*"):
         if path.is_file():
             assert token not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_a_file_the_notebook_left_open_is_flushed_before_the_next_step_reads_it(tmp_path: Path) -> None:
+    # The kernel exits cleanly (as under papermill), so buffered writes reach the disk; a kill would lose them.
+    repo = tmp_path / "repo"
+    make_notebook(repo / "write.ipynb", "handle = open('out.txt', 'w')\nhandle.write('all of it')")
+    make_notebook(repo / "read.ipynb", "assert open('out.txt').read() == 'all of it'")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n  - path: read.ipynb\n    after: [write.ipynb]\n")
+    done = run_cli("run", repo, "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert (repo / "out.txt").read_text() == "all of it"

@@ -18,6 +18,7 @@ from orchestrator.progress import Progress
 # name -> "module:class"
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
+    "azureml": "orchestrator.azureml.backend:AzureMLBackend",
 }
 
 
@@ -66,11 +67,12 @@ class Backend(Protocol):
     def run(self, plan: ResolvedPlan, options: RunOptions, progress: Progress) -> RunOutcome: ...
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **settings: Any) -> Backend:
+    """The backend called `name`, built with its own settings (e.g. the Azure ML workspace)."""
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
         raise InvalidInputError([Problem("--backend", name, f"unknown backend; expected one of: {known}")])
     module_name, class_name = BACKENDS[name].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
-    backend: Backend = backend_class()
+    backend: Backend = backend_class(**settings)
     return backend

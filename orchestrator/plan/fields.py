@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 from orchestrator.plan.durations import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
 from orchestrator.plan.messages import show
-from orchestrator.plan.paths import inside_root
+from orchestrator.plan.paths import inside_root, relative_file
 from orchestrator.plan.rules import RULE_HINT, RULE_PATTERN, check_rule
 
 
@@ -126,6 +126,7 @@ Rule = Annotated[
 ]
 Parameters = Annotated[dict[str, Any], AfterValidator(_parameters)]
 RelativePath = Annotated[str, AfterValidator(inside_root)]
+RelativeFile = Annotated[str, AfterValidator(relative_file)]
 EnvName = Annotated[str, AfterValidator(env_name)]
 AmlEnvironment = Annotated[str, AfterValidator(aml_environment)]
 Skip = Annotated[

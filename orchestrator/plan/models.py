@@ -19,6 +19,7 @@ from orchestrator.plan.fields import (
     Duration,
     EnvName,
     Parameters,
+    RelativeFile,
     RelativePath,
     Rule,
     Size,
@@ -203,7 +204,8 @@ class Target(_Model):
 class Environment(_Model):
     """A step environment: a conda file and/or a base image, or a registered Azure ML environment."""
 
-    conda: RelativePath | None = Field(default=None, description="Conda file relative to the plan; it must exist.")
+    conda: RelativeFile | None = Field(
+        default=None, description="Conda file relative to the plan (it may be outside the plan folder); it must exist.")
     image: str | None = Field(default=None, min_length=1, description="Docker base image.")
     azureml: AmlEnvironment | None = Field(default=None, description="A registered Azure ML environment, name:version.")
 

@@ -28,6 +28,17 @@ def inside_root(text: str) -> str:
     return normal
 
 
+def relative_file(text: str) -> str:
+    """A file named relative to the plan folder that may lie outside it (a conda file shared by several
+    notebook repositories: it is read where the pipeline is compiled, never shipped with the notebooks)."""
+    path = text.strip().replace("\\", "/")
+    if not path:
+        raise ValueError("expected a path relative to the plan folder, got an empty string")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise ValueError(f"expected a path relative to the plan folder, got the absolute path {text!r}")
+    return posixpath.normpath(path)
+
+
 def is_glob(pattern: str) -> bool:
     return bool(_GLOB_CHARS.search(pattern))
 
