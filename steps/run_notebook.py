@@ -118,6 +118,7 @@ def skipped_result(request: StepRequest, reason: str) -> dict[str, Any]:
     result = _result(request, status="skipped", started_at=now, finished_at=now, duration_s=0.0,
                      kernel=request.kernel, error=None)
     result["reason"] = reason
+    result["attempts"] = 0  # it never started
     _notebook.write_json(Path(request.output_dir) / RESULT_FILE, result)
     log.info("step=%s status=skipped reason=%s", result["step"], json.dumps(reason))
     return result
