@@ -61,6 +61,9 @@ def _exit_code_for(status: str) -> int:
 def cli(verbose: bool) -> None:
     """Run a repository of Jupyter notebooks as one pipeline: locally, or on Azure ML."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # The step result already says what nbclient would log (a dead kernel, a timeout).
+        logging.getLogger("orchestrator.step.nbclient").setLevel(logging.CRITICAL)
 
 
 @cli.command()

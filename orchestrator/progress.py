@@ -70,22 +70,27 @@ class PlainProgress:
 class LiveProgress:
     """A rich live view: counts per status, then each running notebook with its elapsed time."""
 
+    RECENT_PROBLEMS = 5  # shown under the running notebooks; all of them are printed when the run ends
     _STYLE = {"passed": "green", "failed": "red", "timed_out": "magenta", "crashed": "red",
               "error": "red", "skipped": "yellow"}
 
-    def __init__(self) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self._console = Console(stderr=True)
+        # The real stderr, bound now: Live swaps sys.stderr for a proxy that prints through this console, and a
+        # console that looked sys.stderr up at each write would feed its own output back into itself.
+        self._console = Console(file=stream or sys.stderr)
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, float, int]] = {}
         self._counts = {status: 0 for status in STATUSES}
+        self._problems: list[str] = []  # one line per notebook that did not pass, in finishing order
         self._total = 0
         self._started = time.monotonic()
-        self._live = Live(console=self._console, refresh_per_second=4, transient=True, get_renderable=self._render)
+        self._live = Live(console=self._console, refresh_per_second=4, transient=True, get_renderable=self.render)
 
-    def _render(self) -> Any:
+    def render(self) -> Any:
+        """What the live view shows now (a rich renderable)."""
         from rich.table import Table
         from rich.text import Text
 
@@ -101,9 +106,14 @@ class LiveProgress:
             for notebook, since, attempt in sorted(self._running.values(), key=lambda item: item[1]):
                 retry = f" (attempt {attempt})" if attempt > 1 else ""
                 table.add_row(Text("▶", style="cyan"), Text(notebook + retry), Text(f"{now - since:5.0f}s", style="dim"))
+            recent = [Text.from_markup(line, overflow="ellipsis") for line in self._problems[-self.RECENT_PROBLEMS:]]
+        for text in recent:
+            text.no_wrap = True
         grid = Table.grid()
         grid.add_row(header)
         grid.add_row(table)
+        for line in recent:
+            grid.add_row(line)
         return grid
 
     def run_started(self, run_id: str, total: int, run_dir: str) -> None:
@@ -116,20 +126,33 @@ class LiveProgress:
             self._running[step_id] = (notebook, time.monotonic(), attempt)
 
     def step_finished(self, result: dict[str, Any]) -> None:
+        from rich.markup import escape
+
         status = result.get("status", "error")
-        with self._lock:
-            self._running.pop(str(result.get("step")), None)
-            self._counts[status] = self._counts.get(status, 0) + 1
+        line = None
         if status != "passed":
             error = result.get("error") or {}
             what = result.get("reason") or ": ".join(str(p) for p in (error.get("ename"), error.get("evalue")) if p)
-            self._console.print(f"[{self._STYLE.get(status, 'red')}]{status:>9}[/] {result.get('notebook')}  {what or error.get('kind', '')}")
+            line = (f"[{self._STYLE.get(status, 'red')}]{status:>9}[/] "
+                    f"{escape(str(result.get('notebook')))}  {escape(str(what or error.get('kind', '')))}")
+        with self._lock:
+            self._running.pop(str(result.get("step")), None)
+            self._counts[status] = self._counts.get(status, 0) + 1
+            if line is not None:
+                self._problems.append(line)
 
     def message(self, text: str) -> None:
-        self._console.print(text)
+        from rich.markup import escape
+
+        with self._lock:
+            self._problems.append(f"[dim]{escape(text)}[/]")
 
     def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None:
+        # Nothing is printed above the live view while it runs (rich leaves stale frames behind when lines
+        # are printed between refreshes); every line that mattered is printed once it is gone.
         self._live.stop()
+        for line in self._problems:
+            self._console.print(line, no_wrap=True, overflow="ellipsis")
         style = "green" if status == "passed" else "red"
         self._console.print(f"[{style}]run {status}[/] in {seconds:.1f}s  {_summary(counts)}")
 
@@ -165,5 +188,5 @@ def make_progress(stream: TextIO | None = None) -> Progress:
     """Live view on a terminal, plain lines otherwise (CI logs, pipes, files)."""
     target = stream or sys.stderr
     if target.isatty():
-        return LiveProgress()
+        return LiveProgress(target)
     return PlainProgress(target)

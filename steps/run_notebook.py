@@ -46,6 +46,9 @@ except ImportError:  # run as a script: `python steps/run_notebook.py`, from any
     import _notebook  # type: ignore[no-redef]
 
 log = logging.getLogger("orchestrator.step")
+# nbclient logs what this runner already classifies ("Kernel died while waiting for execute reply"); a named
+# child logger lets the caller quiet it without touching nbclient's other users.
+NBCLIENT_LOG = logging.getLogger("orchestrator.step.nbclient")
 
 SCHEMA = 1
 RESULT_FILE = "result.json"
@@ -237,7 +240,7 @@ class _StepRun:
     def _client(self) -> NotebookClient:
         assert self.work is not None and self.kernel is not None
         client = NotebookClient(self.work.nb, km=self.kernel.km, kernel_name=self.kernel_name, timeout=None,
-                                allow_errors=False, record_timing=True)
+                                allow_errors=False, record_timing=True, log=NBCLIENT_LOG)
         client.kc = self.kernel.client
         return client
 
