@@ -20,6 +20,7 @@ run: $(STAMP)
 	test $$status -le 1
 
 test: $(STAMP)
+	$(BIN)/python -m mypy orchestrator steps
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
