@@ -26,6 +26,7 @@ from orchestrator.errors import (
     OrchestratorError,
     Problem,
 )
+from orchestrator.trigger.commands import handle_command, worker_command
 
 log = logging.getLogger("orchestrator")
 
@@ -269,6 +270,8 @@ def report(run_dir: Path, devops: bool, callback: Path | None) -> None:
 
 cli.add_command(compile_command)
 cli.add_command(schedule_command)
+cli.add_command(handle_command)
+cli.add_command(worker_command)
 
 
 @cli.command()

@@ -1,0 +1,179 @@
+"""A raw queue message -> a validated message, or a refusal a person can read (DESIGN 7).
+
+Three front ends hand messages over in three shapes: the Function (`azure.functions.ServiceBusMessage`), the
+worker (`azure.servicebus.ServiceBusReceivedMessage`, whose property keys and string values are bytes,
+reference/devops.md 1.2) and `orchestrator handle` (a message file, DESIGN 7). Each becomes one `RawMessage`,
+and `read` applies the same rules to all: size first (before decoding anything), then the body, plain or
+DataContractSerializer-wrapped (devops.md 1.3, decoded by orchestrator.devops.message), then the model, then
+the DevOps properties. Every problem found is listed, and the DevOps job to close is kept whenever the
+properties name one, so that even an unreadable body closes its waiting job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.devops.context import REQUIRED_PROPERTIES, DevOpsContext
+from orchestrator.devops.message import decode_body, decode_properties
+from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.trigger.messages import KickOff, Message, WrapUp, parse_body
+from orchestrator.trigger.settings import TriggerSettings
+
+# A wrap_up carries the routing properties but never the token (it is read from Key Vault, DESIGN 8).
+WRAP_UP_PROPERTIES = tuple(name for name in REQUIRED_PROPERTIES if name != "AuthToken")
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    message_id: str
+    body: bytes
+    properties: Mapping[Any, Any] = field(default_factory=dict, repr=False)  # holds the token: never shown
+    attempt: int = 1                 # deliveries of this message so far, this one included
+    body_error: str | None = None    # the message file's body could not even be read as bytes
+
+    @classmethod
+    def from_function(cls, message: Any) -> RawMessage:
+        """From `azure.functions.ServiceBusMessage`. The host's DeliveryCount counts this delivery (1-based)."""
+        return cls(message_id=str(getattr(message, "message_id", "") or ""), body=bytes(message.get_body() or b""),
+                   properties=dict(getattr(message, "application_properties", None) or {}),
+                   attempt=max(1, int(getattr(message, "delivery_count", None) or 1)))
+
+    @classmethod
+    def from_servicebus(cls, message: Any) -> RawMessage:
+        """From `azure.servicebus.ServiceBusReceivedMessage`: a DATA body is an iterable of bytes sections
+        [ASB]; the AMQP header's delivery-count is the number of *prior* attempts, hence the + 1."""
+        body = message.body
+        if isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
+        elif isinstance(body, dict):  # an AMQP VALUE body sent by another client: read it as JSON
+            data = json.dumps(body, default=str).encode("utf-8")
+        else:
+            try:
+                data = b"".join(bytes(part) if not isinstance(part, str) else part.encode("utf-8") for part in body)
+            except TypeError:  # a VALUE body holding something else: refused by `read` as not JSON
+                data = repr(body).encode("utf-8")
+        return cls(message_id=str(message.message_id or ""), body=data,
+                   properties=dict(message.application_properties or {}),
+                   attempt=int(message.delivery_count or 0) + 1)
+
+    @classmethod
+    def from_file(cls, path: Path) -> RawMessage:
+        """A message rendered as JSON (DESIGN 7): `{"message_id", "body" | "body_base64", "application_properties"}`.
+        A file that is not such an object is an input error (exit 2); a body that cannot be decoded becomes a
+        refusal, so the job named by the properties is still closed."""
+        where = str(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidInputError([Problem(where, "", "not found")]) from None
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
+        if not isinstance(data, dict):
+            raise InvalidInputError([Problem(where, "", "expected a JSON object with body and application_properties")])
+        properties = data.get("application_properties") or {}
+        if not isinstance(properties, dict):
+            raise InvalidInputError([Problem(where, "application_properties", "expected a JSON object")])
+        body, error = b"", None
+        if "body" in data and "body_base64" in data:
+            error = "the message file gives both body and body_base64"
+        elif "body_base64" in data:
+            try:
+                body = base64.b64decode(str(data["body_base64"]), validate=True)
+            except (binascii.Error, ValueError) as exc:
+                error = f"body_base64 is not base64 ({exc})"
+        elif isinstance(data.get("body"), str):
+            body = data["body"].encode("utf-8")
+        elif "body" in data:
+            body = json.dumps(data["body"]).encode("utf-8")
+        return cls(message_id=str(data.get("message_id") or path.stem), body=body, properties=properties,
+                   body_error=error)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    raw: RawMessage
+    message: Message
+    properties: dict[str, Any] = field(repr=False)
+    context: DevOpsContext | None  # kick_off: the job to report to; wrap_up: None (the token is in Key Vault)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message cannot be handled: `reason` (one line) and `problems` (each a line)."""
+
+    reason: str
+    problems: tuple[str, ...] = ()
+    context: DevOpsContext | None = None  # the waiting job, when the properties name one
+
+    @property
+    def description(self) -> str:
+        return "; ".join(self.problems) if self.problems else self.reason
+
+
+def read(raw: RawMessage, settings: TriggerSettings) -> Accepted | Refusal:
+    properties = decode_properties(raw.properties)
+    closable, property_problems = _closable(properties)
+
+    if raw.body_error:
+        return Refusal("the message body cannot be read", (raw.body_error, *property_problems), closable)
+    if len(raw.body) > settings.max_body_bytes:
+        return Refusal(f"the message body is {len(raw.body)} bytes, over the limit of {settings.max_body_bytes} "
+                       "(ORCHESTRATOR_MAX_BODY_BYTES)", tuple(property_problems), closable)
+    if not raw.body.strip():
+        return Refusal("the message body is empty", tuple(property_problems), closable)
+    try:
+        body = decode_body(raw.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Refusal("the message body is not a JSON object", (f"body: {exc}", *property_problems), closable)
+    try:
+        message = parse_body(body)
+    except InvalidInputError as exc:
+        kind = body.get("job") if body.get("job") in ("kick_off", "wrap_up") else "queue"
+        return Refusal(f"the message body is not a valid {kind} message",
+                       (*_lines(exc), *property_problems), closable)
+
+    if isinstance(message, KickOff):
+        if property_problems:
+            return Refusal("the message lacks the Azure DevOps properties of a server job "
+                           "(PublishToAzureServiceBus sends them: reference/devops.md 1.2)", tuple(property_problems))
+        context = DevOpsContext.from_properties(properties, message.body_for_context())
+        return Accepted(raw=raw, message=message, properties=properties, context=context)
+    assert isinstance(message, WrapUp)
+    missing = [name for name in WRAP_UP_PROPERTIES if not str(properties.get(name) or "").strip()]
+    if missing:
+        return Refusal("the wrap_up message lacks its DevOps properties",
+                       tuple(f"application_properties.{name}: missing or empty" for name in missing))
+    return Accepted(raw=raw, message=message, properties=properties, context=None)
+
+
+def _closable(properties: Mapping[str, Any]) -> tuple[DevOpsContext | None, list[str]]:
+    """The DevOps job named by the properties alone (to close it on refusal), and what is wrong with them."""
+    try:
+        return DevOpsContext.from_properties(properties, {}), []
+    except InvalidInputError as exc:
+        return None, _lines(exc)
+
+
+def _lines(exc: InvalidInputError) -> list[str]:
+    return [f"{p.location}: {p.message}" if p.location else p.message for p in exc.problems]
+
+
+def routing_properties(context: DevOpsContext) -> dict[str, str]:
+    """The server job's properties without its token: what the report node and the watchdog carry
+    (orchestrator/azureml/devops_hook.py `properties`; DESIGN 8)."""
+    task = context.task
+    assert task is not None
+    properties = {"PlanUrl": context.collection_url, "ProjectId": context.project, "HubName": task.hub_name,
+                  "PlanId": task.plan_id, "JobId": task.job_id, "TimelineId": task.timeline_id,
+                  "TaskInstanceId": task.task_instance_id}
+    if task.task_instance_name:
+        properties["TaskInstanceName"] = task.task_instance_name
+    return properties

@@ -1,0 +1,202 @@
+"""wrap_up: the watchdog that makes sure a submitted pipeline's DevOps job gets closed (DESIGN 2, 7).
+
+The pipeline's report node closes the job itself when all goes well. This check, scheduled every
+ORCHESTRATOR_WATCHDOG_INTERVAL_S by the kick_off and then by itself, covers everything else:
+
+| DevOps task | pipeline            | action                                                            |
+|-------------|---------------------|-------------------------------------------------------------------|
+| open        | running             | schedule the next check                                           |
+| open        | not found yet       | wait (submit grace), then close the task as failed                |
+| open        | finished            | the report node did not close it: build the report from the job's |
+|             |                     | outputs here (azureml/watch.collect_run), publish it, close it    |
+| completed   | running             | cancelled or timed out in DevOps (no one tells us, devops.md 2.3): |
+|             |                     | cancel the pipeline (at once when the record says canceled, else  |
+|             |                     | at the next check, so a report node that just closed it can end)  |
+| completed   | finished / missing  | nothing more to do                                                |
+| open        | running past max age| cancel the pipeline and close the task as failed                  |
+
+Idempotent: every action is safe to repeat (cancelling a finished job does nothing; publishing checks the
+task record first and sends at most one TaskCompleted), so a redelivered or duplicated check is harmless.
+Time comes from `services.clock`, so tests drive every branch with a controllable clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import tempfile
+import zlib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from orchestrator.devops.context import DevOpsContext
+from orchestrator.devops.http import DevOpsAuthError, DevOpsError
+from orchestrator.devops.publish import close_server_task, report_to_devops
+from orchestrator.devops.taskclient import TaskClient, TaskState
+from orchestrator.errors import InfrastructureError
+from orchestrator.trigger.intake import Accepted
+from orchestrator.trigger.messages import WrapUp
+from orchestrator.trigger.outcome import Outcome, completed
+from orchestrator.trigger.scheduling import OutgoingMessage
+from orchestrator.trigger.services import Services
+
+log = logging.getLogger("orchestrator.trigger")
+
+CANCELLED_RESULTS = frozenset({"canceled", "cancelled", "abandoned"})
+
+
+def check_message(*, key: str, job_name: str, check: int, started_at: datetime, token_secret: str, plan: Any = None,
+                  expected: str | None = None, title: str | None = None, context_body: dict[str, Any],
+                  properties: dict[str, str], closing: bool = False) -> OutgoingMessage:
+    """A wrap_up message. The first is built from the plan; the next ones copy what the last one carried."""
+    if expected is None:
+        from orchestrator.azureml import collect
+        from orchestrator.azureml.compile import static_skips
+
+        # Always compressed (collect's "z:" form, which decode_expected reads): a plan of hundreds of notebooks
+        # must not push a check past ORCHESTRATOR_MAX_BODY_BYTES, which the intake applies to every message.
+        entries = collect.expected_entries(plan, static_skips(plan))
+        packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode("utf-8"), 9)
+        expected = collect.COMPRESSED_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
+        title = plan.experiment
+    body = WrapUp(job="wrap_up", version=1, key=key, azureml_job=job_name, check=check, started_at=started_at,
+                  token_secret=token_secret, expected=expected, title=title or "notebooks", closing=closing,
+                  context_body=context_body)
+    # Deterministic: a queue with duplicate detection drops a second copy of the same check.
+    message_id = f"wrap-up-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}-{check}"
+    return OutgoingMessage(message_id=message_id, body=body.model_dump(mode="json"), properties=dict(properties))
+
+
+def wrap_up(accepted: Accepted, services: Services) -> Outcome:
+    message = accepted.message
+    assert isinstance(message, WrapUp)
+    now = services.now()
+    age = (now - message.started_at).total_seconds()
+    # The routing properties as received (no token): what the next check carries on.
+    routing = {str(k): str(v) for k, v in accepted.properties.items() if str(k).lower() != "authtoken"}
+    try:
+        token = services.get_secrets().get(message.token_secret)
+        if not token:
+            return completed(f"the job token is no longer in Key Vault ({message.token_secret}): nothing left to watch")
+        context = DevOpsContext.from_properties({**accepted.properties, "AuthToken": token}, message.context_body,
+                                                where="wrap_up")
+        return _check(message, context, routing, services, now, age)
+    except DevOpsAuthError as exc:
+        return completed(f"watching stops: {exc}")
+    except Exception as exc:  # noqa: BLE001 - Key Vault, Azure ML or DevOps unreachable: the chain itself retries
+        if not isinstance(exc, (DevOpsError, InfrastructureError)):
+            log.warning("wrap_up check %d failed", message.check, exc_info=True)
+        if age > services.settings.watchdog_max_age_s:
+            return completed(f"watching stops after {age / 3600:.0f} h; the last check failed: {exc}")
+        return _next(message, routing, services, now, f"this check failed ({type(exc).__name__}: {exc}); trying again")
+
+
+def _check(message: WrapUp, context: DevOpsContext, routing: dict[str, str], services: Services, now: datetime,
+           age: float) -> Outcome:
+    from orchestrator.azureml.client import get_client
+    from orchestrator.azureml.submit import azure_errors, find_job
+    from orchestrator.azureml.watch import TERMINAL
+
+    client = get_client(services.workspace_options())
+    name = message.azureml_job
+    with azure_errors(f"looking up pipeline job {name}"):
+        job = find_job(client, name)
+    status = str(job.status) if job is not None else None
+    state = _task_state(context, services)
+    log.info("wrap_up job=%s check=%d pipeline=%s devops=%s age=%.0fs", name, message.check, status,
+             state.describe(), age)
+
+    if state.task_completed or state.job_completed:
+        if status is None or status in TERMINAL:
+            return completed(f"{state.describe()} and the pipeline is {status or 'absent'}: nothing left to do")
+        if message.closing or _cancelled(state):
+            _cancel(client, name)
+            return completed(f"{state.describe()}: the job was cancelled or timed out, so pipeline {name} was cancelled")
+        return _next(message, routing, services, now, f"{state.describe()} while pipeline {name} is {status}; "
+                     "it is cancelled at the next check unless it ends", closing=True)
+
+    if status is None:
+        if age < services.settings.submit_grace_s:
+            return _next(message, routing, services, now, f"pipeline {name} not found yet")
+        _close(context, services, [f"The pipeline {name} was never submitted ({age / 60:.0f} minutes after the "
+                                   "kick-off message was handled). Run the DevOps pipeline again."])
+        return completed(f"pipeline {name} was never submitted: the DevOps task was closed as failed")
+
+    if status in TERMINAL:
+        return _backstop(client, message, context, services, status, getattr(job, "studio_url", None))
+
+    if age > services.settings.watchdog_max_age_s:
+        _cancel(client, name)
+        _close(context, services, [f"The pipeline {name} was still {status} {age / 3600:.0f} h after it was "
+                                   "submitted, longer than ORCHESTRATOR_WATCHDOG_MAX_AGE_S: it was cancelled."])
+        return completed(f"pipeline {name} ran past the watchdog's limit: cancelled, DevOps task closed")
+    return _next(message, routing, services, now, f"pipeline {name} is {status}")
+
+
+def _task_state(context: DevOpsContext, services: Services) -> TaskState:
+    client = TaskClient(context, services.devops_policy)
+    try:
+        return client.state()
+    finally:
+        client.close()
+
+
+def _cancelled(state: TaskState) -> bool:
+    return (state.task_result in CANCELLED_RESULTS or state.job_result in CANCELLED_RESULTS
+            or (state.job_completed and not state.task_completed))
+
+
+def _cancel(client: Any, name: str) -> None:
+    from orchestrator.azureml.submit import azure_errors
+
+    with azure_errors(f"cancelling pipeline job {name}"):
+        client.jobs.begin_cancel(name)
+    log.warning("pipeline job=%s cancelled by the watchdog", name)
+
+
+def _close(context: DevOpsContext, services: Services, lines: list[str]) -> None:
+    outcome = close_server_task(context, "failed", lines, policy=services.devops_policy)
+    if not (outcome.task_completed or outcome.already_completed):
+        raise DevOpsError("; ".join(outcome.problems) or "the DevOps task could not be closed")
+
+
+def _backstop(client: Any, message: WrapUp, context: DevOpsContext, services: Services, status: str,
+              url: str | None) -> Outcome:
+    """The pipeline ended and the task is still open: its report node failed, or never ran. Report here."""
+    from orchestrator.azureml import collect, watch
+    from orchestrator.azureml.submit import azure_errors
+    from orchestrator.report import build_report
+
+    name = message.azureml_job
+    note = (f"Reported by the orchestrator's watchdog: pipeline {name} ended ({status}) without its report step "
+            f"closing this task. Studio: {url or 'no link'}")
+    work = services.settings.work_dir
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="orchestrator-wrapup-", dir=work) as scratch:
+        run_dir = Path(scratch) / "run"
+        (run_dir / "steps").mkdir(parents=True)
+        with azure_errors(f"collecting the outputs of pipeline job {name}"):
+            results = watch.collect_run(client, name, run_dir, expected=collect.decode_expected(message.expected),
+                                        run_id=name, title=message.title,
+                                        extra={"azureml": {"job_name": name, "studio_url": url, "status": status}})
+        build_report(run_dir)
+        outcome = report_to_devops(run_dir, context, policy=services.devops_policy, notes=[note])
+    if outcome.task_completed or outcome.already_completed:
+        return completed(f"pipeline {name} ended ({status}, notebooks {results.get('status')}) and its task was "
+                         f"still open: reported and closed ({outcome.task_result})")
+    raise DevOpsError("; ".join(outcome.all_problems) or "the DevOps task could not be closed")
+
+
+def _next(message: WrapUp, routing: dict[str, str], services: Services, now: datetime, why: str, *,
+          closing: bool = False) -> Outcome:
+    at = now + timedelta(seconds=services.settings.watchdog_interval_s)
+    following = check_message(key=message.key, job_name=message.azureml_job, check=message.check + 1,
+                              started_at=message.started_at, token_secret=message.token_secret,
+                              expected=message.expected, title=message.title, context_body=dict(message.context_body),
+                              properties=routing, closing=closing)
+    services.get_scheduler().schedule(following, at)
+    return completed(f"{why}; check {message.check + 1} scheduled at {at.isoformat()}", rescheduled_at=at)
