@@ -47,7 +47,12 @@ def handle_command(message_file: Path, backend: str, allow_local_repos: bool, ou
                         out=out, jobs=jobs, progress=make_progress() if backend == "local" else None,
                         workspace=workspace_from(subscription, resource_group, workspace, workspace_config)
                         if backend == "azureml" else None)
-    outcome = handle(raw, services)
+    trigger_log = logging.getLogger("orchestrator.trigger")
+    trigger_log.addFilter(_drop_refusal_log)
+    try:
+        outcome = handle(raw, services)
+    finally:
+        trigger_log.removeFilter(_drop_refusal_log)
     if outcome.action == "complete":
         click.echo(f"handled: {outcome.detail}", err=True)
     else:
@@ -57,6 +62,12 @@ def handle_command(message_file: Path, backend: str, allow_local_repos: bool, ou
             for line in outcome.description.split("; "):
                 click.echo(f"  - {line}", err=True)
     sys.exit(outcome.exit_code)
+
+
+def _drop_refusal_log(record: logging.LogRecord) -> bool:
+    """`handle` prints a refusal itself, for a person; the service log line (for the Function and the worker)
+    would say it twice."""
+    return not str(record.msg).startswith("message=%s refused")
 
 
 @click.command("worker")
