@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.jsonfile import read_json_object
 
 _SHORT_ELEMENT, _ELEMENT = 0x40, 0x41
 _SHORT_XMLNS, _XMLNS = 0x08, 0x09
@@ -130,14 +131,7 @@ def decode_properties(properties: Mapping[Any, Any]) -> dict[str, Any]:
 def read_message_file(path: Path) -> QueueMessage:
     """Read a message rendered as JSON (DESIGN 7). Raises InvalidInputError naming the file and key."""
     where = str(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidInputError([Problem(where, "", "not found")]) from None
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
-    if not isinstance(data, dict):
-        raise InvalidInputError([Problem(where, "", "expected a JSON object")])
+    data = read_json_object(path)
     problems: list[Problem] = []
     properties = data.get("application_properties") or {}
     if not isinstance(properties, dict):

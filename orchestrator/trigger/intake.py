@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.devops.context import REQUIRED_PROPERTIES, DevOpsContext
 from orchestrator.devops.message import decode_body, decode_properties
 from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.jsonfile import read_json_object
 from orchestrator.trigger.messages import KickOff, Message, WrapUp, parse_body
 from orchestrator.trigger.settings import TriggerSettings
 
@@ -70,14 +71,7 @@ class RawMessage:
         A file that is not such an object is an input error (exit 2); a body that cannot be decoded becomes a
         refusal, so the job named by the properties is still closed."""
         where = str(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidInputError([Problem(where, "", "not found")]) from None
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
-        if not isinstance(data, dict):
-            raise InvalidInputError([Problem(where, "", "expected a JSON object with body and application_properties")])
+        data = read_json_object(path, expected="a JSON object with body and application_properties")
         properties = data.get("application_properties") or {}
         if not isinstance(properties, dict):
             raise InvalidInputError([Problem(where, "application_properties", "expected a JSON object")])
