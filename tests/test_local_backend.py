@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -47,16 +48,23 @@ def test_steps_run_concurrently_up_to_jobs(tmp_path: Path) -> None:
     serial = run_cli("run", repo, "--out", tmp_path / "serial", "--jobs", "1")
     assert parallel.returncode == 0 and serial.returncode == 0, parallel.stderr + serial.stderr
 
-    def overlap_s(run_dir: Path) -> float:
-        a, b = (by_notebook(read_results(run_dir))[f"{n}.ipynb"] for n in ("a", "b"))
-        start = max(_time(a["started_at"]), _time(b["started_at"]))
-        end = min(_time(a["finished_at"]), _time(b["finished_at"]))
-        return (end - start).total_seconds()
+    def steps(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        found = by_notebook(read_results(run_dir))
+        first, second = sorted((found["a.ipynb"], found["b.ipynb"]), key=lambda step: step["started_at"])
+        return first, second
+
+    def cells_done(run_dir: Path, step: dict[str, Any]) -> datetime:
+        # When the notebook's last cell went idle (nbclient's record_timing), before its kernel exits.
+        executed = json.loads((run_dir / "steps" / step["step"] / step["output_notebook"]).read_text())
+        return max(_time(cell["metadata"]["execution"]["iopub.status.idle"]) for cell in executed["cells"]
+                   if cell["cell_type"] == "code")
 
     # Both notebooks sleep 1.5 s: with two slots they run side by side. With one, the second starts once
-    # the first one's cells are done; only the first kernel's exit may overlap it.
-    assert overlap_s(tmp_path / "parallel") > 1.0
-    assert overlap_s(tmp_path / "serial") < 0.5
+    # the first one's cells are done (its kernel may still be exiting, which takes no slot).
+    first, second = steps(tmp_path / "parallel")
+    assert _time(second["started_at"]) < cells_done(tmp_path / "parallel", first)
+    first, second = steps(tmp_path / "serial")
+    assert _time(second["started_at"]) >= cells_done(tmp_path / "serial", first)
 
 
 def test_a_failed_dependency_skips_what_comes_after_and_exit_code_is_1(tmp_path: Path) -> None:
