@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -211,7 +212,23 @@ class _GuardedAdapter(HTTPAdapter):
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs["timeout"] = self._timeout
+        _version_in_query(request)
         return super().send(request, *args, **kwargs)
+
+
+_ACCEPT_VERSION = re.compile(r"api-version=([0-9][0-9A-Za-z.\-]*)")
+
+
+def _version_in_query(request: requests.PreparedRequest) -> None:
+    """The azure-devops SDK negotiates the api-version and sends it only in the Accept header
+    (`application/json;api-version=7.1-preview.3`); the REST reference writes it as the `api-version`
+    query parameter (reference/devops.md 3.x). DevOps accepts either; we send the same value in both, so a
+    server that reads only the query string gets it too."""
+    match = _ACCEPT_VERSION.search(str(request.headers.get("Accept", "")))
+    if match is None or request.url is None or "api-version=" in request.url:
+        return
+    separator = "&" if "?" in request.url else "?"
+    request.url = f"{request.url}{separator}api-version={match.group(1)}"
 
 
 def guard_session(session: requests.Session, policy: RetryPolicy) -> requests.Session:
