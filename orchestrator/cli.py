@@ -156,8 +156,9 @@ def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu
              carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None,
              devops: Any = None, settings: dict[str, Any] | None = None) -> None:
     from orchestrator.backends import RunOptions, get_backend
-    from orchestrator.progress import Progress, TeeProgress, make_progress
+    from orchestrator.progress import make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir
+    from orchestrator.running import Finished, run_plan
 
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -166,28 +167,15 @@ def _execute(plan: Any, *, backend: str, out: Path | None, jobs: int | None, gpu
     run_dir = prepare_run_dir(out, run_id)
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=jobs, gpu_fallback=gpu_fallback,
                          carried=carried or {}, repairs=repairs, wait=wait)
-    progress: Progress = make_progress()
-    live = watcher = None
-    if devops is not None:
-        from orchestrator.devops import CancellationWatcher, LiveReporter
-
-        live = LiveReporter(devops)
-        progress = TeeProgress(progress, live)
-        # DevOps shows the job cancelled or timed out: stop like Ctrl-C (the watcher's thread calls this).
-        watcher = CancellationWatcher(devops, lambda why: options.stop.request(f"DevOps: {why}")).start()
-    status = "failed"
+    finished: Finished | None = None
     try:
-        status = chosen.run(plan, options, progress).status
+        finished = run_plan(chosen, plan, options, make_progress(), devops=devops)
     finally:
-        if watcher is not None:
-            watcher.stop()
-        if live is not None:
-            live.close()
         # Even when the backend crashed, the report and the DevOps callback describe what finished. A job only
         # submitted (Azure ML without --wait) has nothing to report yet: its own reporting node will.
-        if status != "submitted":
-            _report(run_dir, devops, cancelled=bool(watcher is not None and watcher.cancelled))
-    sys.exit(_exit_code_for(status))
+        if finished is None or finished.status != "submitted":
+            _report(run_dir, devops, cancelled=finished is not None and finished.cancelled_by_devops)
+    sys.exit(_exit_code_for(finished.status))
 
 
 def _report(run_dir: Path, devops: Any, *, cancelled: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -268,3 +269,28 @@ def test_a_file_the_notebook_left_open_is_flushed_before_the_next_step_reads_it(
     done = run_cli("run", repo, "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert (repo / "out.txt").read_text() == "all of it"
+
+
+def test_a_stop_requested_from_another_thread_stops_the_run_and_records_why(tmp_path: Path) -> None:
+    # What the DevOps cancellation watcher does when the server job is cancelled (orchestrator.running).
+    import threading
+
+    from orchestrator.backends import RunOptions
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.plan import load_plan
+    from orchestrator.progress import PlainProgress
+    from orchestrator.run_folder import prepare_run_dir
+
+    repo = tmp_path / "repo"
+    make_notebook(repo / "slow.ipynb", "import time; time.sleep(120)")
+    options = RunOptions(run_dir=prepare_run_dir(tmp_path / "run", "r1"), run_id="r1")
+    timer = threading.Timer(3.0, options.stop.request, args=("DevOps: the job was canceled",))
+    timer.start()
+    try:
+        outcome = LocalBackend().run(load_plan(repo), options, PlainProgress(io.StringIO()))
+    finally:
+        timer.cancel()
+    assert outcome.status == "interrupted"
+    results = read_results(tmp_path / "run")
+    assert results["interrupted_by"] == "DevOps: the job was canceled"
+    assert results["steps"][0]["error"]["kind"] == "interrupted"

@@ -79,25 +79,17 @@ def kick_off_local(accepted: Accepted, services: Services) -> Outcome:
 def _run(plan: Any, context: DevOpsContext, services: Services, markers: LocalMarkers, key: str,
          progress: Any) -> tuple[str, Path]:
     from orchestrator.backends import RunOptions, get_backend
-    from orchestrator.devops import CancellationWatcher, LiveReporter
-    from orchestrator.progress import TeeProgress
     from orchestrator.run_folder import new_run_id, prepare_run_dir
+    from orchestrator.running import run_plan
 
     run_id = new_run_id()
     run_dir = prepare_run_dir(services.out, run_id)
     markers.update(key, run_dir=str(run_dir), run_id=run_id)  # from here on, this key has a run
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=services.jobs)
-    live = LiveReporter(context, policy=_feed_policy(services))
-    watcher = CancellationWatcher(context, lambda why: options.stop.request(f"DevOps: {why}")).start()
-    status = "failed"
     started = time.monotonic()
-    try:
-        status = get_backend("local").run(plan, options, TeeProgress(progress or _LogProgress(), live)).status
-    finally:
-        watcher.stop()
-        live.close()
-        if watcher.cancelled:
-            status = "canceled"
+    finished = run_plan(get_backend("local"), plan, options, progress or _LogProgress(), devops=context,
+                        feed_policy=_feed_policy(services))
+    status = "canceled" if finished.cancelled_by_devops else finished.status
     log.info("local run=%s status=%s secs=%.1f", run_id, status, time.monotonic() - started)
     return status, run_dir
 
