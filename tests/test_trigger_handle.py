@@ -103,3 +103,20 @@ def test_a_message_file_that_is_not_json_is_an_input_error(tmp_path: Path) -> No
 
     with pytest.raises(InvalidInputError, match="cannot be read as JSON"):
         CliRunner().invoke(handle_command, [str(path)], catch_exceptions=False, standalone_mode=False)
+
+
+def test_handle_closes_the_job_when_the_repository_cannot_be_fetched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `handle` is one delivery with no queue behind it: a transient failure must still end the waiting job.
+    # The host is allow-listed but under .invalid, which never resolves (RFC 2606): no real host is contacted.
+    isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ORCHESTRATOR_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("ORCHESTRATOR_ALLOWED_HOSTS", "git.example.invalid")
+    with DevOpsServer() as server:
+        message = message_file(tmp_path / "m.json", server, "https://git.example.invalid/org/repo.git", "abc1234")
+        done = handle(message, "--out", tmp_path / "run")
+        assert done.exit_code == 3, done.output
+        assert "gave up after 1 delivery" in done.output
+        [event] = server.task_completed_events()
+        assert event["result"] == "failed"

@@ -9,6 +9,7 @@ redelivered): 3.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -43,7 +44,11 @@ def handle_command(message_file: Path, backend: str, allow_local_repos: bool, ou
     from orchestrator.trigger.settings import TriggerSettings
 
     raw = RawMessage.from_file(message_file)
-    services = Services(settings=TriggerSettings.from_environ(), backend=backend, allow_local=allow_local_repos,
+    # One message, handled once: no queue will deliver it again, so a transient failure (a repository that
+    # cannot be fetched, a service that does not answer) ends like the last delivery would: the DevOps job is
+    # closed as failed with the reason, never left waiting.
+    settings = dataclasses.replace(TriggerSettings.from_environ(), max_deliveries=1)
+    services = Services(settings=settings, backend=backend, allow_local=allow_local_repos,
                         out=out, jobs=jobs, progress=make_progress() if backend == "local" else None,
                         workspace=workspace_from(subscription, resource_group, workspace, workspace_config)
                         if backend == "azureml" else None)

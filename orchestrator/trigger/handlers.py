@@ -100,7 +100,8 @@ def transient(text: str, accepted: Accepted, services: Services) -> Outcome:
     if raw.attempt < limit:
         log.warning("message=%s attempt=%d/%d will be redelivered: %s", raw.message_id, raw.attempt, limit, text)
         return abandon(f"{text} (delivery {raw.attempt} of at most {limit}; it will be redelivered)")
-    return refuse(Refusal(f"gave up after {raw.attempt} deliveries: {text}", (), accepted.context), raw, services,
+    tries = "1 delivery" if raw.attempt == 1 else f"{raw.attempt} deliveries"
+    return refuse(Refusal(f"gave up after {tries}: {text}", (), accepted.context), raw, services,
                   exit_code=EXIT_INFRASTRUCTURE)
 
 
