@@ -8,15 +8,20 @@ kernel's working directory is.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from IPython.display import display
 
 ROOT = Path(__file__).resolve().parent
-# Files one notebook writes for a later one (data/00_prepare_ratings writes, the recommender reads).
-# Git-ignored: see examples/.gitignore.
+# Where files one notebook writes for a later one go when a notebook runs by hand (papermill, Jupyter):
+# data/00_prepare_ratings writes, the recommender reads. Git-ignored: see examples/.gitignore.
 OUTPUT_DIR = ROOT / "data" / "output"
+# Under the orchestrator, the step's own output folder and those of the steps it runs `after` (the run
+# folder locally, each node's output on Azure ML, where nodes share no files otherwise).
+STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
+AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
 
 # scrapbook's payload media type for the "json" encoder (scrapbook.schemas.GLUE_PAYLOAD_FMT), the one the
 # orchestrator reads metrics from (DESIGN.md section 4).
@@ -24,9 +29,16 @@ GLUE_MIME = "application/scrapbook.scrap.json+json"
 
 
 def output_dir() -> Path:
-    """The shared output folder, created on first use."""
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    return OUTPUT_DIR
+    """Where this notebook writes files for the notebooks that run after it; created on first use."""
+    folder = Path(os.environ.get(STEP_OUTPUT_ENV) or OUTPUT_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def input_dir(notebook: str) -> Path:
+    """Where `notebook` (a path relative to examples/, run `after` by this one) wrote its files."""
+    folders = json.loads(os.environ.get(AFTER_OUTPUTS_ENV) or "{}")
+    return Path(folders.get(notebook) or OUTPUT_DIR)
 
 
 def _plain(value: Any) -> Any:

@@ -53,6 +53,12 @@ NBCLIENT_LOG = logging.getLogger("orchestrator.step.nbclient")
 SCHEMA = 1
 RESULT_FILE = "result.json"
 KERNEL_LOG = "kernel.log"
+# Files one notebook leaves for another travel through step folders, which both backends keep: the step's
+# output folder (the run folder's steps/<id>/ locally, the node's output on Azure ML, where each node has its
+# own copy of the repository and nothing written there reaches the next node) and the folders of the steps
+# it runs `after`, as {notebook path: folder}.
+STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
+AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
 PASSED = "passed"
 EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
 _LOG_TAIL_LINES = 30
@@ -83,6 +89,7 @@ class StepRequest:
     output_limit_bytes: int = 2_000_000  # cap on stored output per cell
     attempt: int = 1
     after_results: list[dict[str, Any]] = field(default_factory=list)  # results of the steps this runs after
+    after_outputs: dict[str, Path] = field(default_factory=dict)  # their output folders, by notebook path
     start_timeout_s: float = 60.0  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
     # Seconds the kernel may take to exit by itself after a shutdown request before its process tree is killed.
     # A clean exit is what papermill and nbmake give: it flushes files a notebook left open (`f = open(...)`
@@ -217,8 +224,11 @@ class _StepRun:
         request = self.request
         output_dir = Path(request.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        env = _kernel.kernel_environment(os.environ, extra=request.env, pythonpath=request.pythonpath,
-                                         secret_names=request.secret_env)
+        folders = {STEP_OUTPUT_ENV: str(output_dir.resolve()),
+                   AFTER_OUTPUTS_ENV: json.dumps({notebook: str(Path(folder).resolve())
+                                                  for notebook, folder in request.after_outputs.items()})}
+        env = _kernel.kernel_environment(os.environ, extra={**folders, **request.env},
+                                         pythonpath=request.pythonpath, secret_names=request.secret_env)
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
         self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
                                           log_path=output_dir / KERNEL_LOG)
@@ -466,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         fields = _cli.parse_arguments(argv)
     except _cli.BadArguments as exc:
         return exc.exit_code
-    fields["after_results"] = [_cli.read_after_result(path, RESULT_FILE) for path in fields.pop("after_result")]
+    after = [(Path(path), _cli.read_after_result(Path(path), RESULT_FILE)) for path in fields.pop("after_result")]
+    fields["after_results"] = [result for _, result in after]
+    fields["after_outputs"] = {str(result["notebook"]): path if path.is_dir() else path.parent
+                               for path, result in after if isinstance(result.get("notebook"), str)}
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     result = asyncio.run(_run_with_signals(StepRequest(**fields)))
     return EXIT_PASSED if result is not None and result["status"] in (PASSED, "skipped") else EXIT_NOT_PASSED

@@ -168,3 +168,18 @@ def test_glue_refuses_values_json_cannot_hold(monkeypatch: pytest.MonkeyPatch) -
         nbutils.glue("loss", math.nan)
     with pytest.raises(TypeError):
         nbutils.glue("when", object())
+
+
+def test_files_go_through_step_folders_under_the_orchestrator_and_data_output_by_hand(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    nbutils = _load_nbutils()
+    monkeypatch.setenv("ORCHESTRATOR_STEP_OUTPUT", str(tmp_path / "mine"))
+    monkeypatch.setenv("ORCHESTRATOR_AFTER_OUTPUTS", json.dumps({"data/00_prepare_ratings.ipynb": str(tmp_path / "prep")}))
+    assert nbutils.output_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+    assert nbutils.input_dir("data/00_prepare_ratings.ipynb") == tmp_path / "prep"
+    monkeypatch.delenv("ORCHESTRATOR_AFTER_OUTPUTS")
+    assert nbutils.input_dir("data/00_prepare_ratings.ipynb") == nbutils.OUTPUT_DIR
+    # The notebooks that read 00's files ask for them by that notebook's path, as the plan's `after` names it.
+    for reader in ("recommenders/01_item_similarity.ipynb", "reports/04_plot.ipynb"):
+        source = "".join(cell.source for cell in nbformat.read(EXAMPLES / reader, as_version=4).cells)
+        assert 'nbutils.input_dir("data/00_prepare_ratings.ipynb")' in source, reader

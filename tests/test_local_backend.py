@@ -294,3 +294,19 @@ def test_a_stop_requested_from_another_thread_stops_the_run_and_records_why(tmp_
     results = read_results(tmp_path / "run")
     assert results["interrupted_by"] == "DevOps: the job was canceled"
     assert results["steps"][0]["error"]["kind"] == "interrupted"
+
+
+def test_a_step_finds_the_files_of_the_steps_it_runs_after_in_their_step_folders(tmp_path: Path) -> None:
+    # The hand-off that also works on Azure ML, where nodes share no working copy (steps/run_notebook.py).
+    repo = tmp_path / "repo"
+    make_notebook(repo / "data" / "make.ipynb",
+                  "import os, pathlib\n(pathlib.Path(os.environ['ORCHESTRATOR_STEP_OUTPUT']) / 'table.csv').write_text('a,b')")
+    make_notebook(repo / "use.ipynb",
+                  "import json, os, pathlib\nfolders = json.loads(os.environ['ORCHESTRATOR_AFTER_OUTPUTS'])\n"
+                  "assert (pathlib.Path(folders['data/make.ipynb']) / 'table.csv').read_text() == 'a,b'")
+    _write_plan(repo, "version: 1\nnotebooks:\n  - glob: '**/*.ipynb'\n  - path: use.ipynb\n    after: [data/make.ipynb]\n")
+    out = tmp_path / "run"
+    done = run_cli("run", repo, "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert (out / "steps" / "data_make" / "table.csv").read_text() == "a,b"
+    assert not (repo / "data" / "table.csv").exists()

@@ -127,3 +127,22 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_the_kernel_is_told_its_output_folder_and_the_folders_of_the_steps_it_runs_after(tmp_path: Path) -> None:
+    # On Azure ML each --after-result is the dependency node's mounted output: the notebook reads its files
+    # there, and writes its own into --output-dir (the node's output), since nodes share no working copy.
+    previous = tmp_path / "prev"
+    previous.mkdir()
+    (previous / "result.json").write_text(json.dumps({"step": "prep", "notebook": "data/prep.ipynb", "status": "passed"}))
+    (previous / "table.csv").write_text("a,b")
+    nb = make_notebook(
+        tmp_path / "nb.ipynb",
+        "import json, os, pathlib\nfolders = json.loads(os.environ['ORCHESTRATOR_AFTER_OUTPUTS'])\n"
+        "table = (pathlib.Path(folders['data/prep.ipynb']) / 'table.csv').read_text()\n"
+        "(pathlib.Path(os.environ['ORCHESTRATOR_STEP_OUTPUT']) / 'copy.csv').write_text(table)",
+    )
+    out = tmp_path / "out"
+    done = script(nb, "--output-dir", out, "--after-result", previous, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr + json.dumps(result_of(out).get("error"))
+    assert (out / "copy.csv").read_text() == "a,b"

@@ -196,6 +196,7 @@ class _LocalRun:
             secret_env=list(self.plan.secret_env),
             output_limit_bytes=step.output_limit_bytes,
             after_results=after,
+            after_outputs={self.plan.step(dep).notebook: step_dir(self.options.run_dir, dep) for dep in step.after},
         )
 
     def _carry_over(self, step: StepSpec, result: dict[str, Any]) -> dict[str, Any]:
