@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Protocol, TextIO
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO, cast
 
 from orchestrator.results import STATUSES
 
@@ -27,12 +28,33 @@ def _summary(counts: dict[str, int]) -> str:
     return " ".join(f"{status}={counts[status]}" for status in STATUSES if counts.get(status))
 
 
+class _LineSink:
+    """A text stream that hands each complete, non-blank line to `emit`."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self._emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 class PlainProgress:
     """One line per event, flushed at once so CI logs stream."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
+
+    @classmethod
+    def to_lines(cls, emit: Callable[[str], None]) -> PlainProgress:
+        """The same lines, each handed to `emit` (a logger, the DevOps live feed) instead of a stream."""
+        return cls(cast(TextIO, _LineSink(emit)))
 
     def _line(self, text: str) -> None:
         with self._lock:

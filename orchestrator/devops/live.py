@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import Any
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError, RetryPolicy, utc_iso
@@ -30,22 +30,6 @@ MAX_PENDING_LINES = 5000
 WATCH_INTERVAL_S = 60.0
 
 
-class _LineSink:
-    """A text stream for PlainProgress: each complete line goes to `emit`."""
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self._emit = emit
-
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            if line.strip():
-                self._emit(line)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
 class LiveReporter:
     """A `Progress` (orchestrator.progress) that posts the run's events to the server job's console feed.
 
@@ -60,7 +44,7 @@ class LiveReporter:
         self._client = client if client is not None or not self.active else TaskClient(context, policy)
         self._interval = interval_s
         self._send_started = task_started
-        self._format = PlainProgress(cast(TextIO, _LineSink(self._enqueue)))  # the same words as the CI log
+        self._format = PlainProgress.to_lines(self._enqueue)  # the same words as the CI log
         self._pending: list[str] = []
         self._dropped = 0
         self._cond = threading.Condition()

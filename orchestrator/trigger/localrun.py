@@ -20,6 +20,7 @@ from typing import Any
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.publish import close_server_task, report_to_devops
+from orchestrator.progress import PlainProgress
 from orchestrator.trigger.dedupe import FINISHED, LocalMarkers, Marker
 from orchestrator.trigger.intake import Accepted
 from orchestrator.trigger.kickoff import task_closed
@@ -29,25 +30,6 @@ from orchestrator.trigger.planning import check_source, fetch_plan
 from orchestrator.trigger.services import Services
 
 log = logging.getLogger("orchestrator.trigger")
-
-
-class _LogProgress:
-    """Run events as lines on the trigger's logger (the CLI passes a terminal progress instead)."""
-
-    def run_started(self, run_id: str, total: int, run_dir: str) -> None:
-        log.info("run=%s steps=%d folder=%s", run_id, total, run_dir)
-
-    def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
-        log.info("step=%s status=running notebook=%s", step_id, notebook)
-
-    def step_finished(self, result: dict[str, Any]) -> None:
-        log.info("step=%s status=%s secs=%.1f", result.get("step"), result.get("status"), result.get("duration_s") or 0.0)
-
-    def message(self, text: str) -> None:
-        log.info("%s", text)
-
-    def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None:
-        log.info("run status=%s secs=%.1f", status, seconds)
 
 
 def kick_off_local(accepted: Accepted, services: Services) -> Outcome:
@@ -87,7 +69,7 @@ def _run(plan: Any, context: DevOpsContext, services: Services, markers: LocalMa
     markers.update(key, run_dir=str(run_dir), run_id=run_id)  # from here on, this key has a run
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=services.jobs)
     started = time.monotonic()
-    finished = run_plan(get_backend("local"), plan, options, progress or _LogProgress(), devops=context,
+    finished = run_plan(get_backend("local"), plan, options, progress or PlainProgress.to_lines(log.info), devops=context,
                         feed_policy=_feed_policy(services))
     status = "canceled" if finished.cancelled_by_devops else finished.status
     log.info("local run=%s status=%s secs=%.1f", run_id, status, time.monotonic() - started)
