@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 from orchestrator.azureml.sdk import require
 from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.seam import Seam
 
 # Setting -> environment variables read for it, in order (declared once, here; habit 7).
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -131,16 +132,13 @@ def default_factory(options: WorkspaceOptions) -> Any:
     )
 
 
-_factory: ClientFactory = default_factory
+_seam: Seam[ClientFactory] = Seam(default_factory)
 
 
 def set_client_factory(factory: ClientFactory | None) -> ClientFactory:
     """Replace the client factory (tests: a fake); None restores the default. Returns the previous one."""
-    global _factory
-    previous = _factory
-    _factory = factory or default_factory
-    return previous
+    return _seam.replace(factory)
 
 
 def get_client(options: WorkspaceOptions | None = None) -> Any:
-    return _factory(options or WorkspaceOptions())
+    return _seam.factory(options or WorkspaceOptions())

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from orchestrator.errors import MissingExtraError
+from orchestrator.seam import Seam
 from orchestrator.trigger.settings import ConfigurationError, TriggerSettings
 
 log = logging.getLogger("orchestrator.trigger")
@@ -82,16 +83,13 @@ def default_factory(settings: TriggerSettings) -> Scheduler:
     return ServiceBusScheduler(settings)
 
 
-_factory: SchedulerFactory = default_factory
+_seam: Seam[SchedulerFactory] = Seam(default_factory)
 
 
 def set_scheduler_factory(factory: SchedulerFactory | None) -> SchedulerFactory:
     """Replace the factory (tests: a fake); None restores Service Bus. Returns the previous one."""
-    global _factory
-    previous = _factory
-    _factory = factory or default_factory
-    return previous
+    return _seam.replace(factory)
 
 
 def get_scheduler(settings: TriggerSettings) -> Scheduler:
-    return _factory(settings)
+    return _seam.factory(settings)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from orchestrator.errors import MissingExtraError
+from orchestrator.seam import Seam
 from orchestrator.trigger.settings import TriggerSettings
 
 log = logging.getLogger("orchestrator.trigger")
@@ -70,16 +71,13 @@ def default_factory(settings: TriggerSettings) -> SecretStore:
     return KeyVaultSecretStore(settings.require_key_vault())
 
 
-_factory: SecretStoreFactory = default_factory
+_seam: Seam[SecretStoreFactory] = Seam(default_factory)
 
 
 def set_secret_store_factory(factory: SecretStoreFactory | None) -> SecretStoreFactory:
     """Replace the factory (tests: a fake); None restores Key Vault. Returns the previous one."""
-    global _factory
-    previous = _factory
-    _factory = factory or default_factory
-    return previous
+    return _seam.replace(factory)
 
 
 def get_secret_store(settings: TriggerSettings) -> SecretStore:
-    return _factory(settings)
+    return _seam.factory(settings)
