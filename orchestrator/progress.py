@@ -166,6 +166,9 @@ class LiveProgress:
     def message(self, text: str) -> None:
         from rich.markup import escape
 
+        if not self._live.is_started:  # before or without a live view (an Azure ML job only submitted)
+            self._console.print(text, markup=False, highlight=False)
+            return
         with self._lock:
             self._problems.append(f"[dim]{escape(text)}[/]")
 

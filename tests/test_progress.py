@@ -57,3 +57,10 @@ def test_plain_lines_and_tee() -> None:
         assert lines[1] == "step=nb status=running notebook=nb.ipynb"
         assert lines[2] == "step=nb status=timed_out secs=3.0 cell=2 error='TimeoutError: too slow'"
         assert lines[3] == "run status=failed secs=3.2 timed_out=1"
+
+
+def test_a_message_outside_a_live_view_is_printed_at_once() -> None:
+    # `run --backend azureml --no-wait` on a terminal: the job name and studio URL are all there is to show.
+    stream = io.StringIO()
+    LiveProgress(stream).message("Azure ML job nb-123: https://ml.azure.com/runs/nb-123")
+    assert "Azure ML job nb-123: https://ml.azure.com/runs/nb-123" in stream.getvalue()
