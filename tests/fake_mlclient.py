@@ -18,7 +18,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pytest
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -191,3 +193,14 @@ class FakeMLClient:
 def conflict() -> HttpResponseError:
     """What a create races into when another submitter made the same job first."""
     return HttpResponseError(message="Conflict: a job with this name exists")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMLClient]:
+    """The fake in place of the real client factory for one test (import this fixture where it is used)."""
+    from orchestrator.azureml.client import set_client_factory
+
+    client = FakeMLClient()
+    previous = set_client_factory(client.factory)
+    yield client
+    set_client_factory(previous)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest
@@ -13,12 +13,11 @@ from click.testing import CliRunner
 pytest.importorskip("azure.ai.ml")
 
 import orchestrator.plan  # noqa: E402
-from orchestrator.azureml.client import set_client_factory  # noqa: E402
 from orchestrator.azureml.commands import compile_command, schedule_command  # noqa: E402
 from orchestrator.azureml.compile import REPORT_NODE, CompileOptions, compile_plan  # noqa: E402
 from orchestrator.azureml.schedule import TRIGGER_TIME, build_schedule, check_cron, validate_schedule  # noqa: E402
 from orchestrator.errors import InvalidInputError  # noqa: E402
-from tests.fake_mlclient import FakeMLClient  # noqa: E402
+from tests.fake_mlclient import FakeMLClient, fake  # noqa: E402,F401  (fixture: fake)
 from tests.test_azureml_support import examples_plan, make_repo  # noqa: E402
 
 
@@ -28,14 +27,6 @@ def plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     built = examples_plan(make_repo(tmp_path / "repo"))
     monkeypatch.setattr(orchestrator.plan, "load_plan", lambda *args, **kwargs: built)
     return built
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMLClient]:
-    client = FakeMLClient()
-    previous = set_client_factory(client.factory)
-    yield client
-    set_client_factory(previous)
 
 
 def test_a_schedule_runs_the_pipeline_with_the_trigger_time_as_run_key(plan: Any, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,7 +13,7 @@ pytest.importorskip("azure.ai.ml")
 
 from orchestrator.azureml import client as client_module  # noqa: E402
 from orchestrator.azureml.backend import SUBMITTED, AzureMLBackend  # noqa: E402
-from orchestrator.azureml.client import WorkspaceOptions, resolve_workspace, set_client_factory  # noqa: E402
+from orchestrator.azureml.client import WorkspaceOptions, resolve_workspace  # noqa: E402
 from orchestrator.azureml.commands import rerun_azureml  # noqa: E402
 from orchestrator.azureml.compile import REPORT_NODE, CompileOptions  # noqa: E402
 from orchestrator.azureml.names import job_name_for_key  # noqa: E402
@@ -21,16 +21,8 @@ from orchestrator.azureml.submit import azure_errors, submit_plan  # noqa: E402
 from orchestrator.backends import RunOptions  # noqa: E402
 from orchestrator.errors import InfrastructureError, InvalidInputError  # noqa: E402
 from orchestrator.progress import PlainProgress  # noqa: E402
-from tests.fake_mlclient import FakeMLClient, conflict  # noqa: E402
+from tests.fake_mlclient import FakeMLClient, conflict, fake  # noqa: E402,F401  (fixture: fake)
 from tests.test_azureml_support import examples_plan, make_repo  # noqa: E402
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMLClient]:
-    client = FakeMLClient()
-    previous = set_client_factory(client.factory)
-    yield client
-    set_client_factory(previous)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -13,18 +12,9 @@ pytest.importorskip("azure.ai.ml")
 
 from click.testing import CliRunner  # noqa: E402
 
-from orchestrator.azureml.client import set_client_factory  # noqa: E402
 from orchestrator.cli import cli  # noqa: E402
-from tests.fake_mlclient import FakeMLClient  # noqa: E402
+from tests.fake_mlclient import FakeMLClient, fake  # noqa: E402,F401  (fixture: fake)
 from tests.test_azureml_support import make_repo  # noqa: E402
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeMLClient]:
-    client = FakeMLClient()
-    previous = set_client_factory(client.factory)
-    yield client
-    set_client_factory(previous)
 
 
 def test_run_azureml_without_wait_submits_one_job_and_exits_0(fake: FakeMLClient, tmp_path: Path) -> None:
