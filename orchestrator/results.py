@@ -103,10 +103,6 @@ class RunRecord:
             self._steps[result["step"]] = result
             self._write()
 
-    def results(self) -> list[StepResult]:
-        with self._lock:
-            return self._ordered()
-
     def finish(self, *, interrupted: bool = False, **extra: Any) -> dict[str, Any]:
         with self._lock:
             self._data.update(extra)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from orchestrator.results import NOT_PASSED, SCHEMA, count_statuses, overall_status, utc_now, write_json_atomic
+from orchestrator.results import SCHEMA, count_statuses, overall_status, utc_now, write_json_atomic
 
 # A literal input larger than this is sent compressed: it is also a command-line argument of the report
 # node, and Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
@@ -151,10 +151,6 @@ def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Findi
         "steps": steps,
         **dict(extra or {}),
     }
-
-
-def not_passed(results: Mapping[str, Any]) -> list[str]:
-    return [s["step"] for s in results.get("steps", []) if s.get("status") in NOT_PASSED]
 
 
 def write(run_dir: Path, results: Mapping[str, Any]) -> Path:
