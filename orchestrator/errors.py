@@ -17,6 +17,16 @@ EXIT_INFRASTRUCTURE = 3
 EXIT_INTERRUPTED = 130
 
 
+def exit_code_for(run_status: str | None) -> int:
+    """The exit code of a command that ran (or handed over) a pipeline, from the run's status.
+
+    "submitted": an Azure ML run without --wait, handed over to the service; None: nothing was run (a trigger
+    message that needed no run)."""
+    if run_status in (None, "passed", "submitted"):
+        return EXIT_PASSED
+    return EXIT_INTERRUPTED if run_status == "interrupted" else EXIT_NOT_PASSED
+
+
 class OrchestratorError(Exception):
     """Root of every error the orchestrator raises on purpose."""
 

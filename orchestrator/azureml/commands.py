@@ -1,8 +1,8 @@
-"""Click commands of the Azure ML backend, registered by orchestrator/cli.py: `compile`, `schedule`, and
+"""Click commands of the Azure ML backend, listed in orchestrator/cli/main.py: `compile`, `schedule`, and
 `rerun_azureml` for `orchestrator rerun --backend azureml JOB_NAME`.
 
-Thin (reference/style.md, habit 8): parse, call the library, print the outcome. Importing this module imports
-no Azure SDK; errors become exit codes in orchestrator.cli.main.
+Thin: parse, call the library, print the outcome. Importing this module imports no Azure SDK and no plan
+model; errors become exit codes in orchestrator.cli.main.
 """
 
 from __future__ import annotations
@@ -10,54 +10,20 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.azureml.client import WorkspaceOptions
-from orchestrator.backends import RunOutcome
+from orchestrator.cli.options import load_from_options, plan_options, workspace_from, workspace_options
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from orchestrator.azureml.client import WorkspaceOptions
+    from orchestrator.backends import RunOutcome
 
-
-def workspace_options(function: F) -> F:
-    """--subscription, --resource-group, --workspace, --workspace-config (see orchestrator.azureml.client)."""
-    for option in reversed([
-        click.option("--subscription", help="Azure subscription id (default: AZUREML_ARM_SUBSCRIPTION, "
-                     "AZURE_SUBSCRIPTION_ID or config.json)."),
-        click.option("--resource-group", help="Resource group of the workspace (default: environment or config.json)."),
-        click.option("--workspace", help="Azure ML workspace name (default: environment or config.json)."),
-        click.option("--workspace-config", type=click.Path(path_type=Path),
-                     help="A workspace config.json, or a folder to search from (default: the current folder up)."),
-    ]):  # fmt: skip
-        function = option(function)
-    return function
-
-
-def workspace_from(subscription: str | None, resource_group: str | None, workspace: str | None,
-                   workspace_config: Path | None) -> WorkspaceOptions:
-    return WorkspaceOptions(subscription_id=subscription, resource_group=resource_group, workspace_name=workspace,
-                            config=workspace_config)
-
-
-def plan_options(function: F) -> F:
-    for option in reversed([
-        click.argument("path", type=click.Path(path_type=Path), default="."),
-        click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Plan file (default: PATH/orchestrator.yml)."),
-        click.option("--only", multiple=True, help="Only notebooks matching this glob (and what they come after). Repeatable."),
-        click.option("--param", "params", multiple=True, help="Set a notebook parameter, NAME=VALUE. Repeatable."),
-        click.option("--snapshots", type=click.Path(path_type=Path),
-                     help="Folder for the staged code snapshots (default: <repository>/.orchestrator/azureml/snapshots)."),
-    ]):  # fmt: skip
-        function = option(function)
-    return function
-
-
-def _load(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...]) -> Any:
-    from orchestrator.cli import _parse_params
-    from orchestrator.plan import load_plan
-
-    return load_plan(path, plan_file=plan_file, only=only, parameters=_parse_params(params))
+# Where compile and schedule stage the code snapshots they upload.
+snapshots_option = click.option(
+    "--snapshots", type=click.Path(path_type=Path),
+    help="Folder for the staged code snapshots (default: <repository>/.orchestrator/azureml/snapshots).")
 
 
 def _summary(job: Any) -> str:
@@ -73,6 +39,7 @@ def _summary(job: Any) -> str:
 
 @click.command("compile")
 @plan_options
+@snapshots_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the pipeline job YAML.")
 @click.option("--run-key", default="manual", show_default=True,
               help="The run_key input: the same key lets Azure ML reuse completed notebooks.")
@@ -82,7 +49,7 @@ def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], p
     from orchestrator.azureml.compile import CompileOptions, compile_plan, validate
     from orchestrator.azureml.export import write_pipeline
 
-    plan = _load(path, plan_file, only, params)
+    plan = load_from_options(path, plan_file, only, params)
     started = time.perf_counter()
     job = compile_plan(plan, CompileOptions(run_key=run_key, cache_dir=snapshots))
     compiled = time.perf_counter()
@@ -95,6 +62,7 @@ def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], p
 
 @click.command("schedule")
 @plan_options
+@snapshots_option
 @click.option("--cron", required=True, help="Cron expression: minute hour day month day-of-week, e.g. '0 2 * * *'.")
 @click.option("--name", help="Schedule name (default: <experiment>-schedule); an existing one is updated.")
 @click.option("--time-zone", default="UTC", show_default=True, help="Time zone of the cron expression.")
@@ -112,7 +80,7 @@ def schedule_command(path: Path, plan_file: Path | None, only: tuple[str, ...], 
     from orchestrator.azureml.export import write_schedule
     from orchestrator.azureml.submit import azure_errors
 
-    plan = _load(path, plan_file, only, params)
+    plan = load_from_options(path, plan_file, only, params)
     job = compile_plan(plan, CompileOptions(run_key=schedules.TRIGGER_TIME, cache_dir=snapshots))
     schedule = schedules.build_schedule(job, cron=cron, name=schedules.schedule_name(name, plan.experiment),
                                         time_zone=time_zone)

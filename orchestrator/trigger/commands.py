@@ -19,7 +19,7 @@ from types import FrameType
 
 import click
 
-from orchestrator.azureml.commands import workspace_from, workspace_options
+from orchestrator.cli.options import workspace_from, workspace_options
 
 log = logging.getLogger("orchestrator.trigger")
 

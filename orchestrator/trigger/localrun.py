@@ -3,7 +3,7 @@ pipeline -> DevOps loop without a cloud account, the end-to-end demonstration of
 
 fetch -> plan -> the local backend runs the notebooks (live feed lines on the server job, and a watcher that
 stops the run when DevOps cancels the job) -> report -> test run, task log and exactly one TaskCompleted:
-the same library calls as `orchestrator run --devops --callback` (orchestrator/cli.py `_execute`).
+the same library calls as `orchestrator run --devops --callback` (orchestrator/cli/run.py `execute`).
 
 Duplicates: a marker per (PlanId, JobId, TaskInstanceId) in ORCHESTRATOR_STATE_DIR, claimed atomically
 (dedupe.py). A second delivery never starts a second run: it finds the first one running (and leaves it be),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from orchestrator.errors import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_PASSED, EXIT_PASSED
+from orchestrator.errors import EXIT_INFRASTRUCTURE, EXIT_INVALID_INPUT, EXIT_PASSED, exit_code_for
 
 Action = Literal["complete", "dead_letter", "abandon"]
 COMPLETE: Final = "complete"
@@ -52,9 +52,8 @@ def clip(text: str, limit: int) -> str:
 
 def completed(detail: str = "", *, run_status: str | None = None,
               rescheduled_at: datetime | None = None) -> Outcome:
-    code = {None: EXIT_PASSED, "passed": EXIT_PASSED, "submitted": EXIT_PASSED,
-            "interrupted": EXIT_INTERRUPTED}.get(run_status, EXIT_NOT_PASSED)
-    return Outcome(COMPLETE, detail=detail, run_status=run_status, rescheduled_at=rescheduled_at, exit_code=code)
+    return Outcome(COMPLETE, detail=detail, run_status=run_status, rescheduled_at=rescheduled_at,
+                   exit_code=exit_code_for(run_status))
 
 
 def dead_letter(reason: str, description: str = "", *, exit_code: int = EXIT_INVALID_INPUT) -> Outcome:
