@@ -1,0 +1,97 @@
+"""Which notebooks' settings changed: the plan resolved at the merge base against the plan resolved now.
+
+Comparing resolved steps (not the YAML text) answers the real question: a new default that a notebook's own
+entry overrides changes nothing for it; a glob entry edited for `models/**` changes only the notebooks under
+models/; a setting moved from orchestrator.yml into a notebook's metadata without a new value changes nothing.
+
+The plan at the base is loaded from a skeleton of the base commit: every folder, the plan file and the
+notebooks with their contents (their metadata holds settings), and every other file empty (the loader only
+checks that a conda file exists). Data files are never written out, so this stays fast in big repositories.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.changes.git import Git
+from orchestrator.errors import InvalidInputError
+from orchestrator.plan import ResolvedPlan, StepSpec, load_plan
+from orchestrator.plan.loader import PLAN_NAMES
+
+# StepSpec field -> the key a person writes in orchestrator.yml
+_SETTINGS = {"target": "target", "environment": "environment", "kernel": "kernel", "timeout_s": "timeout",
+             "cell_timeout_s": "cell_timeout", "retries": "retries", "parameters": "parameters",
+             "expect": "expect", "after": "after", "skip": "skip", "pythonpath": "pythonpath",
+             "output_limit_bytes": "output_limit", "kernel_required": "kernel"}
+
+
+@dataclass(frozen=True)
+class BasePlan:
+    plan: ResolvedPlan | None
+    problem: str | None = None  # why the plan at the base could not be resolved
+
+
+def load_base_plan(git: Git, base: str, *, path: Path, plan_file: Path | None) -> BasePlan:
+    """The plan as `load_plan(path, plan_file=plan_file)` resolves it at commit `base`."""
+    files = git.files_at(base)
+    wanted_path = git.relative(path)
+    wanted_plan = git.relative(plan_file) if plan_file is not None else None
+    with tempfile.TemporaryDirectory(prefix="orchestrator-base-") as scratch:
+        tree = Path(scratch)
+        full = [name for name in files if _needs_content(name, wanted_path, wanted_plan)]
+        contents = git.read_at(base, full)
+        for name in files:
+            target = tree / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(contents.get(name, b""))
+        base_path = tree / wanted_path
+        base_plan_file = tree / wanted_plan if wanted_plan is not None else None
+        if base_plan_file is not None and not base_plan_file.is_file():
+            return BasePlan(None, f"{wanted_plan} does not exist at the base")
+        if not base_path.exists():
+            return BasePlan(None, f"{wanted_path} does not exist at the base")
+        try:
+            plan = load_plan(base_path, plan_file=base_plan_file)
+        except InvalidInputError as error:
+            first = str(error.problems[0]).replace(str(tree) + "/", "") if error.problems else str(error)
+            return BasePlan(None, f"the plan at the base does not load ({first})")
+        return BasePlan(plan)
+
+
+def _needs_content(name: str, wanted_path: str, wanted_plan: str | None) -> bool:
+    return name.endswith(".ipynb") or name in (wanted_path, wanted_plan) or posixpath.basename(name) in PLAN_NAMES
+
+
+def settings_changes(now: ResolvedPlan, base: ResolvedPlan, step: StepSpec) -> list[str] | None:
+    """The settings of `step` that differ from the base plan's (their plan keys), or None when the base plan
+    has no such notebook."""
+    before = next((other for other in base.steps if other.notebook == step.notebook), None)
+    if before is None:
+        return None
+    changed: list[str] = []
+    for field, key in _SETTINGS.items():
+        if _value(now, step, field) != _value(base, before, field) and key not in changed:
+            changed.append(key)
+    if now.targets.get(step.target) != base.targets.get(before.target) and "target" not in changed:
+        changed.append(f"target {step.target!r}")
+    if now.environments.get(step.environment) != base.environments.get(before.environment) \
+            and "environment" not in changed:
+        changed.append(f"environment {step.environment!r}")
+    if now.secret_env != base.secret_env:
+        changed.append("secret_env")
+    return changed
+
+
+def _value(plan: ResolvedPlan, step: StepSpec, field: str) -> Any:
+    value = getattr(step, field)
+    if field == "after":  # ids are slugs of paths; compare the notebooks themselves
+        return sorted(plan.step(step_id).notebook for step_id in value if _has(plan, step_id))
+    return value
+
+
+def _has(plan: ResolvedPlan, step_id: str) -> bool:
+    return any(step.id == step_id for step in plan.steps)
