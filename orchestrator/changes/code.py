@@ -59,7 +59,7 @@ class Facts:
     imports: list[Import] = field(default_factory=list)
     paths: list[PathRef] = field(default_factory=list)
     dynamic: list[DynamicImport] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # "cell 3: invalid syntax (line 2)"
+    unreadable: list[str] = field(default_factory=list)  # "cell 3, line 2 is not valid Python (...)"
 
     def extend(self, other: Facts) -> None:
         self.imports += other.imports
@@ -78,7 +78,7 @@ def analyse(source: str, where: str, *, constants: dict[str, str | None] | None 
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as error:
         line = getattr(error, "lineno", None)
-        facts.unreadable.append(_at(where, line) + f": not valid Python ({getattr(error, 'msg', error)})")
+        facts.unreadable.append(f"{_at(where, line)} is not valid Python ({getattr(error, 'msg', error)})")
         return facts
     known = constants if constants is not None else string_constants([tree])
     if file_name is not None:

@@ -109,7 +109,8 @@ class _Walk:
             for dynamic in facts.dynamic:
                 self._dynamic(dynamic.prefix, self._where(path, dynamic.where), chain)
             for problem_text in facts.unreadable:
-                self._unsure(_hops(chain, f"{self._where(path, problem_text)} cannot be analysed"), key=problem_text)
+                self._unsure(_hops(chain, f"{self._where(path, problem_text)}, so what it uses is unknown"),
+                             key=path + problem_text)
         return list(self.reasons.values())
 
     # -------------------------------------------------------------------------------------------- helpers

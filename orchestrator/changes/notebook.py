@@ -51,7 +51,7 @@ def _language(metadata: Any) -> str:
     for key, field in (("kernelspec", "language"), ("language_info", "name")):
         section = metadata.get(key)
         if isinstance(section, dict) and isinstance(section.get(field), str) and section[field].strip():
-            return section[field].strip().lower()
+            return str(section[field]).strip().lower()
     return "python"  # no kernelspec: the orchestrator runs it with the default Python kernel
 
 
@@ -61,7 +61,7 @@ def _transformer() -> Callable[[str], str]:
         from IPython.core.inputtransformer2 import TransformerManager
     except ImportError:  # IPython comes with ipykernel; without it, magic and shell lines are dropped
         return _drop_magics
-    manager = TransformerManager()
+    manager = TransformerManager()  # type: ignore[no-untyped-call]
 
     def transform(text: str) -> str:
         try:

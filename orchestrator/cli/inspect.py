@@ -8,19 +8,28 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.options import devops_context, devops_options
+from orchestrator.cli.options import changed_since_option, devops_context, devops_options
 from orchestrator.errors import EXIT_INFRASTRUCTURE
 
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), default=".")
 @click.option("--plan", "plan_file", type=click.Path(path_type=Path), help="Plan file (default: PATH/orchestrator.yml).")
-@click.option("--json", "as_json", is_flag=True, help="Print the resolved plan as JSON.")
-def validate(path: Path, plan_file: Path | None, as_json: bool) -> None:
-    """Check the plan and notebooks without running anything; report every problem at once."""
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved plan (or the selection) as JSON.")
+@changed_since_option
+def validate(path: Path, plan_file: Path | None, as_json: bool, changed_since: str | None) -> None:
+    """Check the plan and notebooks without running anything; report every problem at once.
+
+    With --changed-since REF, print which notebooks the change since REF selects, and why."""
     from orchestrator.plan import validate_plan
 
     plan = validate_plan(path, plan_file=plan_file)
+    if changed_since is not None:
+        from orchestrator.changes import select_changed
+
+        selection = select_changed(plan, changed_since, path=path, plan_file=plan_file)
+        click.echo(json.dumps(selection.to_json(), indent=2) if as_json else "\n".join(selection.lines()))
+        return
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2))
         return

@@ -38,6 +38,13 @@ def plan_options(function: F) -> F:
     ])
 
 
+def changed_since_option(function: F) -> F:
+    """--changed-since REF: only the notebooks the change since REF can affect (orchestrator.changes)."""
+    return click.option("--changed-since", "changed_since", metavar="REF",
+                        help="Only notebooks the change since REF (its merge base with HEAD) can affect; "
+                             "the others are skipped as 'unchanged since REF'.")(function)
+
+
 def load_from_options(path: Path, plan_file: Path | None, only: tuple[str, ...],
                       params: tuple[str, ...]) -> ResolvedPlan:
     """The plan `plan_options` select (imports the plan model only now)."""

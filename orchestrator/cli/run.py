@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.cli.options import (
+    changed_since_option,
     devops_context,
     devops_options,
     load_from_options,
@@ -39,13 +40,20 @@ log = logging.getLogger("orchestrator")
 @click.option("--wait/--no-wait", default=True, help="azureml: wait for the pipeline and build the report.")
 @devops_options("Report to Azure DevOps while running")
 @workspace_options
+@changed_since_option
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
         jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, devops: bool,
         callback: Path | None, subscription: str | None, resource_group: str | None, workspace: str | None,
-        workspace_config: Path | None) -> None:
+        workspace_config: Path | None, changed_since: str | None) -> None:
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     context = devops_context(devops, callback)
     plan = load_from_options(path, plan_file, only, params)
+    if changed_since is not None:
+        from orchestrator.changes import apply_selection, select_changed
+
+        selection = select_changed(plan, changed_since, path=path, plan_file=plan_file)
+        click.echo(selection.summary(), err=True)
+        plan = apply_selection(plan, selection)
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)
