@@ -64,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--parameters", default="{}", metavar="JSON", help="papermill parameters, a JSON object")
     add("--kernel", default="python3", help="kernel when the notebook names none or one not installed here")
     add("--kernel-required", action="store_true", help="use --kernel whatever the notebook names")
-    add("--timeout", type=_seconds, default=None, metavar="SECONDS", help="whole-notebook limit")
+    add("--timeout", type=_seconds, default=None, metavar="SECONDS", help="whole-notebook limit, counted from when the kernel is ready")
     add("--cell-timeout", type=_seconds, default=None, metavar="SECONDS", help="per-cell limit")
-    add("--start-timeout", type=_seconds, default=60.0, metavar="SECONDS", help="kernel start limit (default 60)")
+    add("--start-timeout", type=_seconds, default=60.0, metavar="SECONDS", help="kernel start limit, apart from --timeout (default 60)")
     add("--shutdown-grace", type=float, default=5.0, metavar="SECONDS",
         help="time the kernel may take to exit by itself before it is killed (default 5)")
     add("--cwd", type=Path, default=None, help="working directory of the kernel (default: the notebook's folder)")

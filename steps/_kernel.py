@@ -222,17 +222,9 @@ class LocalKernel:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
 
-    def death_hint(self) -> str:
-        """How the kernel ended, with the usual cause, for a reader of the report."""
-        description = self.exit_description()
-        code = self.process.poll() if self.process is not None else None
-        if code is None:
-            return "its process stopped answering"
-        if code == -_KILL:
-            return f"{description}: usually the out-of-memory killer"
-        if code < 0:
-            return f"{description}: a crash in native code (an extension module, a driver)"
-        return f"the process ended with {description}: os._exit() or a library that exits the process"
+    def returncode(self) -> int | None:
+        """The process's exit status (negative: killed by that signal), None while it runs."""
+        return self.process.poll() if self.process is not None else None
 
     def _exit_suffix(self) -> str:
         description = self.exit_description()

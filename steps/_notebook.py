@@ -41,6 +41,7 @@ ERROR_ANCHOR_MSG = (
     "</span>"
 )
 PARAMETERS_TAG = "parameters"
+RAISES_TAG = "raises-exception"  # nbclient's: the cell is expected to raise, its error does not stop the run
 INJECTED_TAG = "injected-parameters"
 
 _NOTE_RESERVE = 400  # bytes kept free in a truncated cell for the note about what was removed
@@ -123,7 +124,7 @@ class WorkingNotebook:
 
 def prepare(nb: NotebookNode) -> WorkingNotebook:
     """The notebook to run: papermill markers of an earlier run removed, old results cleared."""
-    keep = [(i, cell) for i, cell in enumerate(nb.cells) if ERROR_MARKER_TAG not in _tags(cell)]
+    keep = [(i, cell) for i, cell in enumerate(nb.cells) if ERROR_MARKER_TAG not in tags(cell)]
     nb.cells = [cell for _, cell in keep]
     for cell in nb.cells:
         # Outputs committed with the source must not survive: a stale glued metric would count as this
@@ -186,12 +187,28 @@ def _pending() -> dict[str, Any]:
     return {"exception": None, "start_time": None, "end_time": None, "duration": None, "status": "pending"}
 
 
-def _tags(cell: Mapping[str, Any]) -> list[str]:
+def tags(cell: Mapping[str, Any]) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
 def _first_tagged(nb: NotebookNode, tag: str) -> int:
-    return next((i for i, cell in enumerate(nb.cells) if tag in _tags(cell)), -1)
+    return next((i for i, cell in enumerate(nb.cells) if tag in tags(cell)), -1)
+
+
+def error_output(cell: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The cell's first error output that counts as a failure: papermill's rule, where SystemExit() and
+    SystemExit(0) end a notebook successfully."""
+    for output in cell.get("outputs") or ():
+        if output.get("output_type") == "error" and not (
+            output.get("ename") == "SystemExit" and str(output.get("evalue", "")) in ("", "0")
+        ):
+            return output  # type: ignore[no-any-return]
+    return None
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def mark_failure(work: WorkingNotebook, index: int) -> None:

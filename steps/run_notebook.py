@@ -37,10 +37,11 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 try:
-    from . import _cli, _kernel, _metrics, _notebook
+    from . import _cli, _exits, _kernel, _metrics, _notebook
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _cli  # type: ignore[no-redef]
+    import _exits  # type: ignore[no-redef]
     import _kernel  # type: ignore[no-redef]
     import _metrics  # type: ignore[no-redef]
     import _notebook  # type: ignore[no-redef]
@@ -61,7 +62,9 @@ STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
 AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
 PASSED = "passed"
 EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
-_LOG_TAIL_LINES = 30
+_LOG_TAIL_LINES = 30  # of kernel.log, in the error of a kernel that died or did not start
+_LOG_TAIL_LINE_CHARS = 500
+_LOG_TAIL_BYTES = 64_000
 
 parse_rule = _metrics.parse_rule  # the rule grammar, for callers that check rules before running
 InvalidRule = _metrics.InvalidRule
@@ -77,7 +80,7 @@ class StepRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     kernel: str = "python3"  # used when the notebook names no kernel or one not installed here (warning)
     kernel_required: bool = False  # the plan named this kernel: use it; status error (no_kernel) if missing
-    timeout_s: float | None = None  # whole notebook wall clock
+    timeout_s: float | None = None  # whole notebook wall clock, from when the kernel is ready
     cell_timeout_s: float | None = None
     cwd: Path | None = None  # default: the notebook's folder
     target: str = "cpu"
@@ -139,7 +142,10 @@ class _StepRun:
         self.request = request
         self.started_at = _utc_now()
         self.t0 = time.monotonic()
-        self.deadline = self.t0 + request.timeout_s if request.timeout_s else None
+        # The whole-notebook clock starts when the kernel is ready (docs/step-runner.md, "Time limits"): on a
+        # loaded machine a kernel start can take seconds, and a limit must never run out before the first cell.
+        # The start has its own bound, start_timeout_s.
+        self.deadline: float | None = None
         self.kernel_name = request.kernel
         self.warnings: list[str] = []
         self.work: _notebook.WorkingNotebook | None = None
@@ -155,7 +161,7 @@ class _StepRun:
                 _notebook.cell_finished(self.work.nb.cells[cell], failed=True)
             self._finish(_Outcome("error", "interrupted", cell, "Interrupted",
                                   "the run was interrupted (Ctrl-C, SIGTERM or a cancelled job)"
-                                  + (f" while cell {self._source(cell)} was running" if cell is not None else "")))
+                                  + (f" while {self._where(cell)} was running" if cell is not None else "")))
             raise
         except Exception as exc:  # a bug here or in a library: still leave a true result behind
             log.exception("step=%s runner failure", self.request.step or self.request.notebook_path)
@@ -237,6 +243,8 @@ class _StepRun:
                 await self.kernel.start(request.start_timeout_s)
             except _kernel.KernelStartError as exc:
                 return _Outcome("error", "infrastructure", None, "KernelStartError", str(exc), self._log_tail())
+            if request.timeout_s:
+                self.deadline = time.monotonic() + request.timeout_s
             self._language_info()
             return await self._run_cells(self._client())
         except asyncio.CancelledError:
@@ -297,7 +305,7 @@ class _StepRun:
     def _classify(self, index: int, cell: NotebookNode, exc: BaseException | None) -> _Outcome | None:
         """None to go on with the next cell, else how the notebook ended."""
         if exc is None:
-            return None
+            return self._error_in_outputs(index, cell)
         if isinstance(exc, CellExecutionError):
             ename, evalue, trace = _cell_error(cell, exc)
             if ename == "SystemExit" and evalue in ("", "0"):
@@ -310,9 +318,23 @@ class _StepRun:
         if isinstance(exc, DeadKernelError):
             assert self.kernel is not None
             return _Outcome("crashed", "kernel_died", index, "DeadKernelError",
-                            f"the kernel died while cell {self._source(index)} was running "
-                            f"({self.kernel.death_hint()})", self._log_tail())
+                            f"the kernel died while {self._where(index)} was running "
+                            f"({_exits.death_hint(self.kernel.returncode())})", self._log_tail())
         raise exc
+
+    def _error_in_outputs(self, index: int, cell: NotebookNode) -> _Outcome | None:
+        """A cell whose execute_reply said ok but whose outputs hold an error failed all the same (papermill
+        and nbmake agree): IPython reports an exception raised after the cell's code, by a post_execute or
+        post_run_cell callback (matplotlib's inline backend rendering a figure, for one), as an error output
+        only. nbclient's rule stands: a cell tagged `raises-exception` may hold errors."""
+        error = _notebook.error_output(cell)
+        if error is None or _notebook.RAISES_TAG in _notebook.tags(cell):
+            return None
+        ename, evalue = str(error.get("ename", "")), str(error.get("evalue", ""))
+        self.warnings.append(f"{self._where(index)} ran, but an exception was raised after its code "
+                             f"({ename}: {_notebook.first_line(evalue)}), e.g. by a post-execute callback or a "
+                             "figure that failed to render: the kernel reported success, the cell failed")
+        return _Outcome("failed", "cell_error", index, ename, evalue, "\n".join(error.get("traceback", [])))
 
     def _time_left(self) -> tuple[float | None, str]:
         """Seconds the next cell may run, and which limit that is ("cell" or "notebook")."""
@@ -325,25 +347,24 @@ class _StepRun:
         return notebook_left, "notebook"
 
     def _timed_out(self, index: int, which: str) -> _Outcome:
-        source = self._source(index)
-        where = f"cell {source}" if source is not None else "the injected parameters cell"
+        where = self._where(index)
         if which == "cell":
             message = f"{where} ran longer than the cell timeout of {_seconds(self.request.cell_timeout_s)}"
         else:
-            message = (f"the notebook ran longer than its timeout of {_seconds(self.request.timeout_s)} "
-                       f"(stopped in {where})")
+            message = (f"the notebook ran longer than its timeout of {_seconds(self.request.timeout_s)}, counted "
+                       f"from when its kernel was ready (stopped in {where})")
         return _Outcome("timed_out", "timeout", index, "TimeoutError", message + "; the kernel was killed")
 
     def _source(self, index: int | None) -> int | None:
         return self.work.source_of(index) if self.work is not None else None
 
+    def _where(self, index: int) -> str:
+        """'cell 3' by its index in the source file, or the cell this runner added."""
+        source = self._source(index)
+        return f"cell {source}" if source is not None else "the injected parameters cell"
+
     def _log_tail(self) -> str:
-        path = Path(self.request.output_dir) / KERNEL_LOG
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return ""
-        return _notebook.strip_ansi("\n".join(lines[-_LOG_TAIL_LINES:]))
+        return log_tail(Path(self.request.output_dir) / KERNEL_LOG)
 
     def _finish(self, outcome: _Outcome, rules: Mapping[str, _metrics.Rule] | None = None) -> dict[str, Any]:
         """Metrics, expectations, the written notebook and result.json, for any outcome."""
@@ -393,6 +414,30 @@ def _cell_error(cell: NotebookNode, exc: CellExecutionError) -> tuple[str, str, 
         if output.get("output_type") == "error":
             return str(output.get("ename", "")), str(output.get("evalue", "")), "\n".join(output.get("traceback", []))
     return exc.ename, exc.evalue, exc.traceback
+
+
+def log_tail(path: Path, max_lines: int = _LOG_TAIL_LINES, line_chars: int = _LOG_TAIL_LINE_CHARS) -> str:
+    """The last lines of kernel.log for the error's traceback, bounded however the kernel wrote it: only the
+    file's last _LOG_TAIL_BYTES are read, and a line longer than `line_chars` keeps its start and its end."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _LOG_TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > _LOG_TAIL_BYTES and lines:
+        lines[0] = f"[...] {lines[0]}"  # the read began inside this line
+    tail = [_shorten(_notebook.strip_ansi(line), line_chars) for line in lines[-max_lines:]]
+    return "\n".join(tail)
+
+
+def _shorten(line: str, limit: int) -> str:
+    if len(line) <= limit:
+        return line
+    half = (limit - 40) // 2
+    return f"{line[:half]} [... {len(line) - 2 * half} characters ...] {line[-half:]}"
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

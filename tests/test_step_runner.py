@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from steps import run_notebook
+from steps._exits import death_hint
 from steps._metrics import InvalidRule, check_expectations, parse_expectations, parse_rule, read_metrics
 from steps._notebook import ERROR_MARKER_TAG, output_tail
-from steps.run_notebook import StepRequest, run_step, skipped_result
+from steps.run_notebook import StepRequest, log_tail, run_step, skipped_result
 from tests.builders import glue_source, make_notebook
 
 
@@ -92,6 +93,31 @@ def test_cell_error_is_failed_with_source_index_and_papermill_markers(tmp_path: 
     assert cells[-1].outputs == []  # never reached
 
 
+def test_an_error_raised_after_the_cell_code_fails_the_cell(tmp_path: Path) -> None:
+    # The kernel's execute_reply says "ok" when a post_run_cell callback raises (as when matplotlib's inline
+    # backend fails to render a figure): the error exists only as an output. A cell tagged raises-exception
+    # may still hold an error (nbclient's rule).
+    nb = make_notebook(tmp_path / "nb.ipynb", "x = 1",
+                       "def render(result):\n    raise ValueError('figure failed to render')\n"
+                       "get_ipython().events.register('post_run_cell', render)",
+                       "print('never')")
+    notebook = nbformat.read(nb, as_version=4)  # type: ignore[no-untyped-call]
+    notebook.cells[0].source = "raise KeyError('expected')"
+    notebook.cells[0].metadata["tags"] = ["raises-exception"]
+    nbformat.write(notebook, nb)  # type: ignore[no-untyped-call]
+    out = tmp_path / "out"
+    result = run(nb, out)
+    assert result["status"] == "failed"
+    error = result["error"]
+    assert error["kind"] == "cell_error" and error["cell_index"] == 1
+    assert error["ename"] == "ValueError" and error["evalue"] == "figure failed to render"
+    assert "render" in error["traceback"]
+    assert any("the kernel reported success, the cell failed" in warning for warning in result["warnings"])
+    cells = executed(out).cells
+    assert ERROR_MARKER_TAG in cells[0].metadata["tags"]
+    assert cells[-1].outputs == []  # never reached
+
+
 def test_sys_exit_zero_ends_the_notebook_successfully(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", "import sys\nsys.exit(0)", "raise RuntimeError('not reached')")
     result = run(nb, tmp_path / "out")
@@ -120,6 +146,24 @@ def test_whole_notebook_timeout_kills_the_kernel_process_tree(tmp_path: Path) ->
     assert result["duration_s"] < 10
 
 
+def test_the_notebook_clock_starts_when_the_kernel_is_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel that takes 2 s to start (a loaded machine, a big environment) must not eat a 1.5 s notebook
+    # limit: the start has its own limit (start_timeout_s).
+    slow = tmp_path / "jupyter" / "kernels" / "slow"
+    slow.mkdir(parents=True)
+    (slow / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", "import time; time.sleep(2); "
+                 "from ipykernel.kernelapp import launch_new_instance; launch_new_instance()",
+                 "-f", "{connection_file}"],
+        "display_name": "Slow", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = make_notebook(tmp_path / "nb.ipynb", "x = 1", kernel="slow")
+    result = run(nb, tmp_path / "out", timeout_s=1.5)
+    assert result["status"] == "passed", result["error"]
+    assert result["duration_s"] > 2
+
+
 def test_cell_timeout(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", "x = 1", "import time\ntime.sleep(30)")
     result = run(nb, tmp_path / "out", cell_timeout_s=1.5, timeout_s=60)
@@ -129,18 +173,39 @@ def test_cell_timeout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "source",
-    ["import os\nos._exit(1)", "import ctypes\nctypes.string_at(0)"],
-    ids=["os_exit", "segfault"],
+    ("source", "explained"),
+    [
+        ("import os\nos._exit(1)", "exit code 1: os._exit()"),
+        ("import ctypes\nctypes.string_at(0)", "killed by SIGSEGV: a crash in native code"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)", "killed by SIGTERM: something outside"),
+    ],
+    ids=["os_exit", "segfault", "sigterm"],
 )
-def test_kernel_death_is_crashed(tmp_path: Path, source: str) -> None:
+def test_kernel_death_is_crashed_and_explained(tmp_path: Path, source: str, explained: str) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", "x = 1", source, "print('never')")
     out = tmp_path / "out"
     result = run(nb, out)
     assert result["status"] == "crashed"
     assert result["error"]["kind"] == "kernel_died" and result["error"]["cell_index"] == 1
-    assert "died" in result["error"]["evalue"]
+    assert "the kernel died while cell 1 was running" in result["error"]["evalue"]
+    assert explained in result["error"]["evalue"]
     executed(out)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "explained"),
+    [
+        (-9, "killed by SIGKILL: usually the out-of-memory killer"),
+        (-15, "killed by SIGTERM: something outside the notebook asked it to stop"),
+        (-6, "killed by SIGABRT: native code gave up"),
+        (137, "exit code 137, i.e. its child was killed by SIGKILL: usually the out-of-memory killer"),
+        (-10, "killed by SIGUSR1: sent by another process"),
+        (3, "the process ended with exit code 3: os._exit()"),
+        (None, "its process stopped answering"),
+    ],
+)
+def test_a_kernel_death_names_the_signal_and_its_usual_cause(returncode: int | None, explained: str) -> None:
+    assert death_hint(returncode).startswith(explained)
 
 
 # ------------------------------------------------------------------------------------------ cannot start
@@ -388,6 +453,17 @@ def test_output_over_the_cap_is_truncated_with_a_note(tmp_path: Path) -> None:
     assert any("cell 0" in warning and "truncated" in warning for warning in result["warnings"])
 
 
+def test_the_kernel_log_tail_is_bounded_whatever_the_kernel_wrote(tmp_path: Path) -> None:
+    log = tmp_path / "kernel.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10_000)) + "x" * 5_000_000 + "\n" + "last words\n")
+    tail = log_tail(log)
+    lines = tail.splitlines()
+    assert len(tail) < 20_000 and lines[-1] == "last words"
+    assert lines[-2].startswith("[...] xxx") and "characters ...]" in lines[-2] and len(lines[-2]) <= 500
+    log.write_text("y" * 3_000_000)  # one long line and nothing else
+    assert 0 < len(log_tail(log)) <= 500
+
+
 def test_output_tail_keeps_the_end_and_what_a_terminal_shows() -> None:
     cells = [{"outputs": [
         {"output_type": "stream", "name": "stdout", "text": "".join(f"line {i}\n" for i in range(100))},
@@ -456,6 +532,29 @@ def test_cancellation_kills_the_kernel_and_records_interrupted(tmp_path: Path) -
     first = next(cell for cell in executed(out).cells if "Popen" in cell.source)
     pids = [int(pid) for pid in first.outputs[0]["text"].split()]
     assert all(gone(pid) for pid in pids)
+
+
+def test_interrupting_the_injected_parameters_cell_names_it(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    # The parameters cell makes the next cell (the injected one) hang before its code runs.
+    nb = make_notebook(tmp_path / "nb.ipynb", "print(x)",
+                       parameters=f"x = 0\nimport time\nopen({str(started)!r}, 'w').close()\n"
+                       "get_ipython().events.register('pre_run_cell', lambda info: time.sleep(60))")
+    out = tmp_path / "out"
+
+    async def cancel_when_started() -> None:
+        task = asyncio.ensure_future(run_step(StepRequest(notebook_path=nb, output_dir=out, parameters={"x": 1})))
+        while not started.exists():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_when_started())
+    error = read_result(out)["error"]
+    assert error["kind"] == "interrupted" and error["cell_index"] is None
+    assert error["evalue"].endswith("while the injected parameters cell was running"), error["evalue"]
 
 
 def test_many_steps_run_concurrently_in_one_event_loop(tmp_path: Path) -> None:
