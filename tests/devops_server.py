@@ -206,6 +206,7 @@ class DevOpsServer:
         self.hang_s = hang_s
         self.max_attachment_bytes = max_attachment_bytes
         self.requests: list[Recorded] = []
+        self.test_area_url: str | None = None  # where _apis/ResourceAreas says the test API lives (default: here)
         self.runs: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self._faults: dict[str, list[Fault]] = {}
@@ -434,7 +435,7 @@ class DevOpsServer:
         return {"count": len(value), "value": value}
 
     def _h_resource_areas(self, match: dict[str, str], data: Any, rec: Recorded) -> Any:
-        areas = [{"id": TEST_AREA_ID, "name": "Test", "locationUrl": self.url}]
+        areas = [{"id": TEST_AREA_ID, "name": "Test", "locationUrl": self.test_area_url or self.url}]
         if match.get("area"):
             found = [a for a in areas if a["id"] == match["area"].lower()]
             _require(bool(found), f"no resource area {match['area']}", 404)
@@ -728,14 +729,57 @@ def _respond(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers
         pass
 
 
+class AttackerServer:
+    """A second server on 127.0.0.1, playing a host the sender of a forged message chose: it answers every
+    request with 200 and `{}`, and keeps what it received (nothing, when the allow-list works)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, dict[str, str]]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _any(self) -> None:
+                owner.received.append((self.command, self.path, dict(self.headers.items())))
+                _read_body(self)
+                _respond(self, 200, {}, {})
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _any
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                                        name="attacker-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/org/"
+
+    def __enter__(self) -> AttackerServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 @pytest.fixture
 def devops_server(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevOpsServer]:
     """A started strict server, with the azure-devops SDK's route caches (in memory and on disk) emptied
     so each test sees the SDK discover routes from scratch and nothing lands in the user's home."""
     isolate_sdk_caches(monkeypatch, tmp_path_factory.mktemp("azure-devops-cache"))
+    allow_loopback(monkeypatch)
     server = DevOpsServer(token="tok-" + uuid.uuid4().hex)
     with server:
         yield server
+
+
+def allow_loopback(monkeypatch: pytest.MonkeyPatch, origin: str = "http://127.0.0.1") -> None:
+    """The strict server listens on plain http on 127.0.0.1, which only the setting allows (devops/hosts.py)."""
+    monkeypatch.setenv("ORCHESTRATOR_DEVOPS_HOSTS", origin)
 
 
 def isolate_sdk_caches(monkeypatch: pytest.MonkeyPatch, folder: Any) -> None:

@@ -15,7 +15,7 @@ from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.live import CancellationWatcher, LiveReporter
 from orchestrator.devops.publish import report_to_devops
 from tests.conftest_devops import BODY, FAST, make_run_folder
-from tests.devops_server import DevOpsServer, isolate_sdk_caches
+from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
 
 
 def _forms(token: str) -> list[str]:
@@ -28,6 +28,7 @@ def test_the_token_appears_nowhere_but_the_authorization_header(tmp_path: Path, 
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     token = f"SECRET-{uuid.uuid4().hex}-TOKEN"
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
     caplog.set_level(logging.DEBUG)  # every logger, the SDK's and urllib3's debug lines included
     run_dir = make_run_folder(tmp_path / "run")
     with DevOpsServer(token=token) as server:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator.trigger.commands import handle_command
 from tests.builders import make_notebook
-from tests.devops_server import DevOpsServer, isolate_sdk_caches
+from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
 from tests.test_trigger_support import kick_off_body, notebook_repo, task_log
 
 PLAN = "version: 1\nexperiment: handle-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
@@ -38,6 +38,7 @@ def handle(*args: Any) -> Any:
 def test_handle_runs_the_notebooks_here_and_closes_the_devops_job_with_their_outcome(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
     monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ORCHESTRATOR_WORK_DIR", str(tmp_path / "work"))
     caplog.set_level(logging.DEBUG)
@@ -85,6 +86,7 @@ def test_handle_runs_the_notebooks_here_and_closes_the_devops_job_with_their_out
 
 def test_a_local_repository_needs_allow_local_repos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
     monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"}, PLAN)
     with DevOpsServer() as server:
@@ -110,6 +112,7 @@ def test_handle_closes_the_job_when_the_repository_cannot_be_fetched(
     # `handle` is one delivery with no queue behind it: a transient failure must still end the waiting job.
     # The host is allow-listed but under .invalid, which never resolves (RFC 2606): no real host is contacted.
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
     monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ORCHESTRATOR_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("ORCHESTRATOR_ALLOWED_HOSTS", "git.example.invalid")

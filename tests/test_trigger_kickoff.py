@@ -114,10 +114,12 @@ def test_without_a_key_vault_setting_the_message_is_refused_as_a_configuration_p
 def test_the_job_token_reaches_no_log_line_no_file_no_message_and_no_pipeline(
         tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.devops_server import isolate_sdk_caches
+    from tests.devops_server import allow_loopback, isolate_sdk_caches
     from tests.test_trigger_support import Clock
 
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+
+    allow_loopback(monkeypatch)
     caplog.set_level(logging.DEBUG)
     token = "tok-RECOGNISABLE-" + "7" * 24
     clock, scheduler, secrets = Clock(), FakeScheduler(), FakeSecrets()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.devops.hosts import check_devops_url
 from orchestrator.devops.message import QueueMessage, decode_properties, read_message_file
 from orchestrator.errors import InvalidInputError, Problem
 
@@ -112,6 +113,7 @@ class DevOpsContext:
         if missing:
             raise InvalidInputError([Problem(where, f"application_properties.{name}", "missing or empty")
                                      for name in missing])
+        check_devops_url(str(props["PlanUrl"]), where=where, field="application_properties.PlanUrl")
         body = body or {}
         build, repository, release = (_section(body, key) for key in ("build", "repository", "release"))
         task = ServerTask(
@@ -157,6 +159,8 @@ class DevOpsContext:
                                         ("SYSTEM_TEAMPROJECTID", project)) if not value.strip()]
         if problems:
             raise InvalidInputError(problems)
+        check_devops_url(collection, where="environment",
+                         field="SYSTEM_COLLECTIONURI" if env.get("SYSTEM_COLLECTIONURI") else "SYSTEM_TEAMFOUNDATIONCOLLECTIONURI")
         pipeline = PipelineRef(
             stage_name=env.get("SYSTEM_STAGENAME") or None, stage_attempt=_int(env.get("SYSTEM_STAGEATTEMPT")),
             phase_name=env.get("SYSTEM_PHASENAME") or None, phase_attempt=_int(env.get("SYSTEM_PHASEATTEMPT")),
@@ -184,6 +188,7 @@ class DevOpsContext:
                     (("collection_url", collection_url), ("project", project), ("token", token)) if not value]
         if problems:
             raise InvalidInputError(problems)
+        check_devops_url(collection_url, where="options", field="collection_url")
         return cls(collection_url=collection_url, project=project, token=Secret(token.strip()),
                    build_id=build_id, build_number=build_number, source="options")
 

@@ -95,6 +95,10 @@ class DevOpsUnavailableError(DevOpsError):
     """Transient failures went on past the retry policy's attempts or time budget."""
 
 
+class DevOpsHostError(DevOpsError):
+    """A request to an origin outside the allow-list (hosts.py), stopped before it was sent. Terminal."""
+
+
 class TransientError(Exception):
     """One transient failure; raised inside a call and caught by call_with_retries (never escapes it)."""
 
@@ -211,6 +215,12 @@ class _GuardedAdapter(HTTPAdapter):
         self._timeout = timeout
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        from orchestrator.devops.hosts import refusal
+
+        # Every request that may carry the token, redirects and the SDK's discovered locations included.
+        why = refusal(request.url or "")
+        if why is not None:
+            raise DevOpsHostError(f"not sent: {describe(request.method or '?', request.url or '')}: {why}")
         kwargs["timeout"] = self._timeout
         _version_in_query(request)
         return super().send(request, *args, **kwargs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.devops.context import REQUIRED_PROPERTIES, DevOpsContext
+from orchestrator.devops.hosts import refusal
 from orchestrator.devops.message import decode_body, decode_properties
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.jsonfile import read_json_object
@@ -114,6 +115,11 @@ class Refusal:
 
 def read(raw: RawMessage, settings: TriggerSettings) -> Accepted | Refusal:
     properties = decode_properties(raw.properties)
+    plan_url = str(properties.get("PlanUrl") or "").strip()
+    unlisted = refusal(plan_url) if plan_url else None
+    if unlisted is not None:
+        # Before anything else: no job is closed, no secret read, nothing sent to a host the sender chose.
+        return Refusal("the message's callback host is not allowed", (f"application_properties.PlanUrl: {unlisted}",))
     closable, property_problems = _closable(properties)
 
     if raw.body_error:
