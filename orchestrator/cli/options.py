@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The typing rule itself is orchestrator/plan/cli_params.py (not imported here: it loads the plan models).
+PARAM_HELP = (
+    "Set a notebook parameter, NAME=VALUE; repeatable, the last one wins. Typed like papermill's -p: "
+    "True, False and None are those values, text Python reads as an int or a float is that number "
+    "(0123 is 123, 1e3 is 1000.0), anything else is a string (yes, null, 2026-01-01)."
+)
+
 
 def _apply(function: F, options: list[Callable[[F], F]]) -> F:
     for option in reversed(options):
@@ -34,7 +41,7 @@ def plan_options(function: F) -> F:
                      help="Plan file (default: PATH/orchestrator.yml)."),
         click.option("--only", multiple=True,
                      help="Only notebooks matching this glob (and what they come after). Repeatable."),
-        click.option("--param", "params", multiple=True, help="Set a notebook parameter, NAME=VALUE. Repeatable."),
+        click.option("--param", "params", multiple=True, help=PARAM_HELP),
     ])
 
 
@@ -54,23 +61,10 @@ def load_from_options(path: Path, plan_file: Path | None, only: tuple[str, ...],
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, Any]:
-    """--param K=V; V is read as a YAML scalar so `epochs=2` is an int and `name='a b'` a string."""
-    import yaml
+    """--param NAME=VALUE, typed as papermill's -p (orchestrator/plan/cli_params.py)."""
+    from orchestrator.plan.cli_params import parse_cli_parameters
 
-    params: dict[str, Any] = {}
-    problems = []
-    for raw in values:
-        key, sep, value = raw.partition("=")
-        if not sep or not key.strip().isidentifier():
-            problems.append(Problem("--param", raw, "expected NAME=VALUE with NAME a Python identifier"))
-            continue
-        try:
-            params[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            params[key.strip()] = value
-    if problems:
-        raise InvalidInputError(problems)
-    return params
+    return parse_cli_parameters(values)
 
 
 def local_run_options(function: F) -> F:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 from orchestrator.plan.durations import DURATION_HINT, SIZE_HINT, parse_duration, parse_size
+from orchestrator.plan.limits import MAX_PARAMETERS_BYTES, json_size, too_big
 from orchestrator.plan.messages import show
 from orchestrator.plan.paths import inside_root, relative_file
 from orchestrator.plan.rules import RULE_HINT, RULE_PATTERN, check_rule
@@ -36,6 +37,9 @@ def _slots(value: Any) -> Any:
 
 
 def _parameters(value: dict[str, Any]) -> dict[str, Any]:
+    # Measured first: an alias bomb under `parameters` must cost nothing more below.
+    if json_size(value, MAX_PARAMETERS_BYTES) > MAX_PARAMETERS_BYTES:
+        raise ValueError(too_big("these parameters", MAX_PARAMETERS_BYTES))
     wrong: list[str] = []
     for name, item in value.items():
         # papermill injects `name = value` into a cell, so a name must be a valid Python variable.
@@ -50,19 +54,25 @@ def _parameters(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _check_json(value: Any, where: str) -> None:
+# Deeper than any real parameter, shallow enough for the recursion below and for papermill's own.
+MAX_PARAMETER_DEPTH = 50
+
+
+def _check_json(value: Any, where: str, depth: int = 0) -> None:
     # Parameters travel as JSON (step contract, pipeline inputs); YAML also makes dates, sets and bytes.
+    if depth > MAX_PARAMETER_DEPTH:
+        raise ValueError(f"expected values nested at most {MAX_PARAMETER_DEPTH} levels deep in {where}")
     if value is None or isinstance(value, (str, bool, int, float)):
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]")
+            _check_json(item, f"{where}[{index}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"expected string keys in {where}, got {show(key)}")
-            _check_json(item, f"{where}.{key}")
+            _check_json(item, f"{where}.{key}", depth + 1)
         return
     raise ValueError(
         f"expected a string, number, true/false, null, list or mapping in {where}, "

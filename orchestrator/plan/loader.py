@@ -9,6 +9,8 @@ the way through and raised together as one PlanError, so `orchestrator validate`
 from __future__ import annotations
 
 import keyword
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -16,16 +18,24 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import PlanError, Problem
-from orchestrator.plan.discovery import find_notebooks
+from orchestrator.plan.discovery import find_notebooks, folder_outside, outside_or_not_a_file
 from orchestrator.plan.graph import CycleError, execution_order, step_ids, with_prerequisites
 from orchestrator.plan.layers import Layer, Merged, merge
+from orchestrator.plan.limits import (
+    MAX_PARAMETERS_BYTES,
+    MAX_PLAN_BYTES,
+    MAX_PLAN_PARAMETERS_BYTES,
+    json_size,
+    show_bytes,
+    too_big,
+)
 from orchestrator.plan.messages import describe, did_you_mean, show
 from orchestrator.plan.metadata import METADATA_KEY, read_settings
 from orchestrator.plan.models import Defaults, Environment, NotebookEntry, NotebookSettings, PlanFile, Target
 from orchestrator.plan.paths import glob_match, inside_root, is_glob
 from orchestrator.plan.salvage import raw_selector, salvage, salvage_plan
 from orchestrator.plan.sources import Source, display, in_file_order
-from orchestrator.plan.spec import ResolvedPlan
+from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.plan.yaml_lines import YamlSyntaxError, load_yaml
 
 PLAN_NAMES = ("orchestrator.yml", "orchestrator.yaml")
@@ -66,13 +76,16 @@ class _Located(NamedTuple):
 
 def _locate(path: Path, plan_file: Path | None) -> _Located:
     if plan_file is not None:
+        if not plan_file.exists() and not plan_file.is_symlink():
+            raise PlanError([Problem(display(plan_file.absolute()), "", "no such plan file")])
+        _check_plan_kind(plan_file)
         plan_file = plan_file.resolve()
-        if not plan_file.is_file():
-            raise PlanError([Problem(display(plan_file), "", "no such plan file")])
         return _Located(plan_file.parent, plan_file, None, [])
     path = path.resolve()
     if path.is_dir():
-        found = [path / name for name in PLAN_NAMES if (path / name).is_file()]
+        # A plan name that is there but no regular file (a dangling link, a folder, a fifo) is refused: ignoring
+        # it would run every notebook with defaults, which is not what its author meant.
+        found = [_check_plan_kind(path / name) for name in PLAN_NAMES if os.path.lexists(path / name)]
         if len(found) > 1:
             warning = f"{display(path)}: both {' and '.join(PLAN_NAMES)} exist; using {PLAN_NAMES[0]}"
             return _Located(path, found[0], None, [warning])
@@ -80,11 +93,24 @@ def _locate(path: Path, plan_file: Path | None) -> _Located:
     if not path.exists():
         raise PlanError([Problem(display(path), "", "no such file or folder")])
     if path.suffix.lower() == ".ipynb":
+        if not path.is_file():  # a fifo would block the first read forever
+            raise PlanError([Problem(display(path), "", "expected a notebook file, found no regular file")])
         return _Located(path.parent, None, path.name, [])
     if path.suffix.lower() in (".yml", ".yaml"):
-        return _Located(path.parent, path, None, [])
+        return _Located(path.parent, _check_plan_kind(path), None, [])
     expected = "expected a folder, a plan file (.yml, .yaml) or a notebook (.ipynb)"
     raise PlanError([Problem(display(path), "", expected)])
+
+
+def _check_plan_kind(path: Path) -> Path:
+    try:
+        mode = path.stat().st_mode  # follows links: a link to a plan file is a plan file
+    except OSError:
+        raise PlanError([Problem(display(path), "", "the plan file is a broken link or cannot be read")]) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise PlanError([Problem(display(path), "", f"expected a plan file (YAML), found {kind}")])
+    return path
 
 
 class _Loader:
@@ -101,7 +127,9 @@ class _Loader:
     def all_notebooks(self) -> list[str]:
         # Walked once, and only when something needs it (no `notebooks` key, a glob, a did-you-mean).
         if self._all_notebooks is None:
-            self._all_notebooks = find_notebooks(self.root)
+            found = find_notebooks(self.root)
+            self.warnings.extend(f"{display(self.root)}: {why}" for why in found.skipped)
+            self._all_notebooks = found.notebooks
         return self._all_notebooks
 
     # ----------------------------------------------------------------------------------------------- flow
@@ -145,6 +173,7 @@ class _Loader:
             for notebook in order
             if notebook in keep
         )
+        self._check_parameter_sizes(steps)
         return ResolvedPlan(
             root=self.root,
             plan_file=self.plan_path,
@@ -164,6 +193,10 @@ class _Loader:
         if self.plan_path is None:
             return PlanFile(), None
         try:
+            size = self.plan_path.stat().st_size
+            if size > MAX_PLAN_BYTES:
+                message = f"the plan file is {show_bytes(size)}, over the {show_bytes(MAX_PLAN_BYTES)} limit for a plan"
+                raise PlanError([self.source.problem(message)])
             text = self.plan_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise PlanError([self.source.problem(f"cannot read the plan file ({error})")]) from None
@@ -260,6 +293,8 @@ class _Loader:
             message = f"expected a notebook (.ipynb), got {path!r}"
         elif not full.is_file():
             message = f"no such notebook: {path!r}{_similar_notebook(path, self.all_notebooks)}"
+        elif why := outside_or_not_a_file(self.root, path):
+            message = f"expected a notebook inside the plan folder; {path!r}: {why}"
         else:
             return True
         self.problems.append(source.problem(message))
@@ -300,6 +335,9 @@ class _Loader:
                 self.warnings.append(
                     str(source.problem(f"pythonpath folder {folder!r} does not exist", "pythonpath", index))
                 )
+            elif why := folder_outside(self.root, folder):
+                message = f"expected a folder inside the plan folder; {folder!r}: {why}"
+                self.problems.append(source.problem(message, "pythonpath", index))
 
     # ------------------------------------------------------------------------------------------------ after
 
@@ -359,6 +397,20 @@ class _Loader:
                 self.problems.append(Problem("--only", repr(pattern), "matches no notebook in the plan"))
             keep.update(matched)
         return with_prerequisites(keep, {notebook: m.after_notebooks() for notebook, m in merged.items()})
+
+    def _check_parameter_sizes(self, steps: Sequence[StepSpec]) -> None:
+        """Each step's merged parameters, and all of them together, within the limits (limits.py): they are
+        repeated in plan.json, the report and each pipeline step, so a plan that copies a large value into
+        every step would cost gigabytes there."""
+        budget = MAX_PLAN_PARAMETERS_BYTES
+        for step in steps:
+            size = json_size(step.parameters, min(budget, MAX_PARAMETERS_BYTES))
+            if size > MAX_PARAMETERS_BYTES:
+                problem = Problem(step.notebook, "parameters", too_big("its merged parameters", MAX_PARAMETERS_BYTES))
+                raise PlanError([problem])
+            budget -= size
+            if budget < 0:
+                raise PlanError([self.source.problem(too_big("the steps' parameters together", MAX_PLAN_PARAMETERS_BYTES))])
 
     def _check_parameters(self, parameters: Mapping[str, Any]) -> None:
         for name in parameters:

@@ -19,7 +19,9 @@ def read_settings(path: Path) -> tuple[Any, str | None]:
     try:
         with path.open("rb") as handle:
             notebook = json.load(handle)
-    except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+    # ValueError covers JSONDecodeError and UnicodeDecodeError; RecursionError a file nested too deep for the
+    # parser (1,000 levels), which must not stop the rest of the repository from being planned.
+    except (OSError, ValueError, RecursionError) as error:
         return None, f"cannot read its metadata ({type(error).__name__}: {error}); the step will report it"
     metadata = notebook.get("metadata") if isinstance(notebook, dict) else None
     if not isinstance(metadata, dict):

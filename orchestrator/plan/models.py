@@ -28,6 +28,7 @@ from orchestrator.plan.fields import (
     not_null,
     reject_null,
 )
+from orchestrator.plan.limits import MAX_RETRIES
 from orchestrator.plan.messages import show
 from orchestrator.plan.spec import EnvironmentSpec, TargetSpec
 
@@ -60,6 +61,7 @@ class NotebookSettings(_Model):
     retries: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_RETRIES,
         description="Retries after transient failures only (kernel start, infrastructure).",
         json_schema_extra=not_null,
     )
@@ -142,7 +144,7 @@ class Defaults(_Model):
     )
     timeout: Duration | None = Field(default=1800.0, description="Whole-notebook wall clock limit; null for no limit.")
     cell_timeout: Duration | None = Field(default=None, description="Per-cell time limit; null (the default) for none.")
-    retries: int = Field(default=0, ge=0, description="Retries after transient failures only.")
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES, description="Retries after transient failures only.")
     kernel: str = Field(
         default="python3",
         min_length=1,

@@ -2,6 +2,11 @@
 
 PyYAML's composer already builds a node tree with start marks; we keep that tree next to the plain data
 instead of writing a custom constructor, and look positions up by key path only when a problem is reported.
+
+The tree is also where hostile input is stopped before it costs anything: nesting deeper than anyone writes
+(PyYAML's composer recurses, so 500 levels is a RecursionError), aliases that expand to a huge or endless
+tree (a 300-byte "billion laughs" plan became 19 MB of plan.json), and integers longer than Python's
+4,300-digit limit for int(), which PyYAML would raise as a bare ValueError.
 """
 
 from __future__ import annotations
@@ -12,6 +17,15 @@ from typing import Any
 import yaml
 
 from orchestrator.plan.messages import Loc, key_path
+
+# Ten levels are plenty for a plan; parameters may nest a little deeper, never a hundred.
+MAX_DEPTH = 100
+# Nodes of the tree with every alias expanded. A plan without aliases is far under this long before it
+# reaches the plan file size cap (loader.MAX_PLAN_BYTES); only alias expansion gets here.
+MAX_EXPANDED_NODES = 1_000_000
+INT_TAG = "tag:yaml.org,2002:int"
+# sys.get_int_max_str_digits()'s default; the digits of a YAML int may carry "_" and a sign.
+MAX_INT_DIGITS = 4300
 
 
 class YamlSyntaxError(Exception):
@@ -51,12 +65,31 @@ class YamlDocument:
         return f"line {line} ({path})" if path else f"line {line}"
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (before Python's stack runs out)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_yaml(text: str) -> YamlDocument:
-    loader = yaml.SafeLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        # Constructing the loader checks the characters: an ESC or NUL is a ReaderError from here.
+        loader = _BoundedLoader(text)
         root = loader.get_single_node()
         duplicates: list[tuple[Loc, int]] = []
         if root is not None:
+            _check_size(root)
             # Before constructing: that flattens `<<` merge keys in place, and a key overriding a merged one
             # is not a duplicate.
             _find_duplicates(root, (), duplicates, set())
@@ -70,10 +103,15 @@ def load_yaml(text: str) -> YamlDocument:
         if mark is None:
             raise YamlSyntaxError(message, None, None) from None
         raise YamlSyntaxError(message, mark.line + 1, mark.column + 1) from None
+    except yaml.reader.ReaderError as error:
+        line, column = _position(text, error.position)
+        character = repr(chr(error.character)) if isinstance(error.character, int) else repr(error.character)
+        raise YamlSyntaxError(f"the character {character} is not allowed in YAML", line, column) from None
     except yaml.YAMLError as error:
         raise YamlSyntaxError(str(error), None, None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return YamlDocument(data=data, root=root, duplicates=duplicates)
 
 
@@ -106,3 +144,56 @@ def _find_duplicates(node: yaml.Node, loc: Loc, out: list[tuple[Loc, int]], seen
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _find_duplicates(item, (*loc, index), out, seen)
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Refuse a tree that is recursive, expands (through aliases) past MAX_EXPANDED_NODES, or holds an integer
+    Python will not read; raised as a MarkedYAMLError so the caller reports file, line and column.
+
+    Sizes are computed once per node (aliases share nodes), so a bomb costs what its text costs."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    # Iterative post-order walk: the tree may be MAX_DEPTH deep, and each node is entered once.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            if total > MAX_EXPANDED_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"aliases expand this to more than {MAX_EXPANDED_NODES:,} values; write the values out instead",
+                    node.start_mark,
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it", node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == INT_TAG and sum(c.isdigit() for c in node.value) > MAX_INT_DIGITS:
+                raise yaml.composer.ComposerError(
+                    None, None, f"an integer of more than {MAX_INT_DIGITS} digits", node.start_mark
+                )
+            sizes[key] = 1
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
