@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO, cast
 
+from orchestrator.report.text import escape_name, one_line
 from orchestrator.results import STATUSES
 
 
@@ -58,15 +59,20 @@ class PlainProgress:
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self._stream.write(text + "\n")
-            self._stream.flush()
+            try:
+                # One event, one line, whatever a notebook's name or error holds: a newline in either could
+                # otherwise forge a `step=... status=passed` line, or a `##vso[` command on a DevOps agent.
+                self._stream.write(one_line(text) + "\n")
+                self._stream.flush()
+            except OSError:  # the terminal was closed (SIGHUP) or the pipe's reader is gone: keep running
+                pass
 
     def run_started(self, run_id: str, total: int, run_dir: str) -> None:
         self._line(f"run={run_id} steps={total} folder={run_dir}")
 
     def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
         retry = f" attempt={attempt}" if attempt > 1 else ""
-        self._line(f"step={step_id} status=running notebook={notebook}{retry}")
+        self._line(f"step={step_id} status=running notebook={escape_name(notebook)}{retry}")
 
     def step_finished(self, result: dict[str, Any]) -> None:
         status = result.get("status", "error")

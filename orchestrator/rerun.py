@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.abandoned import settle_if_abandoned
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
 from orchestrator.results import INTERRUPTED_REASON, NOT_PASSED, load_results
-from orchestrator.run_folder import PLAN_FILE, step_dir
+from orchestrator.run_folder import PLAN_FILE, is_live, read_holder, step_dir
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,13 @@ def load_run_plan(run_dir: Path) -> ResolvedPlan:
 
 
 def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
+    # A dead run's unfinished steps are recorded as interrupted first, so they are what --failed reruns.
+    settle_if_abandoned(run_dir, by="rerun")
     results = load_results(run_dir)
+    if results.get("status") == "running" and is_live(run_dir):
+        holder = read_holder(run_dir)
+        raise InvalidInputError([Problem(str(run_dir), "", f"the run is still going ({holder or 'a live process'}); "
+                                                          "rerun it once it has ended")])
     plan = load_run_plan(run_dir)
     if not plan.root.is_dir():
         raise InvalidInputError([Problem(str(run_dir / PLAN_FILE), "root", f"the notebook folder {plan.root} no longer exists")])

@@ -7,12 +7,12 @@ step wrote is exactly what the run records, whichever backend ran it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from orchestrator.atomic import write_atomic
 
 StepResult = dict[str, Any]
 
@@ -31,16 +31,7 @@ def utc_now() -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so a reader never sees a half-written file, even if we are killed mid-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def count_statuses(steps: list[StepResult]) -> dict[str, int]:

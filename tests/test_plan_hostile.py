@@ -188,3 +188,13 @@ def test_bad_params_are_all_reported() -> None:
 def test_params_over_the_size_limit_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="the parameters take more than 256 KiB"):
         parse_cli_parameters(["x=" + "a" * 300_000])
+
+
+def test_a_bad_param_exits_2_before_any_run_folder_is_made(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(repo), "--out", str(repo.parent / "run"), "--param", "f=1", "--param", "2x=3"])
+    assert exited.value.code == 2
+    assert "--param: '2x=3': expected NAME=VALUE with NAME a Python identifier" in capsys.readouterr().err
+    assert not (repo.parent / "run").exists()

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,23 @@ class _LocalRun:
         self.progress.run_started(self.options.run_id, len(self.plan.steps), str(self.options.run_dir))
         tasks = [asyncio.create_task(self._run_step(step), name=step.id) for step in self.plan.steps]
         watcher = asyncio.create_task(self._watch_stop_request(tasks))
+        # The handlers stay installed until the record is finished: a second Ctrl-C (or SIGHUP, SIGTERM) while
+        # kernels are being stopped and the record written must not cut that short and leave it "running".
         with _signals_cancel(loop, tasks, self._note_interrupt):
-            await asyncio.gather(*tasks, return_exceptions=True)
-        watcher.cancel()
-
-        for step in self.plan.steps:
-            if not self.done[step.id].done():
-                self._finish(step, run_notebook.skipped_result(self._request(step, []), INTERRUPTED_REASON))
-        await asyncio.gather(*self.renders, return_exceptions=True)
-        self.renderer.shutdown()
-        extra = {"interrupted_by": self.interrupted} if self.interrupted else {}
-        final = self.record.finish(interrupted=self.interrupted is not None, **extra)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            watcher.cancel()
+            for step, outcome in zip(self.plan.steps, outcomes, strict=True):
+                if self.done[step.id].done():
+                    continue
+                request = self._request(step, [])
+                if isinstance(outcome, Exception):  # CancelledError is no Exception: that is an interrupt
+                    self._finish(step, _runner_failure(request, outcome))
+                else:
+                    self._finish(step, _not_started(request))
+            await asyncio.gather(*self.renders, return_exceptions=True)
+            self.renderer.shutdown()
+            extra = {"interrupted_by": self.interrupted} if self.interrupted else {}
+            final = self.record.finish(interrupted=self.interrupted is not None, **extra)
         self.progress.run_finished(final["status"], final["counts"], time.monotonic() - started)
         return RunOutcome(status=final["status"], results=final)
 
@@ -107,8 +114,10 @@ class _LocalRun:
         for task in tasks:
             task.cancel()
 
-    def _note_interrupt(self, why: str) -> None:
-        if self.interrupted is None:
+    def _note_interrupt(self, why: str, *, again: bool = False) -> None:
+        if again:
+            self.progress.message(f"{why}: still stopping kernels and finishing the run's record; please wait")
+        elif self.interrupted is None:
             self.interrupted = why
             self.progress.message(f"stopping ({why}): every kernel is stopped; the run folder keeps what finished")
 
@@ -212,11 +221,37 @@ class _LocalRun:
         if future.done():
             return
         self.record.record(result)
-        self.progress.step_finished(result)
         future.set_result(result)
+        try:
+            self.progress.step_finished(result)
+        except OSError as error:  # the terminal is gone (SIGHUP): the record matters, the display does not
+            log.debug("progress not shown: %s", error)
         if result.get("output_notebook") and "carried_over_from" not in result:
             loop = asyncio.get_running_loop()
             self.renders.append(loop.run_in_executor(self.renderer, render_step_page, self.options.run_dir, result))
+
+
+def _not_started(request: run_notebook.StepRequest) -> dict[str, Any]:
+    try:
+        return run_notebook.skipped_result(request, INTERRUPTED_REASON)
+    except OSError:  # the step folder is gone or is a file now (a notebook replaced it): record it anyway
+        return {"step": request.step, "notebook": request.notebook_rel, "status": "skipped",
+                "reason": INTERRUPTED_REASON, "attempts": 0}
+
+
+def _runner_failure(request: run_notebook.StepRequest, error: Exception) -> dict[str, Any]:
+    """The result of a step whose running raised (e.g. a notebook replaced its own step folder with a file):
+    an error naming the cause, so the run's record is still finished and true."""
+    log.error("step=%s failed outside the notebook", request.step, exc_info=error)
+    return {
+        "step": request.step, "notebook": request.notebook_rel, "status": "error", "attempts": request.attempt,
+        "target": request.target, "environment": request.environment, "kernel": request.kernel,
+        "parameters": request.parameters, "metrics": {}, "expectations": [], "output_notebook": None,
+        "warnings": [], "output_tail": "",
+        "error": {"kind": "infrastructure", "cell_index": None, "ename": type(error).__name__,
+                  "evalue": f"the orchestrator could not run or record this step: {error}",
+                  "traceback": "".join(traceback.format_exception(error))},
+    }
 
 
 def _read_result(output_dir: Path) -> dict[str, Any] | None:
@@ -255,20 +290,28 @@ class _Lease:
 
 @contextlib.contextmanager
 def _signals_cancel(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]], note: Any) -> Any:
-    """Ctrl-C and SIGTERM cancel every step: each runner kills its kernel's process tree and writes what it
-    has, so no kernel outlives the run and the run folder stays true."""
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) cancel every step: each runner kills its kernel's
+    process tree and writes what it has, so no kernel outlives the run and the run folder stays true. A second
+    signal does not cancel again (that would cut the runners' own clean-up short): it only says what is
+    happening. The caller keeps this block open until the record is finished."""
+    stopping = False
 
     def on_signal(signame: str) -> None:
+        nonlocal stopping
         note(signame)
+        if stopping:
+            note(f"{signame} again", again=True)
+            return
+        stopping = True
         for task in tasks:
             task.cancel()
 
     installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
             installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+        except (NotImplementedError, RuntimeError, AttributeError):  # not the main thread, or Windows
             pass
     try:
         yield

@@ -103,7 +103,7 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
     """Run the plan into a new run folder, report it (even after a crash), exit with the run's code."""
     from orchestrator.backends import RunOptions, get_backend
     from orchestrator.progress import make_progress
-    from orchestrator.run_folder import new_run_id, prepare_run_dir
+    from orchestrator.run_folder import new_run_id, prepare_run_dir, release_run_dir
     from orchestrator.running import Finished, run_plan
 
     for warning in plan.warnings:
@@ -117,6 +117,9 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
     try:
         finished = run_plan(chosen, plan, options, make_progress(), devops=devops)
     finally:
+        # Unlocked first: if the backend crashed and left the record "running", the report settles it as the
+        # dead run it is (orchestrator/abandoned.py).
+        release_run_dir(run_dir)
         # Even when the backend crashed, the report and the DevOps callback describe what finished. A job only
         # submitted (Azure ML without --wait) has nothing to report yet: its own reporting node will.
         if finished is None or finished.status != "submitted":

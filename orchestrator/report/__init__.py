@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.abandoned import settle_if_abandoned
 from orchestrator.report import notebook_html
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.html import write_html
@@ -38,12 +39,15 @@ class ReportFiles:
 def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int | None = None) -> ReportFiles:
     """Read RUN_DIR/results.json; write junit.xml, report.html and steps/<id>/<notebook>.html.
 
-    Raises InvalidInputError (from load_results) only when RUN_DIR holds no readable results.json.
+    Raises InvalidInputError (from load_results) only when RUN_DIR holds no readable results.json. A run left
+    "running" by a process that is gone is settled first (orchestrator/abandoned.py).
     workers: processes rendering notebooks (default: CPU count, at most 8; small runs render inline).
     Notebooks are rendered only when their page is missing or older than the .ipynb, so rebuilding the
     report as steps finish costs one render per new notebook.
     """
     started = time.monotonic()
+    # A run whose process is gone is settled first: no report ever shows a dead run as still going.
+    settle_if_abandoned(run_dir, by="report")
     results = load_results(run_dir)
     junit_path, html_path = run_dir / JUNIT_FILE, run_dir / HTML_FILE
     # junit.xml first: it is what CI waits for, and it does not depend on the rendered pages.

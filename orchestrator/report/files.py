@@ -1,25 +1,14 @@
-"""Atomic writes for report files: the report is rebuilt while a run goes on, and a reader (a browser, the
-DevOps agent) must never see a half-written junit.xml or report.html."""
+"""Where a step's files are in a run folder, and the atomic writer for report files (the report is rebuilt
+while a run goes on, and a reader, a browser or the DevOps agent, must never see a half-written one)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from orchestrator.atomic import write_atomic
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        # mkstemp creates files readable by the owner only; a report is meant to be shared like any file.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["executed_notebook", "write_atomic"]
 
 
 def executed_notebook(run_dir: Path, step_id: str, output_notebook: str | None) -> Path | None:
@@ -30,7 +19,8 @@ def executed_notebook(run_dir: Path, step_id: str, output_notebook: str | None) 
     """
     if not output_notebook or not output_notebook.endswith(".ipynb"):
         return None
+    separators = {"/", os.sep, os.altsep or "/"}  # a backslash is a separator on Windows only
     for part in (step_id, output_notebook):
-        if part in ("", ".", "..") or "/" in part or "\\" in part:
+        if part in ("", ".", "..") or any(sep in part for sep in separators):
             return None
     return run_dir / "steps" / step_id / output_notebook

@@ -33,7 +33,7 @@ from typing import Any
 
 from orchestrator.report.files import write_atomic
 from orchestrator.report.model import Run, Step, read_run
-from orchestrator.report.text import clip, show_value, truncate_middle, truncate_tail, xml_safe
+from orchestrator.report.text import clip, one_line, show_value, truncate_middle, truncate_tail, xml_safe
 
 log = logging.getLogger("orchestrator.report")
 
@@ -65,7 +65,7 @@ def classname(step: Step) -> str:
     """
     if not step.folder:
         return TOP_LEVEL_CLASSNAME
-    return ".".join(part.replace(".", "_") for part in step.folder.split("/") if part) or TOP_LEVEL_CLASSNAME
+    return ".".join(one_line(part.replace(".", "_")) for part in step.folder.split("/") if part) or TOP_LEVEL_CLASSNAME
 
 
 def build_junit(run: Run) -> ET.Element:
@@ -91,7 +91,8 @@ def build_junit(run: Run) -> ET.Element:
 def _testcase(step: Step) -> ET.Element:
     case = ET.Element("testcase", {
         "classname": _attr(classname(step)),
-        "name": _attr(step.file_name),
+        # One line: a newline in a notebook's file name must not split a test title in a CI's results view.
+        "name": _attr(one_line(step.file_name)),
         "time": _seconds(step.duration_s or 0.0),
     })
     _properties(case, _case_properties(step))

@@ -7,6 +7,7 @@ is the one place that copes, and the writers downstream can trust what they get.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -65,7 +66,11 @@ def _str(value: Any) -> str | None:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if value == value else None  # NaN is no duration
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return number if math.isfinite(number) else None  # NaN and Infinity (json reads both) are no duration
 
 
 def _int(value: Any) -> int | None:
@@ -203,7 +208,8 @@ def read_step(raw: Any, index: int) -> Step:
     warnings = data.get("warnings")
     return Step(
         id=step_id,
-        notebook=(_str(data.get("notebook")) or step_id).replace("\\", "/"),
+        # Written with forward slashes by every backend; a backslash is part of a (POSIX) file name, kept as is.
+        notebook=_str(data.get("notebook")) or step_id,
         # A step without a status is counted as an error by results.count_statuses; agree with it.
         status=_str(data.get("status")) or "error",
         started=started,

@@ -15,6 +15,27 @@ _ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _XML_INVALID_RE = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_name(name: str) -> str:
+    """A file name as one readable line: backslashes doubled and control characters (a newline, an ESC) as
+    Python escapes, so 'a\\nb.ipynb' and a name holding a real newline stay different, and neither breaks a
+    line-based log."""
+    return one_line(name.replace("\\", "\\\\"))
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character written as an escape (\\n, \\x1b): one line, nothing a terminal or
+    a log parser acts on."""
+    return _CONTROL_RE.sub(_escape_control, text)
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")
+
+
 def strip_ansi(text: str) -> str:
     return _ANSI_RE.sub("", text)
 

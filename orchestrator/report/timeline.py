@@ -56,7 +56,7 @@ def build_timeline(run: Run, now: datetime) -> Timeline:
         return Timeline([Row(s, None, _no_bar_note(s)) for s in run.steps], [], 0.0, None)
 
     known_ends = [t for t in [run.finished, *starts, *(s.finished for s in timed)] if t is not None]
-    latest = max(known_ends)
+    latest = max(known_ends, default=origin)  # no step has finished, and the run has no end yet
     open_end = now if run.status == "running" else (run.finished or latest)
     end = max(latest, open_end if any(s.finished is None for s in timed) else latest)
     span = max((end - origin).total_seconds(), 1.0)

@@ -55,7 +55,12 @@ def kick_off_local(accepted: Accepted, services: Services) -> Outcome:
         if markers.read(key).run_dir is None:   # nothing ran: let a redelivery try again from the start
             markers.path(key).unlink(missing_ok=True)
         raise
-    return _report(run_dir, context, services, markers, key, status)
+    from orchestrator.run_folder import release_run_dir
+
+    try:
+        return _report(run_dir, context, services, markers, key, status)
+    finally:
+        release_run_dir(run_dir)  # a worker runs many runs: one lock file descriptor per run would pile up
 
 
 def _run(plan: Any, context: DevOpsContext, services: Services, markers: LocalMarkers, key: str,
