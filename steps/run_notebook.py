@@ -66,6 +66,10 @@ _LOG_TAIL_LINES = 30  # of kernel.log, in the error of a kernel that died or did
 _LOG_TAIL_LINE_CHARS = 500
 _LOG_TAIL_BYTES = 64_000
 
+# Kernel names found in notebooks that mean an installed kernel under another name: "python" is what some
+# tools write for the default Python 3 kernel (Jupyter's own native kernel is "python3").
+_KERNEL_ALIASES = {"python": "python3"}
+
 parse_rule = _metrics.parse_rule  # the rule grammar, for callers that check rules before running
 InvalidRule = _metrics.InvalidRule
 SECRET_ENV = _kernel.SECRET_ENV
@@ -187,7 +191,7 @@ class _StepRun:
             return self._finish(_Outcome("error", "no_kernel", ename="NoSuchKernel", evalue=problem))
         try:
             _notebook.inject_parameters(self.work, request.parameters, self.kernel_name,
-                                        spec.language or _notebook_language(nb))
+                                        spec.language or _notebook_language(nb) or "python")
         except _notebook.InvalidNotebook as exc:  # parameters papermill cannot write in this language
             return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
         self.warnings.extend(self.work.warnings)
@@ -195,7 +199,10 @@ class _StepRun:
         return self._finish(outcome, rules)
 
     def _choose_kernel(self, nb: NotebookNode) -> tuple[KernelSpec | None, str]:
-        """(kernelspec, "") or (None, why). Records the kernel used and any substitution warning."""
+        """(kernelspec, "") or (None, why). Records the kernel used and any substitution warning.
+
+        The notebook's own kernel when installed; else the request's kernel, but only for a notebook in that
+        kernel's language (docs/step-runner.md, "Which kernel"): R code run by Python can even pass."""
         request = self.request
         named = str(nb.metadata.get("kernelspec", {}).get("name") or "")
         if request.kernel_required:
@@ -204,25 +211,33 @@ class _StepRun:
                 return None, f"kernel {request.kernel!r}, named by the plan, is not installed here{_installed()}"
             if named and named != request.kernel:
                 self.warnings.append(f"ran on the plan's kernel {request.kernel!r}; the notebook names {named!r}")
-            self._record_kernel(nb, spec)
+            self._record_kernel(nb, request.kernel, spec)
             return spec, ""
         if named:
             spec = _kernel.find_kernelspec(named)
             if spec is not None:
                 self.kernel_name = named
                 return spec, ""
-            self.warnings.append(f"the notebook's kernel {named!r} is not installed here: ran on {request.kernel!r}")
-        else:
-            self.warnings.append(f"the notebook names no kernel: ran on {request.kernel!r}")
+            alias = _KERNEL_ALIASES.get(named, "")
+            spec = _kernel.find_kernelspec(alias)
+            if spec is not None:
+                self._record_kernel(nb, alias, spec)
+                return spec, ""
         spec = _kernel.find_kernelspec(request.kernel)
         if spec is None:
             return None, f"kernel {request.kernel!r} is not installed here{_installed()}"
-        self._record_kernel(nb, spec)
+        language = _notebook_language(nb)
+        missing = f"the notebook's kernel {named!r} is not installed here" if named else "the notebook names no kernel"
+        if language is not None and _same_language(language, spec.language) is False:
+            return None, (f"{missing}, and it is written in {language} while the fallback kernel {request.kernel!r} "
+                          f"runs {spec.language}: install a {language} kernel{_installed()}")
+        self.warnings.append(f"{missing}: ran on {request.kernel!r}")
+        self._record_kernel(nb, request.kernel, spec)
         return spec, ""
 
-    def _record_kernel(self, nb: NotebookNode, spec: KernelSpec) -> None:
+    def _record_kernel(self, nb: NotebookNode, name: str, spec: KernelSpec) -> None:
         # The output notebook names the kernel it really ran on, so reopening it picks that kernel.
-        self.kernel_name = self.request.kernel
+        self.kernel_name = name
         nb.metadata["kernelspec"] = {"name": self.kernel_name, "display_name": spec.display_name,
                                      "language": spec.language}
 
@@ -494,9 +509,21 @@ def slug(notebook: str) -> str:
     return text[:255]
 
 
-def _notebook_language(nb: NotebookNode) -> str:
-    return str(nb.metadata.get("kernelspec", {}).get("language")
-               or nb.metadata.get("language_info", {}).get("name") or "python")
+def _notebook_language(nb: NotebookNode) -> str | None:
+    """The language the notebook says it is written in (kernelspec, else language_info), None if it says none."""
+    for key, name in (("kernelspec", "language"), ("language_info", "name")):
+        value = nb.metadata.get(key, {}).get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _same_language(a: str, b: str | None) -> bool | None:
+    """Whether two kernel language names are one language (Python, python3), None when `b` is unknown."""
+    if not b:
+        return None
+    key_a, key_b = (re.sub(r"[\s\d.]+$", "", name.strip().lower()) for name in (a, b))
+    return key_a == key_b
 
 
 def _installed() -> str:

@@ -257,6 +257,36 @@ def test_missing_or_unknown_notebook_kernel_runs_on_the_default_with_a_warning(
     assert executed(out).metadata["kernelspec"]["name"] == "python3"
 
 
+@pytest.mark.parametrize(
+    ("metadata", "named", "language"),
+    [
+        ({"kernelspec": {"name": "ir", "display_name": "R", "language": "R"}}, "'ir'", "R"),
+        ({"language_info": {"name": "julia", "version": "1.10.0"}}, "names no kernel", "julia"),
+    ],
+    ids=["r_kernel_missing", "julia_without_kernelspec"],
+)
+def test_a_notebook_in_another_language_never_runs_on_the_fallback_kernel(
+    tmp_path: Path, metadata: dict[str, Any], named: str, language: str
+) -> None:
+    # print("hello") is valid R and Julia and Python alike: run by Python it would pass.
+    nb = make_notebook(tmp_path / "nb.ipynb", 'print("hello")', kernel=None, metadata=metadata)
+    out = tmp_path / "out"
+    result = run(nb, out, kernel="python3")
+    assert result["status"] == "error" and result["error"]["kind"] == "no_kernel"
+    evalue = result["error"]["evalue"]
+    assert named in evalue and f"written in {language}" in evalue and "'python3' runs python" in evalue
+    assert "installed: python3" in evalue
+    assert not (out / "kernel.log").exists()
+
+
+def test_kernel_name_python_is_python3_without_a_warning(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb", "print(1)", kernel="python")
+    out = tmp_path / "out"
+    result = run(nb, out, kernel="some-other-default")
+    assert result["status"] == "passed" and result["warnings"] == [] and result["kernel"] == "python3"
+    assert executed(out).metadata["kernelspec"]["name"] == "python3"
+
+
 def test_kernel_that_cannot_start_is_infrastructure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec_dir = tmp_path / "jupyter" / "kernels" / "broken"
     spec_dir.mkdir(parents=True)
