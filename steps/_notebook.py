@@ -5,6 +5,7 @@ Everything here is plain data manipulation (no kernel), so it is cheap and testa
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 import nbformat
 import nbformat.v4
+import nbformat.validator
 from nbformat import NotebookNode
 
 # nbformat has no type hints; these typed names keep mypy --strict meaningful for the code below.
@@ -25,7 +27,8 @@ new_code_cell: Callable[..., NotebookNode] = nbformat.v4.new_code_cell
 new_markdown_cell: Callable[..., NotebookNode] = nbformat.v4.new_markdown_cell
 new_output: Callable[..., NotebookNode] = nbformat.v4.new_output
 _convert: Callable[[NotebookNode, int], NotebookNode] = nbformat.convert
-_writes: Callable[[NotebookNode], str] = nbformat.writes
+_normalize: Callable[..., tuple[int, dict[str, Any]]] = nbformat.validator.normalize
+_writes_json: Callable[[NotebookNode], str] = nbformat.versions[4].writes_json
 
 # papermill's failure markers, reproduced from papermill/execute.py (2.x) so that the output notebook looks
 # like papermill's: a red banner at the top linking to an anchor cell placed just above the failing cell.
@@ -57,8 +60,13 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def load_notebook(path: Path) -> NotebookNode:
-    """Read `path` as a v4 notebook (v3 files are upgraded), or raise InvalidNotebook."""
+def load_notebook(path: Path, repairs: list[str] | None = None) -> NotebookNode:
+    """Read `path` as a v4.5 notebook, or raise InvalidNotebook.
+
+    v3 files and v4 files before 4.5 are upgraded (as papermill does when it reads a notebook), so that the
+    cells this runner adds, which carry ids, keep the notebook schema-valid. Defects that Jupyter, papermill
+    and nbmake run through are repaired, each with a note appended to `repairs`; only what cannot be run
+    is refused (docs/step-runner.md, "Notebook files")."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -81,12 +89,15 @@ def load_notebook(path: Path) -> NotebookNode:
         raise InvalidNotebook(f"{path}: valid JSON but not a Jupyter notebook (no 'nbformat' version field)")
     if version not in (3, 4):
         raise InvalidNotebook(f"{path}: nbformat version {version} is not supported (3 and 4 are)")
+    notes = repairs if repairs is not None else []
+    if version == 4:
+        data = _repaired_v4(data, notes)
     return _to_v4(path, data)
 
 
 def _to_v4(path: Path, data: dict[str, Any]) -> NotebookNode:
     with warnings.catch_warnings():
-        # Notebooks written before nbformat 4.5 have no cell ids; nbformat adds them and warns each time.
+        # nbformat warns about missing ids and the like on every read; the repairs above say what matters.
         warnings.simplefilter("ignore")
         try:
             # Checked as stored, before anything reads it: the readers fail obscurely on malformed cells.
@@ -94,14 +105,92 @@ def _to_v4(path: Path, data: dict[str, Any]) -> NotebookNode:
             # The version's own reader joins multi-line sources stored as lists, as nbformat.read does.
             nb = _convert(nbformat.versions[data["nbformat"]].to_notebook_json(data), 4)
         except nbformat.ValidationError as exc:
-            where = "/".join(str(part) for part in getattr(exc, "absolute_path", ()))
-            message = getattr(exc, "message", str(exc).splitlines()[0])
-            raise InvalidNotebook(
-                f"{path}: not a valid Jupyter notebook: {message}" + (f" (at {where})" if where else "")
-            ) from None
+            raise InvalidNotebook(f"{path}: not a valid Jupyter notebook: {_describe(exc)}") from None
         except Exception as exc:  # conversion of a malformed v3 file
             raise InvalidNotebook(f"{path}: cannot be read as nbformat {data.get('nbformat')}: {exc}") from None
+    _set_cell_ids(nb.cells)  # a converted v3 file has none
+    nb.nbformat_minor = max(_V4_MINOR, nb.get("nbformat_minor", 0))
     return nb
+
+
+def _describe(exc: Exception) -> str:
+    """'<what is wrong> (at cells/3/source)' from a jsonschema/nbformat ValidationError."""
+    where = "/".join(str(part) for part in getattr(exc, "absolute_path", ()))
+    message = getattr(exc, "message", str(exc).splitlines()[0])
+    return message + (f" (at {where})" if where else "")
+
+
+def _repaired_v4(data: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """`data` made a valid v4.5 notebook where only details a run does not need are wrong; what cannot be
+    repaired is left for validation to refuse."""
+    cells = data.get("cells")
+    metadata = data.get("metadata")
+    if not isinstance(cells, list) or not isinstance(metadata, dict):
+        return data
+    kernelspec = metadata.get("kernelspec")
+    if isinstance(kernelspec, dict) and not isinstance(kernelspec.get("name"), str):
+        # Jupyter opens such a notebook with its default kernel: run it as one that names no kernel. The
+        # language stays, so the kernel choice still knows what language the notebook is in.
+        kernelspec["name"] = ""
+        kernelspec.setdefault("display_name", "")
+        notes.append("repaired: metadata.kernelspec has no 'name' (the notebook is run as one that names no kernel)")
+    minor = data.get("nbformat_minor")
+    if isinstance(minor, int) and minor < _V4_MINOR:
+        # As papermill reads every notebook (nbformat.v4.upgrade): ids are allowed from 4.5 on, and the cells
+        # this runner adds carry them. An id a pre-4.5 file carried anyway is replaced.
+        for cell in cells:
+            if isinstance(cell, dict):
+                cell.pop("id", None)
+        data["nbformat_minor"] = _V4_MINOR
+    elif isinstance(minor, int) and minor > _V4_MINOR:
+        data["nbformat_minor"] = _V4_MINOR  # a newer minor than this nbformat knows: validated as 4.5
+    for cell in cells:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            # The stored results are discarded before the run (prepare): whatever shape they have cannot
+            # matter, and a tool that wrote them badly must not stop the notebook from running.
+            cell["outputs"] = []
+            cell["execution_count"] = None
+        if isinstance(cell, dict) and "metadata" not in cell:
+            cell["metadata"] = {}
+    fixed = _set_cell_ids([cell for cell in cells if isinstance(cell, dict)])
+    if fixed and not (isinstance(minor, int) and minor < _V4_MINOR):
+        notes.append(f"repaired: {fixed} cell id{'s' if fixed > 1 else ''} missing, duplicated or not matching "
+                     f"[a-zA-Z0-9-_]{{1,64}} (replaced by new ids)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nbformat.validate(data)
+        except nbformat.ValidationError:
+            # Metadata a run does not read (a string where nbformat wants a list, a bad `collapsed`): removed, as
+            # nbformat's normalize(strip_invalid_metadata=True) does. Anything else is refused by validation.
+            try:
+                changes, data = _normalize(copy.deepcopy(data), strip_invalid_metadata=True)
+            except Exception:  # nbformat's normalize trips over malformed cells: validation will say what
+                changes = 0
+            if changes:
+                notes.append(f"repaired: removed metadata that does not match the notebook schema ({changes} "
+                             f"entr{'ies' if changes > 1 else 'y'})")
+    return data
+
+
+_V4_MINOR = 5
+_CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+
+
+def _set_cell_ids(cells: list[Any]) -> int:
+    """Gives every cell a valid, unique id (the 4.5 schema's rule); returns how many it changed."""
+    seen: set[str] = set()
+    changed = 0
+    for cell in cells:
+        cell_id = cell.get("id")
+        if not (isinstance(cell_id, str) and _CELL_ID.match(cell_id)) or cell_id in seen:
+            cell_id = uuid.uuid4().hex[:8]
+            while cell_id in seen:
+                cell_id = uuid.uuid4().hex[:8]
+            cell["id"] = cell_id
+            changed += 1
+        seen.add(cell_id)
+    return changed
 
 
 @dataclass
@@ -315,8 +404,18 @@ def _papermill_time() -> str:
     return datetime.now(timezone.utc).replace(tzinfo=None).isoformat()  # papermill's format (naive UTC)
 
 
-def write_notebook(nb: NotebookNode, path: Path) -> None:
-    _write_atomic(path, _writes(nb))
+def write_notebook(nb: NotebookNode, path: Path) -> str | None:
+    """Writes the notebook; returns what makes it schema-invalid, if anything (nbformat.writes would log
+    that as an 8-line "Notebook JSON is invalid" block instead)."""
+    problem = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nbformat.validate(nb)
+        except nbformat.ValidationError as exc:
+            problem = _describe(exc)
+    _write_atomic(path, _writes_json(nb))
+    return problem
 
 
 def write_json(path: Path, data: Any) -> None:

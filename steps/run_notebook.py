@@ -182,7 +182,7 @@ class _StepRun:
         except _metrics.InvalidRule as exc:
             return self._finish(_Outcome("error", "expectation", ename="InvalidRule", evalue=str(exc)))
         try:
-            nb = _notebook.load_notebook(Path(request.notebook_path))
+            nb = _notebook.load_notebook(Path(request.notebook_path), self.warnings)
         except _notebook.InvalidNotebook as exc:
             return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
         spec, problem = self._choose_kernel(nb)
@@ -419,7 +419,9 @@ class _StepRun:
         if failed_at is not None:
             _notebook.mark_failure(work, failed_at)
         name = Path(self.request.notebook_path).name
-        _notebook.write_notebook(work.nb, Path(self.request.output_dir) / name)
+        problem = _notebook.write_notebook(work.nb, Path(self.request.output_dir) / name)
+        if problem is not None:
+            self.warnings.append(f"the executed notebook does not pass nbformat's schema: {problem}")
         return name
 
 

@@ -321,6 +321,58 @@ def test_nbformat_v3_notebook_is_upgraded_and_run(tmp_path: Path) -> None:
     assert nb.nbformat == 4 and nb.cells[0].outputs[0]["text"] == "from v3\n"
 
 
+def _v4_file(path: Path, minor: int, *sources: str, kernelspec: dict[str, Any], cell_ids: list[str] | None = None,
+             parameters: str | None = None) -> Path:
+    """A notebook file written as older or sloppier tools write them (nbformat's writer would refuse)."""
+    cells: list[dict[str, Any]] = []
+    if parameters is not None:
+        cells.append({"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": parameters,
+                      "outputs": [], "execution_count": None})
+    cells += [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+              for source in sources]
+    for cell, cell_id in zip(cells, cell_ids or []):
+        cell["id"] = cell_id
+    path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": minor, "metadata": {"kernelspec": kernelspec},
+                                "cells": cells}))
+    return path
+
+
+def test_an_old_notebook_that_fails_with_parameters_is_written_schema_valid(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Marker cells and the injected cell carry ids, which nbformat < 4.5 does not allow: the notebook is
+    # upgraded as papermill upgrades it, and nothing logs "Notebook JSON is invalid".
+    nb = _v4_file(tmp_path / "nb.ipynb", 4, "raise ValueError('bad')", parameters="x = 0",
+                  kernelspec={"name": "python3", "display_name": "Python 3", "language": "python"})
+    out = tmp_path / "out"
+    result = run(nb, out, parameters={"x": 1})
+    assert result["status"] == "failed" and result["warnings"] == []
+    written = executed(out)  # validates
+    assert written.nbformat_minor == 5 and ERROR_MARKER_TAG in written.cells[0].metadata["tags"]
+    assert len({cell.id for cell in written.cells}) == len(written.cells)
+    assert not [record for record in caplog.records if "invalid" in record.getMessage().lower()]
+
+
+def test_slightly_invalid_notebooks_are_repaired_with_a_warning_and_run(tmp_path: Path) -> None:
+    # What Jupyter, papermill and nbmake run through: a kernelspec without a name, cell ids with characters
+    # the schema does not allow, or twice the same id.
+    nb = _v4_file(tmp_path / "nb.ipynb", 5, "x = 1", "print(x + 1)", "print('done')",
+                  kernelspec={"display_name": "Python 3", "language": "python"},
+                  cell_ids=["cell one!", "a" * 65, "dup"])
+    data = json.loads(nb.read_text())
+    data["cells"].append({**data["cells"][-1], "source": "print('dup')"})
+    data["cells"][0]["outputs"] = [{"output_type": "stream", "text": "no name"}]  # stale, malformed
+    nb.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    result = run(nb, out)
+    assert result["status"] == "passed", result["error"]
+    repairs = [warning for warning in result["warnings"] if warning.startswith("repaired:")]
+    assert len(repairs) == 2, result["warnings"]
+    assert "kernelspec has no 'name'" in repairs[0] and "3 cell ids" in repairs[1]
+    assert "2" in result["output_tail"] and "dup" in result["output_tail"]
+    assert executed(out).metadata["kernelspec"]["name"] == "python3"
+
+
 def test_a_step_after_a_failed_one_is_skipped_without_a_kernel(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", "x = 1")
     out = tmp_path / "out"
