@@ -8,7 +8,6 @@ their files, and the new run folder names the run it repairs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from orchestrator.abandoned import settle_if_abandoned
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
+from orchestrator.plan.stored import read_stored_plan
 from orchestrator.results import INTERRUPTED_REASON, NOT_PASSED, load_results
 from orchestrator.run_folder import PLAN_FILE, is_live, read_holder, step_dir
 
@@ -29,13 +29,8 @@ class RepairPlan:
 
 
 def load_run_plan(run_dir: Path) -> ResolvedPlan:
-    path = run_dir / PLAN_FILE
-    try:
-        return ResolvedPlan.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise InvalidInputError([Problem(str(path), "", "not found: is this a run folder?")]) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidInputError([Problem(str(path), "", f"cannot be read as a resolved plan ({exc})")]) from None
+    """plan.json of RUN_DIR, checked as strictly as orchestrator.yml (a notebook may have rewritten it)."""
+    return read_stored_plan(run_dir / PLAN_FILE)
 
 
 def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
@@ -47,8 +42,6 @@ def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
         raise InvalidInputError([Problem(str(run_dir), "", f"the run is still going ({holder or 'a live process'}); "
                                                           "rerun it once it has ended")])
     plan = load_run_plan(run_dir)
-    if not plan.root.is_dir():
-        raise InvalidInputError([Problem(str(run_dir / PLAN_FILE), "root", f"the notebook folder {plan.root} no longer exists")])
     previous = {step["step"]: step for step in results["steps"] if isinstance(step, dict) and "step" in step}
 
     rerun: set[str] = set()

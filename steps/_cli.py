@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import keyword
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,11 @@ def _seconds(text: str) -> float:
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
     """Raises ValueError for values argparse cannot check by itself."""
+    parameters = _json_object(args.parameters, "--parameters")
+    # papermill writes `name = value` into a cell: any other name is a SyntaxError in the notebook, or code.
+    wrong = [name for name in parameters if not name.isidentifier() or keyword.iskeyword(name)]
+    if wrong:
+        raise ValueError(f"--parameters: expected names that are Python identifiers, got {', '.join(map(repr, wrong))}")
     expect = _json_object(args.expect, "--expect")
     if not all(isinstance(rule, str) for rule in expect.values()):
         raise ValueError('--expect: every rule must be a string, e.g. {"accuracy": ">= 0.9"}')
@@ -107,7 +113,7 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "output_dir": args.output_dir.resolve(),
         "step": args.step,
         "notebook_rel": args.notebook_rel,
-        "parameters": _json_object(args.parameters, "--parameters"),
+        "parameters": parameters,
         "kernel": args.kernel,
         "kernel_required": args.kernel_required,
         "timeout_s": args.timeout,

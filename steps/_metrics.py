@@ -94,11 +94,20 @@ def parse_expectations(expect: Mapping[str, str]) -> dict[str, Rule]:
 
 
 def check_expectations(rules: Mapping[str, Rule], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One entry per rule; a metric the notebook never recorded fails its rule."""
+    """One entry per rule; a metric the notebook never recorded, or recorded as anything but a number (a
+    boolean, a string, a list: see `read_recorded`), fails its rule."""
     return [
-        {"metric": metric, "rule": rule.text, "actual": metrics.get(metric), "ok": rule.check(metrics.get(metric))}
+        {"metric": metric, "rule": rule.text, "actual": _shown(metrics.get(metric)), "ok": rule.check(metrics.get(metric))}
         for metric, rule in rules.items()
     ]
+
+
+def _shown(value: Any) -> Any:
+    """The value as result.json keeps it: a glued data frame must not be copied into every report."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    text = json.dumps(value, default=str)
+    return value if len(text) <= 200 else f"a {type(value).__name__} of {len(text)} characters as JSON"
 
 
 def describe_misses(expectations: Iterable[Mapping[str, Any]]) -> str:
@@ -109,6 +118,8 @@ def describe_misses(expectations: Iterable[Mapping[str, Any]]) -> str:
             continue
         if entry["actual"] is None:
             parts.append(f"{entry['metric']} was not recorded (expected {entry['rule']})")
+        elif _as_number(entry["actual"]) is None:
+            parts.append(f"{entry['metric']} = {entry['actual']!r} is not a number (expected {entry['rule']})")
         else:
             parts.append(f"{entry['metric']} = {entry['actual']!r} does not satisfy {entry['rule']}")
     return "; ".join(parts)
@@ -116,7 +127,15 @@ def describe_misses(expectations: Iterable[Mapping[str, Any]]) -> str:
 
 def read_metrics(cells: Iterable[Mapping[str, Any]]) -> dict[str, Scalar]:
     """Scalar metrics recorded in the outputs, in notebook order (a later record of a name wins)."""
-    metrics: dict[str, Scalar] = {}
+    # Only scalars are metrics: a glued data frame or list is data for the notebook's readers, not a number
+    # the report can chart.
+    return {name: value for name, value in read_recorded(cells).items() if isinstance(value, (bool, int, float, str))}
+
+
+def read_recorded(cells: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every value recorded in the outputs, structured ones too (what an expectation is checked against, so
+    that a list is reported as "not a number", not as never recorded)."""
+    metrics: dict[str, Any] = {}
     for cell in cells:
         for output in cell.get("outputs") or ():
             if output.get("output_type") not in ("display_data", "execute_result", "update_display_data"):
@@ -128,7 +147,7 @@ def read_metrics(cells: Iterable[Mapping[str, Any]]) -> dict[str, Scalar]:
     return metrics
 
 
-def _recorded(payload: Any) -> tuple[str, Scalar] | None:
+def _recorded(payload: Any) -> tuple[str, Any] | None:
     if isinstance(payload, str):  # some front ends store JSON MIME bundles as text
         try:
             payload = json.loads(payload)
@@ -137,20 +156,17 @@ def _recorded(payload: Any) -> tuple[str, Scalar] | None:
     if not isinstance(payload, Mapping):
         return None
     name, value = payload.get("name"), payload.get("data")
-    # Only scalars are metrics: a glued data frame or list is data for the notebook's readers, not a number
-    # the report can chart or a rule can test.
-    if not isinstance(name, str) or not isinstance(value, (bool, int, float, str)):
+    if not isinstance(name, str) or value is None:
         return None
     return name, value
 
 
 def _as_number(value: Any) -> float | None:
-    """Numbers, booleans and numeric strings (scrapbook's text encoder stores strings) compare as floats."""
-    if isinstance(value, (bool, int, float)):
+    """Numbers only: True is no 0.95, and neither is the string "0.95" (a rule on a metric recorded as text
+    would pass or fail by accident of its spelling)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except OverflowError:
+        return None

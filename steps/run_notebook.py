@@ -388,7 +388,7 @@ class _StepRun:
         cells = work.nb.cells if work is not None else []
         metrics = _metrics.read_metrics(cells)
         ran = outcome.status in (PASSED, "failed", "timed_out", "crashed")
-        expectations = _metrics.check_expectations(rules, metrics) if rules and ran else []
+        expectations = _metrics.check_expectations(rules, _metrics.read_recorded(cells)) if rules and ran else []
         if outcome.status == PASSED and not all(entry["ok"] for entry in expectations):
             outcome = _Outcome("failed", "expectation", None, "ExpectationFailed",
                                _metrics.describe_misses(expectations))

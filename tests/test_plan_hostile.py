@@ -198,3 +198,15 @@ def test_a_bad_param_exits_2_before_any_run_folder_is_made(repo: Path, capsys: p
     assert exited.value.code == 2
     assert "--param: '2x=3': expected NAME=VALUE with NAME a Python identifier" in capsys.readouterr().err
     assert not (repo.parent / "run").exists()
+
+
+def test_run_notebook_refuses_parameter_names_that_are_not_identifiers(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from steps._cli import BadArguments, parse_arguments
+
+    arguments = [str(tmp_path / "a.ipynb"), "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(BadArguments) as caught:
+        parse_arguments([*arguments, "--parameters", '{"x; import os": 1, "class": 2, "fine": 3}'])
+    assert caught.value.exit_code == 2
+    assert "--parameters: expected names that are Python identifiers, got 'x; import os', 'class'" in capsys.readouterr().err
+    assert parse_arguments([*arguments, "--parameters", '{"fine": 3}'])["parameters"] == {"fine": 3}

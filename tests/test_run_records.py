@@ -223,3 +223,42 @@ def test_a_step_folder_replaced_by_a_file_still_leaves_a_finished_record(tmp_pat
     results = json.loads((run_dir / "results.json").read_text())
     assert outcome.status == results["status"] == "failed"
     assert results["steps"][0]["status"] == "error" and results["steps"][0]["error"]["ename"] == "FileExistsError"
+
+
+# ------------------------------------------------------------------------------- plan.json read back by rerun
+
+
+def _rewritten_plan(tmp_path: Path, edit: Any) -> Path:
+    _, run_dir = _dead_run(tmp_path, [step_result("a.ipynb", "failed")])
+    data = json.loads((run_dir / "plan.json").read_text())
+    edit(data)
+    (run_dir / "plan.json").write_text(json.dumps(data))
+    return run_dir
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda d: d["steps"][0].update(notebook="../../outside.ipynb"),
+     "steps[0].notebook: expected a path inside the plan folder, got '../../outside.ipynb', which leads out of it"),
+    (lambda d: d["steps"][0].update(after=["c"]),
+     "steps[0].after: 'c' is not a step that comes before 'a' (unknown, later, or a cycle)"),
+    (lambda d: d["steps"][2].update(after=["nope"]),
+     "steps[2].after: 'nope' is not a step that comes before 'c' (unknown, later, or a cycle)"),
+    (lambda d: d["steps"][1].update(id="../../x"), "steps[1].id: expected a step id (letters, digits, _), got '../../x'"),
+    (lambda d: d["steps"][1].update(retries=10**20), "steps[1].retries: Input should be less than or equal to 10"),
+    (lambda d: d["steps"][1].update(parameters={"not a name": 1}),
+     "steps[1].parameters: expected parameter names that are Python identifiers, got 'not a name'"),
+    (lambda d: d.update(schema=2), "schema: Input should be 1"),
+])
+def test_rerun_refuses_a_plan_json_a_notebook_rewrote(tmp_path: Path, edit: Any, expected: str) -> None:
+    run_dir = _rewritten_plan(tmp_path, edit)
+    with pytest.raises(InvalidInputError) as caught:
+        plan_repair(run_dir, failed_only=True)
+    assert [p.location + ": " + p.message for p in caught.value.problems] == [expected]
+
+
+def test_rerun_refuses_a_notebook_link_leading_out_of_the_root(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.ipynb").write_text("{}")
+    run_dir = _rewritten_plan(tmp_path, lambda d: d["steps"][0].update(notebook="linked.ipynb"))
+    (tmp_path / "repo" / "linked.ipynb").symlink_to(tmp_path / "elsewhere.ipynb")
+    with pytest.raises(InvalidInputError, match="steps\\[0\\].notebook: 'linked.ipynb': it leads through a symbolic link"):
+        plan_repair(run_dir, failed_only=True)

@@ -477,7 +477,9 @@ def test_invalid_rule_is_an_error_naming_the_rule_before_any_kernel(tmp_path: Pa
         ("< 5", 5, False), ("== 3", 3, True), ("== 3", 3.1, False), ("!= 0", 0, False), ("!= 0", 1, True),
         ("0.8..1.0", 0.8, True), ("0.8..1.0", 1.0, True), ("0.8..1.0", 1.01, False), ("-1..1", -0.5, True),
         ("~= 0.5 +- 0.01", 0.509, True), ("~= 0.5 +- 0.01", 0.52, False), ("~=0.5±0.01", 0.495, True),
-        (">= 1e-3", 0.01, True), (">= 0.9", "0.95", True), (">= 0.9", "n/a", False), (">= 0.9", None, False),
+        (">= 1e-3", 0.01, True), (">= 0.9", "n/a", False), (">= 0.9", None, False),
+        # Only numbers: True and the text "0.95" would pass or fail by accident.
+        (">= 0.9", "0.95", False), (">= 0.9", True, False),
         (">= 0.9", float("nan"), False),
     ],
 )
