@@ -129,6 +129,14 @@ async def run_step(request: StepRequest) -> dict[str, Any]:
     return await _StepRun(request).run()
 
 
+def preflight(request: StepRequest) -> tuple[str | None, list[str]]:
+    """(what would stop this step before its first cell, or None; warnings), with no kernel started and
+    nothing written: `orchestrator validate` reports exactly what `run` would refuse."""
+    run = _StepRun(request)
+    prepared = run._prepare()
+    return (prepared.evalue if isinstance(prepared, _Outcome) else None), run.warnings
+
+
 def skipped_result(request: StepRequest, reason: str) -> dict[str, Any]:
     """A result for a step that did not run (and why); also written to output_dir/result.json."""
     now = _utc_now()
@@ -177,26 +185,36 @@ class _StepRun:
         blocker = _blocking_dependency(request.after_results)
         if blocker is not None:
             return skipped_result(request, blocker)
+        prepared = self._prepare()
+        if isinstance(prepared, _Outcome):
+            return self._finish(prepared)
+        spec, rules = prepared
+        outcome = await self._execute(spec)
+        return self._finish(outcome, rules)
+
+    def _prepare(self) -> _Outcome | tuple[KernelSpec, dict[str, _metrics.Rule]]:
+        """Everything before the kernel starts: the rules, the notebook, the kernel, the parameters cell. An
+        outcome when one of them stops the step (also what `preflight` reports)."""
+        request = self.request
         try:
             rules = _metrics.parse_expectations(request.expect)
         except _metrics.InvalidRule as exc:
-            return self._finish(_Outcome("error", "expectation", ename="InvalidRule", evalue=str(exc)))
+            return _Outcome("error", "expectation", ename="InvalidRule", evalue=str(exc))
         try:
             nb = _notebook.load_notebook(Path(request.notebook_path), self.warnings)
         except _notebook.InvalidNotebook as exc:
-            return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
+            return _Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc))
         spec, problem = self._choose_kernel(nb)
         self.work = _notebook.prepare(nb)
         if spec is None:
-            return self._finish(_Outcome("error", "no_kernel", ename="NoSuchKernel", evalue=problem))
+            return _Outcome("error", "no_kernel", ename="NoSuchKernel", evalue=problem)
         try:
             _notebook.inject_parameters(self.work, request.parameters, self.kernel_name,
                                         spec.language or _notebook_language(nb) or "python")
         except _notebook.InvalidNotebook as exc:  # parameters papermill cannot write in this language
-            return self._finish(_Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc)))
+            return _Outcome("error", "invalid_notebook", ename="InvalidNotebook", evalue=str(exc))
         self.warnings.extend(self.work.warnings)
-        outcome = await self._execute(spec)
-        return self._finish(outcome, rules)
+        return spec, rules
 
     def _choose_kernel(self, nb: NotebookNode) -> tuple[KernelSpec | None, str]:
         """(kernelspec, "") or (None, why). Records the kernel used and any substitution warning.

@@ -8,6 +8,7 @@ the way through and raised together as one PlanError, so `orchestrator validate`
 
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import os
 import stat
@@ -63,8 +64,15 @@ def load_plan(
 
 
 def validate_plan(path: Path, *, plan_file: Path | None = None) -> ResolvedPlan:
-    """The checks of `load_plan`, for `orchestrator validate`: raises PlanError listing every problem."""
-    return load_plan(path, plan_file=plan_file)
+    """The checks of `load_plan`, and for each step what would stop it before its first cell when it runs
+    (orchestrator/plan/preflight.py), for `orchestrator validate`: raises PlanError listing every problem."""
+    from orchestrator.plan.preflight import step_problems
+
+    plan = load_plan(path, plan_file=plan_file)
+    problems, warnings = step_problems(plan)
+    if problems:
+        raise PlanError(problems)
+    return dataclasses.replace(plan, warnings=(*plan.warnings, *warnings))
 
 
 class _Located(NamedTuple):
