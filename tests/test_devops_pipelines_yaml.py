@@ -47,7 +47,20 @@ def test_the_notebooks_parameter_names_every_path(pipeline: dict[str, Any]) -> N
     assert parameter["name"] == "notebooks" and parameter["default"] == "none"
     assert set(parameter["values"]) == {"none", "server", "agent-azureml", "agent-local"}
     guards = [key for stage in pipeline["stages"] if isinstance(stage, dict) for key in stage if key.startswith("${{")]
-    assert {re.search(r"'([\w-]+)'", g).group(1) for g in guards} == {"server", "agent-azureml", "agent-local"}  # type: ignore[union-attr]
+    assert {re.search(r"'([\w-]+)'", g).group(1) for g in guards} == {  # type: ignore[union-attr]
+        "server", "agent-azureml", "agent-local", "PullRequest"}
+
+
+def test_a_pull_request_build_runs_what_the_change_can_affect_with_the_history_it_needs(
+        pipeline: dict[str, Any]) -> None:
+    [guard] = [key for stage in pipeline["stages"] if isinstance(stage, dict) for key in stage if "PullRequest" in key]
+    assert "variables['Build.Reason']" in guard
+    stage = _stage(pipeline, "notebooks_pr")
+    [checkout] = [m for m in _mappings(stage) if "checkout" in m]
+    assert checkout["fetchDepth"] == 0  # the merge base must be in the clone
+    scripts = " ".join(str(m.get("script", "")) for m in _mappings(stage))
+    assert "orchestrator run $(notebooksPath) --changed-since $(System.PullRequest.TargetBranch)" in scripts
+    assert _tasks(stage, "PublishTestResults@2")[0]["condition"] == "succeededOrFailed()"
 
 
 def test_ci_runs_make_test_and_publishes_its_results(pipeline: dict[str, Any]) -> None:

@@ -8,10 +8,10 @@ from orchestrator.changes.selection import (
     Selected,
     Selection,
     apply_selection,
-    everything,
     select_changed,
+    select_changed_or_everything,
     unchanged_reason,
 )
 
-__all__ = ["NotSelected", "Selected", "Selection", "apply_selection", "everything", "select_changed",
-           "unchanged_reason"]
+__all__ = ["NotSelected", "Selected", "Selection", "apply_selection", "select_changed",
+           "select_changed_or_everything", "unchanged_reason"]

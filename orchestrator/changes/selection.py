@@ -10,6 +10,7 @@ one comes after still run (its inputs must exist), though nothing they depend on
 from __future__ import annotations
 
 import dataclasses
+import logging
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ from orchestrator.changes.code import PathRef
 from orchestrator.changes.git import Change, Git
 from orchestrator.changes.graph import RepoView, affecting_changes
 from orchestrator.changes.plan_diff import load_base_plan, settings_changes
+from orchestrator.errors import InvalidInputError
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
+
+log = logging.getLogger("orchestrator.changes")
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,18 @@ def select_changed(plan: ResolvedPlan, ref: str, *, path: Path, plan_file: Path 
     return _Selector(git, plan, ref, base, path, plan_file).select()
 
 
-def everything(plan: ResolvedPlan, ref: str, why: str) -> Selection:
-    """Every notebook selected for one reason: what the trigger falls back to when it cannot find the base."""
-    return Selection(ref, "", tuple(Selected(step.notebook, (why,)) for step in plan.steps), ())
+def select_changed_or_everything(plan: ResolvedPlan, ref: str, *, path: Path) -> Selection:
+    """The selection, or every notebook when it cannot be made (the trigger: a run must happen, and the
+    reason each notebook gives says why all of them run)."""
+    try:
+        selection = select_changed(plan, ref, path=path)
+    except InvalidInputError as error:
+        why = "; ".join(problem.message for problem in error.problems)
+        log.warning("changed_since %s: selecting every notebook: %s", ref, why)
+        return Selection(ref, "", tuple(Selected(step.notebook, (f"every notebook runs: {why}",))
+                                        for step in plan.steps), ())
+    log.info("%s", selection.summary())
+    return selection
 
 
 def apply_selection(plan: ResolvedPlan, selection: Selection) -> ResolvedPlan:

@@ -230,10 +230,11 @@ def folder_size(folder: Path) -> int:
 
 
 def fetch(source: RepositorySource, commit: str, ref: str | None, folder: Path, *, token: Secret | None,
-          limits: Limits) -> str:
+          limits: Limits, since: str | None = None) -> str:
     """Check out `commit` of `source` into the empty `folder` (its own sibling `home` is used as HOME).
     Returns the full commit id. InvalidInputError: the commit cannot be had (not found, access refused,
-    too large); FetchError: try again later."""
+    too large); FetchError: try again later. `since`: also fetch that ref and enough history of both to find
+    their merge base, for change-aware selection (best effort: without it, every notebook runs)."""
     folder.mkdir(parents=True, exist_ok=True)
     git = _Git(folder, source, token, limits)
     started = time.monotonic()
@@ -243,6 +244,8 @@ def fetch(source: RepositorySource, commit: str, ref: str | None, folder: Path, 
         git.run("checkout", "--quiet", "--detach", "--force", sha)
     except GitFailed as failure:
         raise _classify(failure, source, commit, ref) from None
+    if since:
+        _fetch_merge_base(git, source, sha, since)
     size = folder_size(folder)
     if size > limits.max_bytes:
         raise InvalidInputError([Problem("message", "body.repository", (
@@ -279,6 +282,31 @@ def _fetch_commit(git: _Git, source: RepositorySource, commit: str, ref: str | N
         f"commit {commit} is not among the last {sum(DEEPEN_STEPS) + 1} commits of {ref}"))])
 
 
+def _fetch_merge_base(git: _Git, source: RepositorySource, sha: str, since: str) -> None:
+    """Fetch `since` where `orchestrator.changes` looks for a branch (refs/remotes/origin/<branch>), deepening
+    both it and the commit until they meet. Failing that, the selection says why and runs every notebook."""
+    base = ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head"]
+    branch = since.startswith("refs/heads/") or not since.startswith("refs/")
+    local = "refs/remotes/origin/" + since.removeprefix("refs/heads/") if branch else since
+    refspecs = [f"+{sha}:refs/orchestrator/commit", f"+{since}:{local}"]
+    try:
+        git.run(*base, "--depth=1", "--", source.url, refspecs[1])
+        for depth in DEEPEN_STEPS:
+            if _has_merge_base(git, sha, local):
+                return
+            git.run(*base, f"--deepen={depth}", "--", source.url, *refspecs)
+    except (GitFailed, FetchError, InvalidInputError) as failure:  # InvalidInputError: the size limit
+        log.warning("fetching %s for changed_since failed: %s", since, failure)
+
+
+def _has_merge_base(git: _Git, sha: str, other: str) -> bool:
+    try:
+        git.run("merge-base", sha, other, watch_size=False)
+        return True
+    except GitFailed:
+        return False
+
+
 def _resolve(git: _Git, commit: str) -> str | None:
     try:
         return git.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}",
@@ -300,7 +328,7 @@ def _classify(failure: GitFailed, source: RepositorySource, commit: str, ref: st
 
 @contextlib.contextmanager
 def checkout(source: RepositorySource, commit: str, ref: str | None, *, token: Secret | None,
-             settings: TriggerSettings) -> Iterator[tuple[Path, str]]:
+             settings: TriggerSettings, since: str | None = None) -> Iterator[tuple[Path, str]]:
     """A temporary checkout (folder, full commit id), removed afterwards whatever happens."""
     parent = settings.work_dir
     if parent is not None:
@@ -309,7 +337,7 @@ def checkout(source: RepositorySource, commit: str, ref: str | None, *, token: S
     try:
         folder = scratch / "repo"
         sha = fetch(source, commit, ref, folder, token=token,
-                    limits=Limits(settings.fetch_timeout_s, settings.max_repository_bytes))
+                    limits=Limits(settings.fetch_timeout_s, settings.max_repository_bytes), since=since)
         yield folder, sha
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -89,6 +89,15 @@ class KickOff(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     build: Build | None = None
     release: Release | None = None
+    # A pull request's target branch: run only the notebooks the change since it can affect (docs/changes.md).
+    changed_since: str | None = None
+
+    @field_validator("changed_since")
+    @classmethod
+    def _changed_since(cls, value: str | None) -> str | None:
+        if value is not None and not _REF.match(value):
+            raise ValueError("expected a branch, tag or commit, e.g. $(System.PullRequest.TargetBranch)")
+        return value
 
     @field_validator("plan")
     @classmethod

@@ -43,7 +43,8 @@ def fetch_plan(message: KickOff, context: DevOpsContext, services: Services,
     with contextlib.ExitStack() as stack:
         try:
             folder, sha = stack.enter_context(
-                checkout(source, repo.commit, repo.ref, token=token, settings=services.settings))
+                checkout(source, repo.commit, repo.ref, token=token, settings=services.settings,
+                         since=message.changed_since))
         except InvalidInputError as exc:  # only the fetch's own refusals: not the caller's errors
             raise Refused(f"the repository {source.shown} cannot be used at commit {repo.commit}",
                           [str(p) for p in exc.problems]) from None
@@ -53,7 +54,12 @@ def fetch_plan(message: KickOff, context: DevOpsContext, services: Services,
 def _load(folder: Path, message: KickOff) -> ResolvedPlan:
     target = folder / message.plan
     try:
-        return load_plan(target, only=message.only, parameters=message.parameters)
+        plan = load_plan(target, only=message.only, parameters=message.parameters)
     except InvalidInputError as exc:
         lines = strip_root([str(p) for p in exc.problems], folder)
         raise Refused(f"the plan {message.plan} in the repository is not valid", lines) from None
+    if message.changed_since is None:
+        return plan
+    from orchestrator.changes import apply_selection, select_changed_or_everything
+
+    return apply_selection(plan, select_changed_or_everything(plan, message.changed_since, path=target))
