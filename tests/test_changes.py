@@ -293,3 +293,24 @@ def test_a_shallow_clone_without_the_merge_base_says_how_to_fetch_it(
     subprocess.run(["git", "fetch", "-q", "--unshallow"], cwd=clone, check=True, capture_output=True)
     data = selection(capsys, clone, ref="refs/heads/main")
     assert list(selected(data)) == [NOTEBOOKS[3], NOTEBOOKS[6]] and data["ref"] == "refs/heads/main"
+
+
+def test_a_plan_in_a_subfolder_of_the_repository(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Paths in the JSON are relative to the plan's folder; files above it are shown with ../"""
+    make_notebook(repo / "project/analysis.ipynb", 'import pandas as pd\ntable = pd.read_csv("../data/prices.csv")',
+                  "from shop import util")
+    write(repo, "project/orchestrator.yml", "version: 1\n")  # src/ holds a package: found without pythonpath
+    commit(repo, "a second plan")
+    git(repo, "branch", "-f", "main")  # its base has it
+    write(repo, "data/prices.csv", "item,price\na,3\n")
+    make_notebook(repo / "project/new.ipynb", "print(1)")  # untracked
+    code, out, err = orchestrator(capsys, "validate", repo / "project", "--changed-since", "main", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert selected(data) == {
+        "analysis.ipynb": ["names '../data/prices.csv' (cell 1, line 2): ../data/prices.csv changed"],
+        "new.ipynb": ["new.ipynb added"],
+    }
+    write(repo, "src/shop/util.py", "def clean():\n    return 3\n")
+    data = selection(capsys, repo / "project")
+    assert "imports shop.util (cell 2, line 1): ../src/shop/util.py changed" in selected(data)["analysis.ipynb"], data

@@ -46,6 +46,8 @@ class Git:
             raise InvalidInputError([Problem(str(folder), "--changed-since",
                                              "not inside a git repository; change-aware selection needs one")])
         self.top = Path(top.stdout.strip()).resolve()
+        # Every later command runs at the top: `ls-files` lists paths relative to (and only below) its folder.
+        self.folder = self.top
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(["git", "-c", "core.quotePath=false", *args], cwd=self.folder, capture_output=True,
@@ -53,8 +55,8 @@ class Git:
                               stdin=subprocess.DEVNULL)
         if check and done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip()]
-            raise InvalidInputError([Problem(str(self.top if hasattr(self, "top") else self.folder),
-                                             f"git {args[0]}", "; ".join(lines[-3:]) or f"exit {done.returncode}")])
+            raise InvalidInputError([Problem(str(self.folder), f"git {args[0]}",
+                                             "; ".join(lines[-3:]) or f"exit {done.returncode}")])
         return done
 
     def shallow(self) -> bool:

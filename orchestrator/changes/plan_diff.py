@@ -4,9 +4,10 @@ Comparing resolved steps (not the YAML text) answers the real question: a new de
 entry overrides changes nothing for it; a glob entry edited for `models/**` changes only the notebooks under
 models/; a setting moved from orchestrator.yml into a notebook's metadata without a new value changes nothing.
 
-The plan at the base is loaded from a skeleton of the base commit: every folder, the plan file and the
-notebooks with their contents (their metadata holds settings), and every other file empty (the loader only
-checks that a conda file exists). Data files are never written out, so this stays fast in big repositories.
+The plan at the base is loaded from a skeleton of the base commit: the plan file and the notebooks under its
+folder (their metadata holds settings), read with one `git cat-file --batch`, and an empty file for each
+conda file the plan names (the loader only checks that it exists). Nothing else is written out, so this
+stays fast in repositories full of data files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from orchestrator.changes.git import Git
 from orchestrator.errors import InvalidInputError
@@ -37,17 +40,27 @@ class BasePlan:
 
 def load_base_plan(git: Git, base: str, *, path: Path, plan_file: Path | None) -> BasePlan:
     """The plan as `load_plan(path, plan_file=plan_file)` resolves it at commit `base`."""
-    files = git.files_at(base)
+    files = set(git.files_at(base))
     wanted_path = git.relative(path)
     wanted_plan = git.relative(plan_file) if plan_file is not None else None
+    root = posixpath.dirname(wanted_plan) if wanted_plan else wanted_path if path.is_dir() else \
+        posixpath.dirname(wanted_path)
+    plans = [name for name in (wanted_plan, wanted_path, *(_join(root, plan) for plan in PLAN_NAMES))
+             if name in files]
+    notebooks = [name for name in files if name.endswith(".ipynb") and _below(name, root)]
+    contents = git.read_at(base, [*dict.fromkeys(plans), *notebooks])
+    # The loader checks that a conda file exists, nothing more: those get an empty file, nothing else does.
+    for plan_text in (contents.get(name, b"") for name in plans):
+        for conda in _conda_files(plan_text):
+            if _join(root, conda) in files:
+                contents.setdefault(_join(root, conda), b"")
     with tempfile.TemporaryDirectory(prefix="orchestrator-base-") as scratch:
         tree = Path(scratch)
-        full = [name for name in files if _needs_content(name, wanted_path, wanted_plan)]
-        contents = git.read_at(base, full)
-        for name in files:
+        for name, content in contents.items():
             target = tree / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(contents.get(name, b""))
+            target.write_bytes(content)
+        (tree / root).mkdir(parents=True, exist_ok=True)
         base_path = tree / wanted_path
         base_plan_file = tree / wanted_plan if wanted_plan is not None else None
         if base_plan_file is not None and not base_plan_file.is_file():
@@ -62,8 +75,24 @@ def load_base_plan(git: Git, base: str, *, path: Path, plan_file: Path | None) -
         return BasePlan(plan)
 
 
-def _needs_content(name: str, wanted_path: str, wanted_plan: str | None) -> bool:
-    return name.endswith(".ipynb") or name in (wanted_path, wanted_plan) or posixpath.basename(name) in PLAN_NAMES
+def _conda_files(plan_text: bytes) -> list[str]:
+    """The conda files a plan's environments name (the plan is validated properly by the loader)."""
+    try:
+        data = yaml.safe_load(plan_text)
+    except yaml.YAMLError:
+        return []
+    environments = data.get("environments") if isinstance(data, dict) else None
+    if not isinstance(environments, dict):
+        return []
+    return [env["conda"] for env in environments.values() if isinstance(env, dict) and isinstance(env.get("conda"), str)]
+
+
+def _join(root: str, name: str) -> str:
+    return posixpath.normpath(posixpath.join(root, name))
+
+
+def _below(name: str, root: str) -> bool:
+    return root in ("", ".") or name.startswith(root + "/")
 
 
 def settings_changes(now: ResolvedPlan, base: ResolvedPlan, step: StepSpec) -> list[str] | None:

@@ -24,17 +24,17 @@ def validate(path: Path, plan_file: Path | None, as_json: bool, changed_since: s
     from orchestrator.plan import validate_plan
 
     plan = validate_plan(path, plan_file=plan_file)
+    if as_json and changed_since is None:
+        click.echo(json.dumps(plan.to_json(), indent=2))
+        return
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if changed_since is not None:
         from orchestrator.changes import select_changed
 
         selection = select_changed(plan, changed_since, path=path, plan_file=plan_file)
         click.echo(json.dumps(selection.to_json(), indent=2) if as_json else "\n".join(selection.lines()))
         return
-    if as_json:
-        click.echo(json.dumps(plan.to_json(), indent=2))
-        return
-    for warning in plan.warnings:
-        click.echo(f"warning: {warning}", err=True)
     source = plan.plan_file or plan.root
     click.echo(f"{source}: ok, {len(plan.steps)} notebooks")
     for step in plan.steps:
