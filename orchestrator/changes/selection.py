@@ -65,12 +65,14 @@ class Selection:
         return (f"changed since {self.ref} (merge base {self.base[:12]}): {len(self.selected)} of {total} "
                 f"notebooks selected{extra}")
 
-    def lines(self) -> list[str]:
+    def lines(self, *, not_selected: bool = True) -> list[str]:
+        """The selection for a person: the summary, each selected notebook with its reasons, then the others
+        (left out of a run's log, where the report lists them as skipped)."""
         out = [self.summary()]
         for item in self.selected:
             out.append(f"  selected      {item.notebook}")
             out.extend(f"      {reason}" for reason in item.reasons)
-        for other in self.not_selected:
+        for other in self.not_selected if not_selected else ():
             out.append(f"  not selected  {other.notebook}: {other.reason}")
         return out
 

@@ -52,7 +52,7 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
         from orchestrator.changes import apply_selection, select_changed
 
         selection = select_changed(plan, changed_since, path=path, plan_file=plan_file)
-        click.echo(selection.summary(), err=True)
+        click.echo("\n".join(selection.lines(not_selected=False)), err=True)
         plan = apply_selection(plan, selection)
     settings = {}
     if backend == "azureml":
