@@ -15,7 +15,7 @@ from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.commands import handle_command
 from orchestrator.trigger.messages import parse_body
 from tests.builders import make_notebook
-from tests.devops_server import DevOpsServer, isolate_sdk_caches
+from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
 from tests.test_trigger_support import git, kick_off_body, notebook_repo
 
 PLAN = "version: 1\nexperiment: pr-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
@@ -24,6 +24,7 @@ PLAN = "version: 1\nexperiment: pr-demo\ndefaults:\n  timeout: 120\nnotebooks:\n
 def test_a_pull_request_kick_off_runs_what_it_touches_and_devops_shows_the_rest_skipped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
     monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ORCHESTRATOR_WORK_DIR", str(tmp_path / "work"))
     repo, _ = notebook_repo(tmp_path / "repo", {"touched.ipynb": "x = 1", "untouched.ipynb": "y = 1"}, PLAN)
