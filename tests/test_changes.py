@@ -314,3 +314,22 @@ def test_a_plan_in_a_subfolder_of_the_repository(repo: Path, capsys: pytest.Capt
     write(repo, "src/shop/util.py", "def clean():\n    return 3\n")
     data = selection(capsys, repo / "project")
     assert "imports shop.util (cell 2, line 1): ../src/shop/util.py changed" in selected(data)["analysis.ipynb"], data
+
+
+def test_what_cannot_be_analysed_is_selected_when_anything_changed(
+        repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_notebook(repo / "notebooks/08_r.ipynb", 'data <- read.csv("x.csv")', kernel="ir",
+                  metadata={"orchestrator": {"skip": "no R kernel on this machine"}})
+    notebook = json.loads((repo / "notebooks/08_r.ipynb").read_text(encoding="utf-8"))
+    notebook["metadata"]["kernelspec"]["language"] = "R"
+    (repo / "notebooks/08_r.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
+    make_notebook(repo / "notebooks/09_broken.ipynb", "x = (1,")
+    commit(repo, "an R notebook and a cell that is not Python")
+    git(repo, "branch", "-f", "main")
+    assert selected(selection(capsys, repo)) == {}  # nothing changed: nothing to be unsure about
+    write(repo, "data/prices.csv", "item,price\na,4\n")
+    chosen = selected(selection(capsys, repo))
+    assert chosen["notebooks/08_r.ipynb"] == [
+        "its language is R, and only Python code is analysed, so what it uses is unknown; selected to be safe"]
+    assert chosen["notebooks/09_broken.ipynb"] == [
+        "cell 1, line 1 is not valid Python ('(' was never closed), so what it uses is unknown; selected to be safe"]

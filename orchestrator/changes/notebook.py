@@ -27,8 +27,8 @@ def notebook_facts(path: Path) -> tuple[Facts, str | None]:
     if not isinstance(document, dict) or not isinstance(document.get("cells"), list):
         return Facts(), "it is not a notebook (no cells)"
     language = _language(document.get("metadata"))
-    if language not in ("python", "ipython", "ipython3"):
-        return Facts(), f"it is a {language} notebook, and only Python code is analysed"
+    if language.lower() not in ("python", "ipython", "ipython3"):
+        return Facts(), f"its language is {language}, and only Python code is analysed"
     transform = _transformer()
     cells: list[tuple[str, str]] = []
     for number, cell in enumerate(document["cells"], start=1):
@@ -51,7 +51,7 @@ def _language(metadata: Any) -> str:
     for key, field in (("kernelspec", "language"), ("language_info", "name")):
         section = metadata.get(key)
         if isinstance(section, dict) and isinstance(section.get(field), str) and section[field].strip():
-            return str(section[field]).strip().lower()
+            return str(section[field]).strip()
     return "python"  # no kernelspec: the orchestrator runs it with the default Python kernel
 
 
