@@ -84,6 +84,8 @@ def load_notebook(path: Path, repairs: list[str] | None = None) -> NotebookNode:
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); is the file truncated "
             "or an unresolved merge conflict?"
         ) from None
+    except RecursionError:  # JSON nested ~1,000 levels deep: Python's parser gives up, and so do we, clearly
+        raise InvalidNotebook(f"{path}: nested too deep to be read as a notebook") from None
     version = data.get("nbformat") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidNotebook(f"{path}: valid JSON but not a Jupyter notebook (no 'nbformat' version field)")

@@ -55,3 +55,13 @@ def test_a_skipped_notebook_is_not_checked_and_a_good_plan_validates(repo: Path)
     (repo / "broken.ipynb").write_text("{")
     (repo / "orchestrator.yml").write_text("notebooks:\n  - glob: '*.ipynb'\n  - path: broken.ipynb\n    skip: wip\n")
     assert [step.notebook for step in validate_plan(repo).steps] == ["broken.ipynb", "good.ipynb"]
+
+
+def test_a_notebook_nested_1000_levels_deep_is_one_invalid_notebook(repo: Path) -> None:
+    from steps import run_notebook
+
+    deep = repo / "deep.ipynb"
+    deep.write_text('{"cells": ' + "[" * 1000 + "]" * 1000 + ', "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    assert _problems(repo) == ["repo/deep.ipynb: nested too deep to be read as a notebook"]
+    request = run_notebook.StepRequest(notebook_path=deep, output_dir=repo / "out")
+    assert run_notebook.preflight(request)[0] == f"{deep}: nested too deep to be read as a notebook"
