@@ -24,6 +24,9 @@ from orchestrator.results import RESULTS_FILE, SCHEMA, STATUSES, count_statuses,
 from orchestrator.run_folder import PLAN_FILE, read_holder, step_dir
 
 INTERRUPTED_KIND = "interrupted"
+# The status a report shows for a step of a live run that has no result yet; JUnit makes it an error
+# (NotFinished), so a report published mid-run never looks green.
+PENDING = "pending"
 
 
 def settle_if_abandoned(run_dir: Path, *, by: str) -> bool:
@@ -51,6 +54,17 @@ def settle_if_abandoned(run_dir: Path, *, by: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def with_pending_steps(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """`results` of a run still going, with every step of plan.json that has no result yet added as
+    "pending" (for the report only; results.json is not changed): never absent from a report."""
+    if results.get("status") != "running":
+        return results
+    recorded = {s.get("step") for s in results["steps"] if isinstance(s, dict)}
+    pending = [{"step": p["id"], "notebook": p.get("notebook"), "status": PENDING}
+               for p in _planned_steps(run_dir) if isinstance(p.get("id"), str) and p["id"] not in recorded]
+    return {**results, "steps": [*results["steps"], *pending]} if pending else results
 
 
 def _settle(run_dir: Path, results: dict[str, Any], by: str) -> None:

@@ -146,6 +146,8 @@ def test_a_live_run_is_left_alone_by_report(tmp_path: Path) -> None:
         os.close(holder)
     assert json.loads((run_dir / "results.json").read_text())["status"] == "running"
     assert "still going" in (run_dir / "report.html").read_text()
+    junit = (run_dir / "junit.xml").read_text()  # the steps not finished yet are there, as not finished
+    assert 'tests="3"' in junit and 'errors="2"' in junit and 'message="did not finish (status: pending)"' in junit
 
 
 def test_rerun_failed_completes_a_dead_run(tmp_path: Path) -> None:

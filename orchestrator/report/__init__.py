@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.abandoned import settle_if_abandoned
+from orchestrator.abandoned import settle_if_abandoned, with_pending_steps
 from orchestrator.report import notebook_html
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.html import write_html
@@ -48,7 +48,7 @@ def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int |
     started = time.monotonic()
     # A run whose process is gone is settled first: no report ever shows a dead run as still going.
     settle_if_abandoned(run_dir, by="report")
-    results = load_results(run_dir)
+    results = with_pending_steps(run_dir, load_results(run_dir))
     junit_path, html_path = run_dir / JUNIT_FILE, run_dir / HTML_FILE
     # junit.xml first: it is what CI waits for, and it does not depend on the rendered pages.
     write_junit(results, junit_path)
