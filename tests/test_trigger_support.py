@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.devops.context import Secret
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.scheduling import OutgoingMessage
 from orchestrator.trigger.services import Services
@@ -24,6 +25,7 @@ from tests.devops_server import DevOpsServer
 
 START = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 VAULT = "https://orchestrator-test.vault.azure.net/"
+SIGNING_KEY = Secret("test-signing-key-" + "5" * 32)
 
 
 class Clock:
@@ -53,7 +55,7 @@ class FakeScheduler:
         ready = [(m, at) for m, at in self.scheduled[self.delivered:] if at <= now]
         self.delivered += len(ready)
         # Service Bus hands application properties to azure-servicebus with bytes keys (devops.md 1.2).
-        return [RawMessage(message_id=m.message_id, body=json.dumps(m.body).encode(),
+        return [RawMessage(message_id=m.message_id, body=m.body_bytes,
                            properties={k.encode(): v.encode() for k, v in m.properties.items()}) for m, _at in ready]
 
 
@@ -61,12 +63,14 @@ class FakeScheduler:
 class FakeSecrets:
     values: dict[str, str] = field(default_factory=dict)
     expiry: dict[str, datetime] = field(default_factory=dict)
+    read: list[str] = field(default_factory=list)      # every name asked for, in order
 
     def put(self, name: str, value: str, *, expires_on: datetime) -> None:
         self.values[name] = value
         self.expiry[name] = expires_on
 
     def get(self, name: str) -> str | None:
+        self.read.append(name)
         return self.values.get(name)
 
 
@@ -125,7 +129,7 @@ def make_services(tmp_path: Path, *, backend: str = "azureml", allow_local: bool
     # Snapshots kept: the fake MLClient reloads a job from YAML that points at them (the service keeps its copy).
     values: dict[str, Any] = dict(key_vault_url=VAULT, state_dir=tmp_path / "state", work_dir=tmp_path / "work",
                                   snapshot_dir=tmp_path / "snapshots",
-                                  fetch_timeout_s=60.0)
+                                  fetch_timeout_s=60.0, signing_key=SIGNING_KEY)
     values.update(settings)
     return Services(settings=TriggerSettings(**values), backend=backend, allow_local=allow_local,
                     clock=clock or Clock(), devops_policy=FAST, scheduler=scheduler or FakeScheduler(),

@@ -61,6 +61,18 @@ class ServerTask:
     task_instance_id: str
     task_instance_name: str | None = None
 
+    @classmethod
+    def from_properties(cls, props: Mapping[str, Any]) -> ServerTask:
+        """From decoded message properties whose ids are present (the caller checked REQUIRED_PROPERTIES)."""
+        return cls(
+            hub_name=_text(props.get("HubName")) or DEFAULT_HUB,
+            plan_id=str(props["PlanId"]).strip(),
+            job_id=str(props["JobId"]).strip(),
+            timeline_id=str(props["TimelineId"]).strip(),
+            task_instance_id=str(props["TaskInstanceId"]).strip(),
+            task_instance_name=_text(props.get("TaskInstanceName")),
+        )
+
     @property
     def key(self) -> str:
         """Delivery is at least once: (PlanId, JobId, TaskInstanceId) names one task (devops.md 4, 6)."""
@@ -116,14 +128,7 @@ class DevOpsContext:
         check_devops_url(str(props["PlanUrl"]), where=where, field="application_properties.PlanUrl")
         body = body or {}
         build, repository, release = (_section(body, key) for key in ("build", "repository", "release"))
-        task = ServerTask(
-            hub_name=_text(props.get("HubName")) or DEFAULT_HUB,
-            plan_id=str(props["PlanId"]).strip(),
-            job_id=str(props["JobId"]).strip(),
-            timeline_id=str(props["TimelineId"]).strip(),
-            task_instance_id=str(props["TaskInstanceId"]).strip(),
-            task_instance_name=_text(props.get("TaskInstanceName")),
-        )
+        task = ServerTask.from_properties(props)
         return cls(
             collection_url=str(props["PlanUrl"]).strip(),
             project=str(props["ProjectId"]).strip(),

@@ -31,10 +31,11 @@ from orchestrator.errors import (
     MissingExtraError,
 )
 from orchestrator.trigger.intake import Accepted, RawMessage, Refusal, read
-from orchestrator.trigger.messages import KickOff
+from orchestrator.trigger.messages import KickOff, WrapUp
 from orchestrator.trigger.outcome import Outcome, Refused, abandon, dead_letter
 from orchestrator.trigger.services import Services
 from orchestrator.trigger.settings import ConfigurationError
+from orchestrator.trigger.signing import SIGNATURE_PROPERTY, verify
 
 log = logging.getLogger("orchestrator.trigger")
 
@@ -48,9 +49,14 @@ def handle(raw: RawMessage, services: Services) -> Outcome:
     if services.settings_problem:
         # A deployment mistake: refuse (closing the job) rather than fail every delivery until the broker gives up.
         intake = Refusal(f"the trigger's app settings are not valid: {services.settings_problem}", (), intake.context)
+    infrastructure = bool(services.settings_problem)
+    if isinstance(intake, Accepted):
+        try:
+            intake = _believed(intake, services)
+        except ConfigurationError as exc:
+            intake, infrastructure = Refusal(str(exc), (), None), True
     if isinstance(intake, Refusal):
-        outcome = refuse(intake, raw, services,
-                         exit_code=EXIT_INFRASTRUCTURE if services.settings_problem else EXIT_INVALID_INPUT)
+        outcome = refuse(intake, raw, services, exit_code=EXIT_INFRASTRUCTURE if infrastructure else EXIT_INVALID_INPUT)
         job = "?"
     else:
         outcome = _dispatch(intake, services)
@@ -58,6 +64,18 @@ def handle(raw: RawMessage, services: Services) -> Outcome:
     log.info("message=%s job=%s attempt=%d outcome=%s secs=%.1f", raw.message_id, job, raw.attempt,
              scrub(outcome.summary()), time.monotonic() - started)
     return outcome
+
+
+def _believed(accepted: Accepted, services: Services) -> Accepted | Refusal:
+    """A message only the trigger sends (a wrap_up) or one that says it was (signed) is acted on only when its
+    signature holds (signing.py). Refused otherwise, closing nothing: its properties cannot be trusted either."""
+    if not isinstance(accepted.message, WrapUp) and SIGNATURE_PROPERTY not in accepted.properties:
+        return accepted
+    why = verify(accepted.raw.body, accepted.properties, services.signing_key())
+    if why is None:
+        return accepted
+    return Refusal(f"the {accepted.message.job} message is not believed: {why}",
+                   ("nothing was read from Key Vault and no job was looked at or changed",))
 
 
 def _dispatch(accepted: Accepted, services: Services) -> Outcome:

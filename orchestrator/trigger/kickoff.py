@@ -48,6 +48,7 @@ def kick_off(accepted: Accepted, services: Services) -> Outcome:
     assert isinstance(message, KickOff) and context is not None and context.task is not None
     settings = services.settings
     vault = settings.require_key_vault()   # an operator's mistake: refused before any work
+    services.signing_key()                 # the same: the watchdog's checks could not be signed
     source = check_source(message, services)
     key = context.task.key
     name = azureml_job_name(key)
@@ -74,9 +75,9 @@ def kick_off(accepted: Accepted, services: Services) -> Outcome:
         services.get_secrets().put(secret, context.token.reveal(),
                                    expires_on=now + timedelta(seconds=settings.watchdog_max_age_s) + SECRET_EXTRA_LIFE)
         first = watchdog.check_message(
-            key=key, job_name=name, check=1, started_at=now, token_secret=secret, plan=fetched.plan,
-            context_body=message.body_for_context(), properties=routing_properties(context))
-        services.get_scheduler().schedule(first, now + timedelta(seconds=settings.watchdog_interval_s))
+            key=key, check=1, started_at=now, plan=fetched.plan, context_body=message.body_for_context(),
+            properties=routing_properties(context))
+        services.schedule(first, now + timedelta(seconds=settings.watchdog_interval_s))
         submitted = submit_job(client, job, key=key)
     post_studio_link(context, submitted.name, submitted.studio_url, again=not submitted.created)
     return completed(f"pipeline {submitted.name} submitted ({len(fetched.plan.steps)} notebooks, commit "

@@ -134,15 +134,16 @@ class KickOff(_Strict):
 
 
 class WrapUp(_Strict):
-    """A watchdog check, scheduled by the orchestrator after a kick_off (watchdog.py)."""
+    """A watchdog check, scheduled by the orchestrator after a kick_off (watchdog.py), and signed (signing.py).
+
+    It names no job, no secret and no key: the pipeline job's name, the Key Vault secret's name and the dedupe
+    key are all derived from the signed PlanId / JobId / TaskInstanceId properties (watchdog.Watched), so not
+    even a correctly signed body could point the watchdog at another team's job or secret."""
 
     job: Literal["wrap_up"]
-    version: Literal[1]
-    key: str                       # PlanId/JobId/TaskInstanceId: the kick_off's dedupe key
-    azureml_job: str               # the pipeline job's (deterministic) name
+    version: Literal[2]            # 1 named its job and secret in the body: such a message is refused
     check: int = Field(ge=1)       # 1 for the first check
     started_at: datetime           # when the kick_off submitted the pipeline
-    token_secret: str              # the NAME of the Key Vault secret holding the job token (DESIGN 8)
     expected: str                  # the plan's steps, collect.encode_expected: for the backstop report
     title: str = "notebooks"
     closing: bool = False          # the DevOps task was seen completed while the pipeline still ran

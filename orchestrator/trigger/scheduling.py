@@ -34,6 +34,11 @@ class OutgoingMessage:
         if any(name.lower() == "authtoken" for name in self.properties):
             raise ValueError("a message this trigger sends never carries the job token (DESIGN 8)")
 
+    @property
+    def body_bytes(self) -> bytes:
+        """The body exactly as sent, and as signed (signing.py)."""
+        return json.dumps(self.body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
 
 class Scheduler(Protocol):
     def schedule(self, message: OutgoingMessage, at: datetime) -> None: ...
@@ -68,7 +73,7 @@ class ServiceBusScheduler:
         from azure.servicebus import ServiceBusMessage
 
         properties: dict[str | bytes, Any] = {name: value for name, value in message.properties.items()}
-        outgoing = ServiceBusMessage(json.dumps(message.body), application_properties=properties,
+        outgoing = ServiceBusMessage(message.body_bytes, application_properties=properties,
                                      message_id=message.message_id, content_type="application/json",
                                      subject=str(message.body.get("job", "")))
         with servicebus_client(self.settings) as client, client.get_queue_sender(self.settings.queue_name) as sender:

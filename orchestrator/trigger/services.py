@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.devops.http import DEFAULT_POLICY, RetryPolicy
-from orchestrator.trigger.scheduling import Scheduler, get_scheduler
+from orchestrator.devops.context import Secret
+from orchestrator.trigger.scheduling import OutgoingMessage, Scheduler, get_scheduler
 from orchestrator.trigger.secret_store import SecretStore, get_secret_store
 from orchestrator.trigger.settings import TriggerSettings
 
@@ -36,6 +37,7 @@ class Services:
     scheduler: Scheduler | None = None       # None: the factory's (Service Bus scheduled enqueue)
     secrets: SecretStore | None = None       # None: the factory's (Key Vault)
     settings_problem: str | None = None      # the app settings could not be read: every message is refused
+    _signing_key: Secret | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -50,6 +52,20 @@ class Services:
         if self.secrets is None:
             self.secrets = get_secret_store(self.settings)
         return self.secrets
+
+    def signing_key(self) -> Secret:
+        """The key of the messages the trigger sends itself (signing.py); read once per Services."""
+        if self._signing_key is None:
+            from orchestrator.trigger.signing import load_key
+
+            self._signing_key = load_key(self.settings, lambda name: self.get_secrets().get(name))
+        return self._signing_key
+
+    def schedule(self, message: OutgoingMessage, at: datetime) -> None:
+        """Send `message` to this trigger's queue, signed, to be delivered at `at`."""
+        from orchestrator.trigger.signing import sign
+
+        self.get_scheduler().schedule(sign(message, self.signing_key()), at)
 
     def workspace_options(self) -> Any:
         from orchestrator.azureml.client import WorkspaceOptions

@@ -2,9 +2,11 @@
 (reference/style.md, habit 7). In Azure Functions they are the function app's application settings; for the
 worker container and `orchestrator handle`, plain environment variables. docs/trigger.md lists them.
 
-Every setting holds a name or a limit, never a secret: the Service Bus connection is given by the NAME of the
-setting that holds it (the Functions convention for `connection=`), and the DevOps job token only ever goes to
-Key Vault, under a name derived from the job's ids (DESIGN 8).
+Every setting but one holds a name or a limit, never a secret: the Service Bus connection is given by the NAME
+of the setting that holds it (the Functions convention for `connection=`), and the DevOps job token only ever
+goes to Key Vault, under a name derived from the job's ids (DESIGN 8). The one is ORCHESTRATOR_SIGNING_KEY
+(signing.py), held as a `Secret` so that no repr of the settings shows it; in Azure make it a Key Vault
+reference, or leave it unset and keep the key in Key Vault under ORCHESTRATOR_SIGNING_KEY_SECRET.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from orchestrator.devops.context import Secret
 from orchestrator.errors import InfrastructureError, InvalidInputError, Problem
 
 # Literal names the Function's decorator needs at import time (the binding reads them from app settings).
@@ -89,6 +92,8 @@ class TriggerSettings:
     work_dir: Path | None = None
     snapshot_dir: Path | None = None
     state_dir: Path = Path(".orchestrator") / "trigger"
+    signing_key: Secret | None = None
+    signing_key_secret: str = "orchestrator-signing-key"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> TriggerSettings:
@@ -160,6 +165,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Where pipeline code snapshots are staged (default: beside the fetch, removed after submission)."),
     Setting("ORCHESTRATOR_STATE_DIR", "state_dir", Path,
             "Local backend only: where duplicate-delivery markers are kept."),
+    Setting("ORCHESTRATOR_SIGNING_KEY", "signing_key", Secret,
+            "The key that signs the messages the trigger sends itself (a Key Vault reference in Azure)."),
+    Setting("ORCHESTRATOR_SIGNING_KEY_SECRET", "signing_key_secret", str,
+            "Without ORCHESTRATOR_SIGNING_KEY: the Key Vault secret holding that key."),
 )
 
 assert {s.attribute for s in SETTINGS} == {f.name for f in fields(TriggerSettings)}, "every setting declared once"

@@ -28,30 +28,50 @@ import json
 import logging
 import tempfile
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.devops.context import DevOpsContext
+from orchestrator.devops.context import DevOpsContext, ServerTask
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError
 from orchestrator.devops.publish import close_server_task, report_to_devops
 from orchestrator.devops.taskclient import TaskClient, TaskState
 from orchestrator.errors import InfrastructureError
+from orchestrator.trigger.dedupe import azureml_job_name
 from orchestrator.trigger.intake import Accepted
 from orchestrator.trigger.messages import WrapUp
 from orchestrator.trigger.outcome import Outcome, completed
 from orchestrator.trigger.scheduling import OutgoingMessage
+from orchestrator.trigger.secret_store import secret_name_for
 from orchestrator.trigger.services import Services
+from orchestrator.trigger.signing import SIGNATURE_PROPERTY
 
 log = logging.getLogger("orchestrator.trigger")
 
 CANCELLED_RESULTS = frozenset({"canceled", "cancelled", "abandoned"})
 
 
-def check_message(*, key: str, job_name: str, check: int, started_at: datetime, token_secret: str, plan: Any = None,
-                  expected: str | None = None, title: str | None = None, context_body: dict[str, Any],
-                  properties: dict[str, str], closing: bool = False) -> OutgoingMessage:
-    """A wrap_up message. The first is built from the plan; the next ones copy what the last one carried."""
+@dataclass(frozen=True)
+class Watched:
+    """What a wrap_up watches, derived from its (signed) routing properties alone, never from its body."""
+
+    key: str            # PlanId/JobId/TaskInstanceId: the kick_off's dedupe key
+    job_name: str       # the pipeline job's deterministic name (dedupe.azureml_job_name)
+    token_secret: str   # the Key Vault secret holding the job token (secret_store.secret_name_for)
+
+    @classmethod
+    def from_properties(cls, properties: Mapping[str, Any]) -> Watched:
+        key = ServerTask.from_properties(properties).key
+        return cls(key=key, job_name=azureml_job_name(key), token_secret=secret_name_for(key))
+
+
+def check_message(*, key: str, check: int, started_at: datetime, plan: Any = None, expected: str | None = None,
+                  title: str | None = None, context_body: dict[str, Any], properties: dict[str, str],
+                  closing: bool = False) -> OutgoingMessage:
+    """A wrap_up message (unsigned: Services.schedule signs it). The first is built from the plan; the next
+    ones copy what the last one carried."""
     if expected is None:
         from orchestrator.azureml import collect
         from orchestrator.azureml.compile import static_skips
@@ -62,9 +82,8 @@ def check_message(*, key: str, job_name: str, check: int, started_at: datetime, 
         packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode("utf-8"), 9)
         expected = collect.COMPRESSED_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
         title = plan.experiment
-    body = WrapUp(job="wrap_up", version=1, key=key, azureml_job=job_name, check=check, started_at=started_at,
-                  token_secret=token_secret, expected=expected, title=title or "notebooks", closing=closing,
-                  context_body=context_body)
+    body = WrapUp(job="wrap_up", version=2, check=check, started_at=started_at, expected=expected,
+                  title=title or "notebooks", closing=closing, context_body=context_body)
     # Deterministic: a queue with duplicate detection drops a second copy of the same check.
     message_id = f"wrap-up-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}-{check}"
     return OutgoingMessage(message_id=message_id, body=body.model_dump(mode="json"), properties=dict(properties))
@@ -75,15 +94,17 @@ def wrap_up(accepted: Accepted, services: Services) -> Outcome:
     assert isinstance(message, WrapUp)
     now = services.now()
     age = (now - message.started_at).total_seconds()
-    # The routing properties as received (no token): what the next check carries on.
-    routing = {str(k): str(v) for k, v in accepted.properties.items() if str(k).lower() != "authtoken"}
+    # The routing properties as received (no token, no signature): what the next check carries on.
+    routing = {str(k): str(v) for k, v in accepted.properties.items()
+               if str(k).lower() != "authtoken" and str(k) != SIGNATURE_PROPERTY}
+    watched = Watched.from_properties(accepted.properties)
     try:
-        token = services.get_secrets().get(message.token_secret)
+        token = services.get_secrets().get(watched.token_secret)
         if not token:
-            return completed(f"the job token is no longer in Key Vault ({message.token_secret}): nothing left to watch")
-        context = DevOpsContext.from_properties({**accepted.properties, "AuthToken": token}, message.context_body,
+            return completed(f"the job token is no longer in Key Vault ({watched.token_secret}): nothing left to watch")
+        context = DevOpsContext.from_properties({**routing, "AuthToken": token}, message.context_body,
                                                 where="wrap_up")
-        return _check(message, context, routing, services, now, age)
+        return _check(message, watched, context, routing, services, now, age)
     except DevOpsAuthError as exc:
         return completed(f"watching stops: {exc}")
     except Exception as exc:  # noqa: BLE001 - Key Vault, Azure ML or DevOps unreachable: the chain itself retries
@@ -91,17 +112,18 @@ def wrap_up(accepted: Accepted, services: Services) -> Outcome:
             log.warning("wrap_up check %d failed", message.check, exc_info=True)
         if age > services.settings.watchdog_max_age_s:
             return completed(f"watching stops after {age / 3600:.0f} h; the last check failed: {exc}")
-        return _next(message, routing, services, now, f"this check failed ({type(exc).__name__}: {exc}); trying again")
+        return _next(message, watched, routing, services, now,
+                     f"this check failed ({type(exc).__name__}: {exc}); trying again")
 
 
-def _check(message: WrapUp, context: DevOpsContext, routing: dict[str, str], services: Services, now: datetime,
-           age: float) -> Outcome:
+def _check(message: WrapUp, watched: Watched, context: DevOpsContext, routing: dict[str, str], services: Services,
+           now: datetime, age: float) -> Outcome:
     from orchestrator.azureml.client import get_client
     from orchestrator.azureml.submit import azure_errors, find_job
     from orchestrator.azureml.watch import TERMINAL
 
     client = get_client(services.workspace_options())
-    name = message.azureml_job
+    name = watched.job_name
     with azure_errors(f"looking up pipeline job {name}"):
         job = find_job(client, name)
     status = str(job.status) if job is not None else None
@@ -115,25 +137,25 @@ def _check(message: WrapUp, context: DevOpsContext, routing: dict[str, str], ser
         if message.closing or _cancelled(state):
             _cancel(client, name)
             return completed(f"{state.describe()}: the job was cancelled or timed out, so pipeline {name} was cancelled")
-        return _next(message, routing, services, now, f"{state.describe()} while pipeline {name} is {status}; "
+        return _next(message, watched, routing, services, now, f"{state.describe()} while pipeline {name} is {status}; "
                      "it is cancelled at the next check unless it ends", closing=True)
 
     if status is None:
         if age < services.settings.submit_grace_s:
-            return _next(message, routing, services, now, f"pipeline {name} not found yet")
+            return _next(message, watched, routing, services, now, f"pipeline {name} not found yet")
         _close(context, services, [f"The pipeline {name} was never submitted ({age / 60:.0f} minutes after the "
                                    "kick-off message was handled). Run the DevOps pipeline again."])
         return completed(f"pipeline {name} was never submitted: the DevOps task was closed as failed")
 
     if status in TERMINAL:
-        return _backstop(client, message, context, services, status, getattr(job, "studio_url", None))
+        return _backstop(client, message, name, context, services, status, getattr(job, "studio_url", None))
 
     if age > services.settings.watchdog_max_age_s:
         _cancel(client, name)
         _close(context, services, [f"The pipeline {name} was still {status} {age / 3600:.0f} h after it was "
                                    "submitted, longer than ORCHESTRATOR_WATCHDOG_MAX_AGE_S: it was cancelled."])
         return completed(f"pipeline {name} ran past the watchdog's limit: cancelled, DevOps task closed")
-    return _next(message, routing, services, now, f"pipeline {name} is {status}")
+    return _next(message, watched, routing, services, now, f"pipeline {name} is {status}")
 
 
 def _task_state(context: DevOpsContext, services: Services) -> TaskState:
@@ -163,14 +185,13 @@ def _close(context: DevOpsContext, services: Services, lines: list[str]) -> None
         raise DevOpsError("; ".join(outcome.problems) or "the DevOps task could not be closed")
 
 
-def _backstop(client: Any, message: WrapUp, context: DevOpsContext, services: Services, status: str,
+def _backstop(client: Any, message: WrapUp, name: str, context: DevOpsContext, services: Services, status: str,
               url: str | None) -> Outcome:
     """The pipeline ended and the task is still open: its report node failed, or never ran. Report here."""
     from orchestrator.azureml import collect, watch
     from orchestrator.azureml.submit import azure_errors
     from orchestrator.report import build_report
 
-    name = message.azureml_job
     note = (f"Reported by the orchestrator's watchdog: pipeline {name} ended ({status}) without its report step "
             f"closing this task. Studio: {url or 'no link'}")
     work = services.settings.work_dir
@@ -191,12 +212,11 @@ def _backstop(client: Any, message: WrapUp, context: DevOpsContext, services: Se
     raise DevOpsError("; ".join(outcome.all_problems) or "the DevOps task could not be closed")
 
 
-def _next(message: WrapUp, routing: dict[str, str], services: Services, now: datetime, why: str, *,
+def _next(message: WrapUp, watched: Watched, routing: dict[str, str], services: Services, now: datetime, why: str, *,
           closing: bool = False) -> Outcome:
     at = now + timedelta(seconds=services.settings.watchdog_interval_s)
-    following = check_message(key=message.key, job_name=message.azureml_job, check=message.check + 1,
-                              started_at=message.started_at, token_secret=message.token_secret,
+    following = check_message(key=watched.key, check=message.check + 1, started_at=message.started_at,
                               expected=message.expected, title=message.title, context_body=dict(message.context_body),
                               properties=routing, closing=closing)
-    services.get_scheduler().schedule(following, at)
+    services.schedule(following, at)
     return completed(f"{why}; check {message.check + 1} scheduled at {at.isoformat()}", rescheduled_at=at)
