@@ -46,7 +46,7 @@ def test_the_scheduler_enqueues_the_wrap_up_at_its_time_without_a_token(monkeypa
     assert queue == "notebooks" and at == AT
     assert sent.message_id == "wrap-up-abc-1" and sent.content_type == "application/json"
     assert sent.application_properties == {"PlanId": "p", "JobId": "j"}
-    assert b"".join(sent.body) == b'{"job": "wrap_up", "check": 1}'
+    assert b"".join(sent.body) == message.body_bytes == b'{"check":1,"job":"wrap_up"}'  # the bytes signed
 
 
 def test_a_scheduled_message_refuses_to_carry_the_token() -> None:
@@ -79,6 +79,36 @@ def test_key_vault_gets_an_expiring_secret_under_the_derived_name(monkeypatch: p
     assert calls == [(name, "tok", {"expires_on": AT, "content_type": secret_store.CONTENT_TYPE})]
     assert name.startswith("devops-job-token-") and len(name) <= 127 and name.replace("-", "").isalnum()
     assert secret_name_for("plan/job/task") == name != secret_name_for("plan/job/other")
+
+
+@pytest.mark.parametrize("purge", ["allowed", "refused"])
+def test_key_vault_deletes_and_purges_a_token_when_it_may(purge: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    calls: list[tuple[str, str]] = []
+
+    class Poller:
+        def wait(self) -> None:
+            calls.append(("waited", ""))
+
+    class Client:
+        def begin_delete_secret(self, name: str) -> Poller:
+            calls.append(("delete", name))
+            if name == "gone":
+                raise ResourceNotFoundError("no such secret")
+            return Poller()
+
+        def purge_deleted_secret(self, name: str) -> None:
+            calls.append(("purge", name))
+            if purge == "refused":
+                raise HttpResponseError("Forbidden: purge not permitted")
+
+    store = KeyVaultSecretStore("https://v.vault.azure.net/")
+    monkeypatch.setattr(store, "_client", lambda: Client())
+    store.delete("devops-job-token-1")   # a refused purge leaves it soft-deleted, without an error
+    store.delete("gone")                 # deleted already: nothing more to do
+    assert calls == [("delete", "devops-job-token-1"), ("waited", ""), ("purge", "devops-job-token-1"),
+                     ("delete", "gone")]
 
 
 def test_the_default_secret_store_needs_a_key_vault_setting() -> None:

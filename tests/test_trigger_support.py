@@ -64,6 +64,7 @@ class FakeSecrets:
     values: dict[str, str] = field(default_factory=dict)
     expiry: dict[str, datetime] = field(default_factory=dict)
     read: list[str] = field(default_factory=list)      # every name asked for, in order
+    deleted: list[str] = field(default_factory=list)
 
     def put(self, name: str, value: str, *, expires_on: datetime) -> None:
         self.values[name] = value
@@ -72,6 +73,10 @@ class FakeSecrets:
     def get(self, name: str) -> str | None:
         self.read.append(name)
         return self.values.get(name)
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+        self.values.pop(name, None)
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.trigger.handlers import handle
+from orchestrator.trigger.secret_store import secret_name_for
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.outcome import Outcome
 from orchestrator.trigger.services import Services
@@ -49,6 +50,8 @@ class Watched:
         outcome = handle(raw(kick_off_body(str(repo.bare), commit), server.message_properties()), self.services)
         assert outcome.action == "complete", outcome
         [self.name] = ml.jobs.created
+        self.secret = secret_name_for(f"{server.plan_id}/{server.job_id}/{server.task_id}")
+        assert set(self.secrets.values) == {self.secret}
 
     def next_check(self, *, after: float = INTERVAL) -> Outcome:
         self.clock.advance(after)
@@ -77,6 +80,7 @@ def test_running_pipeline_and_open_task_schedule_the_next_check(watched: Watched
     assert body["check"] == 2 and "azureml_job" not in body and not body["closing"]
     assert "AuthToken" not in watched.scheduler.scheduled[-1][0].properties
     assert watched.ml.jobs.cancelled == [] and watched.server.task_completed_events() == []
+    assert watched.secrets.deleted == []  # the job is open: its token stays for the report node
     # And again: the chain goes on while both are open.
     assert watched.next_check().action == "complete" and watched.last_scheduled()["check"] == 3
 
@@ -89,6 +93,8 @@ def test_a_cancelled_devops_job_cancels_the_pipeline(watched: Watched) -> None:
     assert watched.ml.jobs.cancelled == [watched.name]
     assert watched.server.task_completed_events() == []  # DevOps closed it; we send nothing
     assert len(watched.scheduler.scheduled) == 1  # no further check
+    # The chain ends: the job's token leaves Key Vault now, not when its expiry label says.
+    assert watched.secrets.deleted == [watched.secret] and watched.secret not in watched.secrets.values
 
 
 def test_a_task_closed_by_the_report_node_while_the_pipeline_finalizes_gets_one_more_check(watched: Watched) -> None:
@@ -136,6 +142,7 @@ def test_a_finished_pipeline_whose_task_is_open_is_reported_from_its_outputs_and
     [run] = watched.server.runs.values()
     assert sorted(r["outcome"] for r in run["results"]) == ["Failed", "Passed"]
     assert "watchdog" in task_log(watched.server)
+    assert watched.secrets.deleted == [watched.secret]
     # Idempotent: the same check delivered again (a redelivery) sends nothing more.
     last = watched.scheduler.scheduled[-1][0]
     again = RawMessage(message_id="again", body=last.body_bytes, properties=last.properties)

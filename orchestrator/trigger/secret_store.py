@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.errors import MissingExtraError
 from orchestrator.seam import Seam
@@ -28,6 +28,8 @@ class SecretStore(Protocol):
     def put(self, name: str, value: str, *, expires_on: datetime) -> None: ...
 
     def get(self, name: str) -> str | None: ...
+
+    def delete(self, name: str) -> None: ...
 
 
 def secret_name_for(key: str) -> str:
@@ -50,7 +52,8 @@ class KeyVaultSecretStore:
 
     def put(self, name: str, value: str, *, expires_on: datetime) -> None:
         client = self._client()
-        # Expiry: the token is useless once its job is over; Key Vault refuses reads after expires_on.
+        # expires_on is a label for people and policies: Key Vault still serves an expired secret's value
+        # (Azure/AzureKeyVault#19). What ends the token's stay is `delete`, once its job is closed (watchdog).
         client.set_secret(name, value, expires_on=expires_on, content_type=CONTENT_TYPE)  # type: ignore[attr-defined]
         log.info("devops token stored secret=%s vault=%s expires=%s", name, self.vault_url, expires_on.isoformat())
 
@@ -62,6 +65,24 @@ class KeyVaultSecretStore:
         except ResourceNotFoundError:
             return None
         return str(value) if value is not None else None
+
+
+    def delete(self, name: str) -> None:
+        """Delete the secret; purge it too when the identity may (a soft-deleted value stays recoverable until
+        then). Absent already: nothing to do."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        client: Any = self._client()
+        try:
+            client.begin_delete_secret(name).wait()
+        except ResourceNotFoundError:
+            return
+        try:
+            client.purge_deleted_secret(name)
+        except HttpResponseError as exc:  # no purge permission, or purge protection: soft-deleted it stays
+            log.info("devops token secret=%s deleted, not purged (%s)", name, exc.reason or exc.status_code)
+            return
+        log.info("devops token secret=%s deleted and purged vault=%s", name, self.vault_url)
 
 
 SecretStoreFactory = Callable[[TriggerSettings], SecretStore]

@@ -98,6 +98,24 @@ def wrap_up(accepted: Accepted, services: Services) -> Outcome:
     routing = {str(k): str(v) for k, v in accepted.properties.items()
                if str(k).lower() != "authtoken" and str(k) != SIGNATURE_PROPERTY}
     watched = Watched.from_properties(accepted.properties)
+    outcome = _watch(message, watched, routing, services, now, age)
+    if outcome.rescheduled_at is None:
+        _forget_token(watched, services)
+    return outcome
+
+
+def _forget_token(watched: Watched, services: Services) -> None:
+    """The chain ends here: the job is closed (or can no longer be), so its token leaves Key Vault now rather
+    than lingering until someone reads the expiry label. Best effort: a failure is logged, not retried."""
+    try:
+        services.get_secrets().delete(watched.token_secret)
+    except Exception as exc:  # noqa: BLE001 - Key Vault unreachable or a missing delete permission
+        log.warning("devops token secret=%s not deleted (%s: %s); delete it by hand, its expiry is only a label",
+                    watched.token_secret, type(exc).__name__, exc)
+
+
+def _watch(message: WrapUp, watched: Watched, routing: dict[str, str], services: Services, now: datetime,
+           age: float) -> Outcome:
     try:
         token = services.get_secrets().get(watched.token_secret)
         if not token:
