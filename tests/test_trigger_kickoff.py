@@ -159,6 +159,7 @@ def test_handle_with_the_azureml_backend_uses_the_seams_factories(
     previous = set_scheduler_factory(lambda settings: scheduler), set_secret_store_factory(lambda settings: secrets)
     try:
         monkeypatch.setenv("ORCHESTRATOR_KEY_VAULT_URL", "https://v.vault.azure.net/")
+        monkeypatch.setenv("ORCHESTRATOR_SIGNING_KEY", "s" * 40)
         monkeypatch.setenv("ORCHESTRATOR_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
         path = tmp_path / "m.json"
         path.write_text(json.dumps({"message_id": "m", "body": kick_off_body(str(repo[0].bare), repo[1]),
