@@ -1,10 +1,11 @@
 """The compiled pipeline (or schedule) as YAML that azure-ai-ml's `load_job` / `load_schedule` read back.
 
-Two fixes over `PipelineJob.dump()`:
+Fixes over `PipelineJob.dump()`:
 - `settings.on_finalize` is put back. azure-ai-ml declares on_init/on_finalize in its YAML schema only when
   AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED is set *when the SDK is imported* (_schema/pipeline/settings.py),
   so `dump()` silently drops them (reference/aml.md 0.4, 2.1, 6.9). Loading keeps them either way: that
   schema has `unknown = INCLUDE`, so the key passes through into PipelineJobSettings (tested).
+- each node's `display_name` and `tags` are put back (dump() drops them; load_job keeps them);
 - literal pipeline inputs are written as plain values. `dump()` writes a literal holding an expression,
   such as a schedule's run_key `${{creation_context.trigger_time}}`, as `{path: ...}`, which `load_job`
   reads back as a uri_folder input (tested);
@@ -40,6 +41,23 @@ def _restore_settings(data: dict[str, Any], job: Any) -> None:
             settings[key] = value
 
 
+def _restore_node_labels(data: dict[str, Any], job: Any) -> None:
+    """Each node's display_name and tags: `PipelineJob._to_dict()` drops them (the node schema of a pipeline
+    dump leaves them out), while `load_job` reads them when present. Without them a job submitted from the
+    file shows step ids in studio and its child jobs carry no `step` tag."""
+    nodes = data.get("jobs")
+    if not isinstance(nodes, dict):
+        return
+    for name, node in (job.jobs or {}).items():
+        entry = nodes.get(name)
+        if not isinstance(entry, dict):
+            continue
+        if node.display_name:
+            entry["display_name"] = node.display_name
+        if node.tags:
+            entry["tags"] = {str(k): str(v) for k, v in node.tags.items()}
+
+
 def _relative_code(node: Any, base: Path) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
@@ -65,6 +83,7 @@ def _literal_inputs(data: dict[str, Any], job: Any) -> None:
 def pipeline_dict(job: Any, base: Path) -> dict[str, Any]:
     data: dict[str, Any] = job._to_dict()  # what PipelineJob.dump() writes
     _restore_settings(data, job)
+    _restore_node_labels(data, job)
     _literal_inputs(data, job)
     _relative_code(data, base.resolve())
     return data
