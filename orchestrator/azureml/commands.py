@@ -96,7 +96,8 @@ def schedule_command(path: Path, plan_file: Path | None, only: tuple[str, ...], 
 
 
 def rerun_azureml(job_name: str, *, failed: bool, wait: bool = False, out: Path | None = None,
-                  workspace: WorkspaceOptions | None = None, key: str | None = None) -> RunOutcome:
+                  workspace: WorkspaceOptions | None = None, key: str | None = None,
+                  poll_s: float | None = None) -> RunOutcome:
     """`orchestrator rerun --backend azureml JOB_NAME [--failed]`: resubmit the job's graph.
 
     With --failed the original run_key is kept, so Azure ML reuses every notebook that completed and runs the
@@ -119,4 +120,4 @@ def rerun_azureml(job_name: str, *, failed: bool, wait: bool = False, out: Path 
     options = RunOptions(run_dir=run_dir, run_id=run_id, wait=wait, repairs=job_name)
     title = str(getattr(submitted.job, "experiment_name", None) or job_name)
     return follow(client, submitted, options=options, progress=make_progress(), expected=expected, title=title,
-                  run_key=run_key, poll_s=POLL_S)
+                  run_key=run_key, poll_s=POLL_S if poll_s is None else poll_s)

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "schema": "orchestrator.cli.inspect:schema",
     "compile": "orchestrator.azureml.commands:compile_command",
     "schedule": "orchestrator.azureml.commands:schedule_command",
+    "emulate": "orchestrator.azureml.emulator.cli:emulate_command",
     "handle": "orchestrator.trigger.commands:handle_command",
     "worker": "orchestrator.trigger.commands:worker_command",
 }

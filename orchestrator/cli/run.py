@@ -23,6 +23,7 @@ from orchestrator.cli.options import (
     workspace_from,
     workspace_options,
 )
+from orchestrator.azureml.emulator.cli import check_emulation, emulated, emulation_options
 from orchestrator.errors import InvalidInputError, Problem, exit_code_for
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ log = logging.getLogger("orchestrator")
 @devops_options("Report to Azure DevOps while running")
 @workspace_options
 @changed_since_option
+@emulation_options
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
         jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, devops: bool,
         callback: Path | None, subscription: str | None, resource_group: str | None, workspace: str | None,
-        workspace_config: Path | None, changed_since: str | None) -> None:
+        workspace_config: Path | None, changed_since: str | None, emulate: bool, assume: tuple[str, ...],
+        emulator_dir: Path | None) -> None:
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     context = devops_context(devops, callback)
     plan = load_from_options(path, plan_file, only, params)
@@ -57,8 +60,9 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)
-    execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context,
-            settings=settings)
+    with emulated(emulate, assume, emulator_dir, backend) as emulator_settings:
+        execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context,
+                settings={**settings, **emulator_settings})
 
 
 @click.command()
@@ -69,9 +73,10 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
 @local_run_options
 @click.option("--wait/--no-wait", default=False, help="azureml: follow the rerun and build its report.")
 @workspace_options
+@emulation_options
 def rerun(run_dir: Path, failed: bool, backend: str, jobs: int | None, out: Path | None, gpu_fallback: str,
           wait: bool, subscription: str | None, resource_group: str | None, workspace: str | None,
-          workspace_config: Path | None) -> None:
+          workspace_config: Path | None, emulate: bool, assume: tuple[str, ...], emulator_dir: Path | None) -> None:
     """Repair run: run RUN_DIR's pipeline again into a new run folder, keeping what passed with --failed.
 
     With --backend azureml, RUN_DIR names a pipeline job: it is resubmitted with the same run key, so Azure ML
@@ -83,12 +88,15 @@ def rerun(run_dir: Path, failed: bool, backend: str, jobs: int | None, out: Path
         from orchestrator.run_folder import DEFAULT_RUNS_DIR, new_run_id
 
         folder = out or DEFAULT_RUNS_DIR / new_run_id()
-        outcome = rerun_azureml(str(run_dir), failed=failed, wait=wait, out=folder,
-                                workspace=workspace_from(subscription, resource_group, workspace, workspace_config))
+        with emulated(emulate, assume, emulator_dir, backend) as emulator_settings:
+            outcome = rerun_azureml(str(run_dir), failed=failed, wait=wait, out=folder,
+                                    workspace=workspace_from(subscription, resource_group, workspace, workspace_config),
+                                    **emulator_settings)
         if outcome.status != "submitted":
             report_run(folder.resolve(), None)
         sys.exit(exit_code_for(outcome.status))
 
+    check_emulation(emulate, assume, emulator_dir, backend)
     repair = plan_repair(run_dir, failed_only=failed)
     if out is not None and out.resolve() == run_dir.resolve():
         raise InvalidInputError([Problem(str(out), "--out", "a repair run needs a new folder, not the run it repairs")])

@@ -37,7 +37,7 @@ class Assumptions:
     @classmethod
     def parse(cls, names: Iterable[str], *, search_lag_s: float = DEFAULT_SEARCH_LAG_S) -> Assumptions:
         """From `--assume` values; `all` switches every one on. Unknown names are refused (exit 2)."""
-        chosen = set()
+        chosen: set[str] = set()
         for name in names:
             key = name.strip().lower()
             if key == "all":

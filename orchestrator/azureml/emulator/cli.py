@@ -34,19 +34,24 @@ def emulation_options(function: F) -> F:
     return function
 
 
+def check_emulation(emulate: bool, assume: tuple[str, ...], emulator_dir: Path | None, backend: str) -> None:
+    """--emulate only with --backend azureml; --assume and --emulator-dir only with --emulate."""
+    from orchestrator.errors import InvalidInputError, Problem
+
+    if not emulate and (assume or emulator_dir is not None):
+        raise InvalidInputError([Problem("--assume/--emulator-dir", "", "need --emulate")])
+    if emulate and backend != "azureml":
+        raise InvalidInputError([Problem("--emulate", backend, "needs --backend azureml")])
+
+
 @contextlib.contextmanager
 def emulated(emulate: bool, assume: tuple[str, ...], emulator_dir: Path | None, backend: str) -> Iterator[dict[str, Any]]:
     """With --emulate: the emulated workspace at the client seam for the command's life; yields the backend
     settings to add. The workspace lives in this process, so leaving waits for the jobs it runs."""
-    from orchestrator.errors import InvalidInputError, Problem
-
+    check_emulation(emulate, assume, emulator_dir, backend)
     if not emulate:
-        if assume or emulator_dir is not None:
-            raise InvalidInputError([Problem("--assume/--emulator-dir", "", "need --emulate")])
         yield {}
         return
-    if backend != "azureml":
-        raise InvalidInputError([Problem("--emulate", backend, "needs --backend azureml")])
     from orchestrator.azureml.client import set_client_factory
     from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace
 
@@ -92,7 +97,8 @@ def emulate_command(pipeline_file: Path, out: Path, assume: tuple[str, ...], emu
     from orchestrator.azureml.rerun import expected_of, input_value
     from orchestrator.azureml.submit import submit_job
     from orchestrator.backends import RunOptions
-    from orchestrator.cli import _exit_code_for, _report
+    from orchestrator.cli.run import report_run
+    from orchestrator.errors import exit_code_for
     from orchestrator.progress import make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir
 
@@ -108,5 +114,5 @@ def emulate_command(pipeline_file: Path, out: Path, assume: tuple[str, ...], emu
     outcome = follow(workspace, submitted, options=RunOptions(run_dir=run_dir, run_id=run_id, wait=True),
                      progress=make_progress(), expected=expected, title=str(job.experiment_name or "notebooks"),
                      run_key=str(input_value(job.inputs, RUN_KEY) or ""), poll_s=POLL_S)
-    _report(run_dir, None)
-    sys.exit(_exit_code_for(outcome.status))
+    report_run(run_dir, None)
+    sys.exit(exit_code_for(outcome.status))

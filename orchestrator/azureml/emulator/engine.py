@@ -25,11 +25,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from orchestrator.azureml.emulator import commandline, packages
 from orchestrator.azureml.emulator.graph import Literal, Node, NodeOutput, Pipeline, resolve
@@ -141,7 +142,7 @@ class JobRun:
         inputs = self._inputs(node)
         key = self._reuse_key(node, inputs) if node.deterministic and not self.pipeline.force_rerun and not finalize else None
         previous = self.ws.reusable(key) if key else None
-        if previous is not None:
+        if key is not None and previous is not None:
             self._reuse(node, key, previous)
             return
         child = self._new_child(node)
@@ -239,7 +240,8 @@ class JobRun:
             return
         from azure.ai.ml._utils._asset_utils import get_ignore_file, get_upload_files_from_folder
 
-        for source, relative in get_upload_files_from_folder(node.code, ignore_file=get_ignore_file(node.code)):
+        files: list[Any] = get_upload_files_from_folder(node.code, ignore_file=get_ignore_file(node.code))
+        for source, relative in files:
             target = work / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
@@ -264,7 +266,7 @@ class JobRun:
         home = Path(self.folder) / "nodes" / child.name / "home"
         home.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.pathsep.join([python_bin, os.environ.get("PATH", "/usr/bin:/bin")]), "HOME": str(home),
-               "TMPDIR": str(home), "LANG": os.environ.get("LANG", "C.UTF-8")}
+               "LANG": os.environ.get("LANG", "C.UTF-8")}
         ws = self.ws.workspace
         env.update({
             "AZUREML_RUN_ID": child.name,
@@ -285,8 +287,10 @@ class JobRun:
             child.status = "Running"
         self.state.save(self._lock)
         deadline = time.monotonic() + node.timeout_s if node.timeout_s else None
+        # A short, fresh TMPDIR: kernels put ipc sockets there, and a socket path is limited to 107 bytes.
+        tmp = tempfile.mkdtemp(prefix="aml-")
         with log_path.open("ab") as out:
-            process = subprocess.Popen(["bash", "-c", command], cwd=work, env=self._environment(child),
+            process = subprocess.Popen(["bash", "-c", command], cwd=work, env={**self._environment(child), "TMPDIR": tmp},
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True)
             self._processes[node.name] = process
@@ -302,6 +306,7 @@ class JobRun:
                     time.sleep(POLL_S)
             finally:
                 self._processes.pop(node.name, None)
+                shutil.rmtree(tmp, ignore_errors=True)
         code = process.returncode
         return ("Completed", None) if code == 0 else ("Failed", f"the command exited with {code}")
 

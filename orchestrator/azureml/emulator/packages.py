@@ -53,7 +53,7 @@ def declared(conda: Mapping[str, Any] | None) -> set[str]:
 
 @lru_cache(maxsize=1)
 def _distributions() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
+    return dict(metadata.packages_distributions())
 
 
 def distributions_of(module: str) -> frozenset[str]:
@@ -98,8 +98,8 @@ def _imports(tree: ast.AST) -> list[str]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.Try) and _optional(node.handlers):
-            for child in node.handlers + node.orelse + node.finalbody:
-                visit(child)
+            for kept in [*node.handlers, *node.orelse, *node.finalbody]:
+                visit(kept)
             return
         if isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
@@ -111,6 +111,12 @@ def _imports(tree: ast.AST) -> list[str]:
 
     visit(tree)
     return found
+
+
+def _script_names(tree: ast.AST) -> set[str]:
+    """Bare `.py` file names written as string constants (scripts this one runs)."""
+    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and node.value.endswith(".py") and "/" not in node.value and len(node.value) < 100}
 
 
 def _local_files(module: str, roots: Iterable[Path]) -> list[Path] | None:
@@ -151,11 +157,11 @@ def scripts_of(command: str, cwd: Path) -> list[Path]:
 def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
     """Module -> the file that imports it, for modules that do not ship in the snapshot.
 
-    The scripts' sibling files count as the step's own: a step script often runs another one as a
-    subprocess (steps/azureml_step.py runs steps/run_notebook.py), which no import shows."""
+    A script that names a sibling `.py` file in a string runs it (steps/azureml_step.py runs
+    steps/run_notebook.py as a subprocess, which no import shows): that file counts as the step's too."""
     seen: set[Path] = set()
     external: dict[str, str] = {}
-    queue = list(scripts) + [p for s in scripts for p in sorted(s.parent.glob("*.py"))]
+    queue = list(scripts)
     while queue:
         path = queue.pop()
         if path in seen:
@@ -166,6 +172,7 @@ def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
         except (OSError, SyntaxError, ValueError):
             continue
         roots = [code_root, path.parent]
+        queue.extend(path.parent / name for name in _script_names(tree) if (path.parent / name).is_file())
         for module in _imports(tree):
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top == "__future__":

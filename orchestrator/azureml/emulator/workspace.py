@@ -205,7 +205,8 @@ def _absolute_code(job: Any) -> None:
     for node in (getattr(job, "jobs", None) or {}).values():
         component = getattr(node, "component", None)
         code = getattr(component, "code", None)
-        if isinstance(code, str) and code and not Path(code).is_absolute() and "://" not in code and not code.startswith("azureml:"):
+        if component is not None and isinstance(code, str) and code and not Path(code).is_absolute() \
+                and "://" not in code and not code.startswith("azureml:"):
             base = Path(getattr(component, "_base_path", None) or ".")
             component.code = str((base / code).resolve())
 
