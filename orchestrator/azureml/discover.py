@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from orchestrator.azureml.collect import CANCELLED, FAILED, FINISHED, NOT_STARTED, RUNNING, Finding
 
@@ -87,6 +88,63 @@ def _step_of(run: Any, ids: set[str], by_notebook: Mapping[str, str]) -> str | N
     return name if name in ids else None
 
 
+def _runs_with_key(client: Any, experiment_id: str, run_key: str) -> list[Any]:
+    try:
+        return list(_search(client, experiment_id, f"tags.{RUN_KEY_TAG} = {_quote(run_key)}"))
+    except Exception as exc:  # noqa: BLE001 - a server that cannot search tags must not stop the report
+        log.warning("searching runs by run_key failed: %s", exc)
+        return []
+
+
+def _newest_parent(keyed: Sequence[Any], own_run: str) -> str | None:
+    """When the report's own run has no parent tag (never promised for the finalize node): the pipeline whose
+    notebook runs with this run_key started last is this one. Earlier pipelines sharing the key (a rerun
+    --failed) ended before this one began; their completed runs still count as reused."""
+    latest: dict[str, int] = {}
+    for run in keyed:
+        parent = run.data.tags.get(PARENT_TAG)
+        if parent and run.info.run_id != own_run:
+            latest[parent] = max(latest.get(parent, 0), run.info.start_time or 0)
+    if not latest:
+        return None
+    parent = max(latest, key=lambda p: latest[p])
+    log.warning("the report run has no %s tag: taking %s, the newest pipeline with this run_key, as its parent",
+                PARENT_TAG, parent)
+    return parent
+
+
+def unexplained(expected: Sequence[Mapping[str, Any]], found: Mapping[str, Sequence[StepRun]]) -> list[str]:
+    """Steps with no run that nothing explains: not skipped by the plan, and no step they come after was
+    found ended without completing (then they never start). Under a lagging search these may yet appear."""
+    missing = []
+    for entry in expected:
+        step = str(entry["step"])
+        if entry.get("skip") or step in found:
+            continue
+        blocked = any(found.get(dep) and found[dep][0].status != "FINISHED" for dep in entry.get("after", ()))
+        if not blocked:
+            missing.append(step)
+    return missing
+
+
+def find_settled(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
+                 parent_run: str | None = None, settle_s: float = 0.0, poll_s: float = 1.0,
+                 sleep: Callable[[float], None] = time.sleep) -> dict[str, list[StepRun]]:
+    """find_step_runs, searched again for up to `settle_s` seconds while a step's run is missing without a
+    reason: a run's tags may reach the search index seconds after they were set (the `search-lag`
+    assumption, docs/azureml.md), and a report built too early would call a finished notebook not started."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = find_step_runs(client, own_run=own_run, run_key=run_key, expected=expected, parent_run=parent_run)
+        missing = unexplained(expected, found)
+        if not missing or time.monotonic() >= deadline:
+            if missing:
+                log.info("no run found for %s after waiting %.0fs", ", ".join(missing), settle_s)
+            return found
+        log.info("no run found yet for %s; searching again", ", ".join(missing))
+        sleep(poll_s)
+
+
 def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
                    parent_run: str | None = None) -> dict[str, list[StepRun]]:
     """Step id -> the MLflow runs that may hold that notebook node's outcome, best first: its sibling run
@@ -94,9 +152,10 @@ def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: 
     (a reused node), latest first. Steps with no run at all are left out."""
     me = client.get_run(own_run)
     experiment_id = me.info.experiment_id
-    parent = parent_run or me.data.tags.get(PARENT_TAG)
     ids = {str(e["step"]) for e in expected if not e.get("skip")}
     by_notebook = {str(e["notebook"]): str(e["step"]) for e in expected if e.get("notebook")}
+    keyed = _runs_with_key(client, experiment_id, run_key) if run_key else []
+    parent = parent_run or me.data.tags.get(PARENT_TAG) or _newest_parent(keyed, own_run)
     siblings: dict[str, list[StepRun]] = {}
     if parent:
         for run in _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(parent)}"):
@@ -106,19 +165,14 @@ def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: 
             if step is not None:
                 siblings.setdefault(step, []).append(StepRun(run.info.run_id, run.info.status, run.info.start_time or 0))
     else:
-        log.warning("the report run has no %s tag: siblings cannot be listed, only reused runs", PARENT_TAG)
+        log.warning("the report run has no %s tag and no run carries this run_key yet: siblings cannot be listed",
+                    PARENT_TAG)
     reused: dict[str, list[StepRun]] = {}
-    if run_key:
-        try:
-            runs = list(_search(client, experiment_id, f"tags.{RUN_KEY_TAG} = {_quote(run_key)}"))
-        except Exception as exc:  # noqa: BLE001 - a server that cannot search tags must not stop the report
-            log.warning("searching runs by run_key failed: %s", exc)
-            runs = []
-        taken = {r.run_id for candidates in siblings.values() for r in candidates} | {own_run}
-        for run in runs:
-            step = run.data.tags.get(STEP_TAG)
-            if step in ids and run.info.status == "FINISHED" and run.info.run_id not in taken:
-                reused.setdefault(step, []).append(StepRun(run.info.run_id, run.info.status, run.info.start_time or 0, True))
+    taken = {r.run_id for candidates in siblings.values() for r in candidates} | {own_run}
+    for run in keyed:
+        step = run.data.tags.get(STEP_TAG)
+        if step in ids and run.info.status == "FINISHED" and run.info.run_id not in taken:
+            reused.setdefault(step, []).append(StepRun(run.info.run_id, run.info.status, run.info.start_time or 0, True))
     found: dict[str, list[StepRun]] = {}
     for step in sorted(ids):
         ordered = sorted(siblings.get(step, []), key=lambda r: -r.start_time)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,13 +23,24 @@ from orchestrator.azureml import collect, devops_hook, discover
 log = logging.getLogger("orchestrator.azureml")
 
 STATUS_TAG = "orchestrator.status"
+SETTLE_VARIABLE = "ORCHESTRATOR_DISCOVERY_SETTLE_S"
+DEFAULT_SETTLE_S = 30.0
 _BATCH = 900
+
+
+def settle_seconds() -> float:
+    """How long the report waits for runs it cannot find yet (ORCHESTRATOR_DISCOVERY_SETTLE_S)."""
+    try:
+        return max(0.0, float(os.environ.get(SETTLE_VARIABLE, DEFAULT_SETTLE_S)))
+    except ValueError:
+        return DEFAULT_SETTLE_S
 
 
 def gather(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]], out: Path,
            parent_run: str | None = None) -> dict[str, collect.Finding]:
     """Findings for every expected step, with each node's files downloaded into out/steps/<id>/."""
-    runs = discover.find_step_runs(client, own_run=own_run, run_key=run_key, expected=expected, parent_run=parent_run)
+    runs = discover.find_settled(client, own_run=own_run, run_key=run_key, expected=expected, parent_run=parent_run,
+                                 settle_s=settle_seconds())
     return {step: discover.fetch_first(client, candidates, out / "steps" / step) for step, candidates in runs.items()}
 
 
