@@ -1,0 +1,102 @@
+"""The emulated Azure ML workspace: the pieces without kernels (command lines, the package check, the YAML
+it receives), then `orchestrator emulate` end to end on tiny notebooks with real kernels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("azure.ai.ml")
+
+from click.testing import CliRunner  # noqa: E402
+
+from orchestrator.azureml.emulator import commandline, packages  # noqa: E402
+from orchestrator.cli import cli  # noqa: E402
+from tests.builders import make_notebook  # noqa: E402
+from tests.emulator_support import compiled  # noqa: E402
+
+
+def test_optional_blocks_are_kept_or_dropped_and_bindings_substituted() -> None:
+    command = "python s.py --a '${{inputs.a}}' $[[--b ${{inputs.b}}]] $[[--c '${{inputs.c}}']] --out ${{outputs.o}}"
+    assert commandline.render(command, {"a": "x y", "b": None, "c": "3"}, {"o": "/out"}) == \
+        "python s.py --a 'x y'  --c '3' --out /out"
+    with pytest.raises(commandline.CommandError, match="inputs.a"):
+        commandline.render(command, {"a": None, "b": "1", "c": "2"}, {"o": "/out"})
+
+
+def test_package_check_names_what_the_environment_lacks(tmp_path: Path) -> None:
+    (tmp_path / "steps").mkdir()
+    (tmp_path / "steps" / "main.py").write_text(
+        "import json\nimport yaml\nfrom helper import go\ntry:\n    import jinja2\nexcept ImportError:\n    pass\n"
+        "def later():\n    import papermill\nRUNNER = 'other.py'\n")
+    (tmp_path / "steps" / "helper.py").write_text("import nbformat\ndef go(): pass\n")
+    (tmp_path / "steps" / "other.py").write_text("import zmq\n")
+    conda = {"dependencies": ["python=3.11", "pyyaml=6", {"pip": ["nbformat==5.10.4"]}]}
+    missing = packages.missing_packages("python steps/main.py --x 1", tmp_path, conda)
+    # papermill (a lazy import) and zmq (in a script main.py runs) are missing; jinja2 is optional
+    assert sorted(missing) == ["papermill", "zmq"]
+    assert missing["zmq"] == "steps/other.py"
+
+
+def test_exported_pipeline_keeps_every_notebook_nodes_display_name_and_tags(tmp_path: Path) -> None:
+    """Audit fix: PipelineJob._to_dict() drops node display_name and tags; the export writes them back."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text("version: 1\nnotebooks:\n  - glob: 'nb/*.ipynb'\n")
+    make_notebook(repo / "nb" / "one.ipynb", "x = 1")
+    make_notebook(repo / "nb" / "two.ipynb", "x = 2")
+    job = compiled(repo, tmp_path / "build" / "pipeline.yml")
+    for name in ("nb_one", "nb_two"):
+        node = job.jobs[name]
+        assert node.display_name == f"nb/{name[3:]}.ipynb"
+        assert node.tags == {"notebook": f"nb/{name[3:]}.ipynb", "step": name}
+
+
+def test_emulate_runs_the_compiled_file_with_real_kernels(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text(
+        "version: 1\nexperiment: emulated-cli\ndefaults: {retries: 0}\nnotebooks:\n  - glob: '*.ipynb'\n"
+        "  - path: c_after.ipynb\n    after: [b_fail.ipynb]\n")
+    # mlflow inside the notebook attaches to the node's own run, as on the service
+    # (mlflow takes MLFLOW_RUN_ID out of the environment when it resumes the run: compare first)
+    make_notebook(repo / "a_pass.ipynb", "import mlflow, os\nassert os.environ['AZUREML_RUN_ID'] == os.environ['MLFLOW_RUN_ID']\n"
+                                         "mlflow.log_metric('inside', 1.0)")
+    make_notebook(repo / "b_fail.ipynb", "raise ValueError('no')")
+    make_notebook(repo / "c_after.ipynb", "x = 1")
+    pipeline = tmp_path / "build" / "pipeline.yml"
+    assert CliRunner().invoke(cli, ["compile", str(repo), "--out", str(pipeline)]).exit_code == 0
+    out = tmp_path / "run"
+    workspace = tmp_path / "workspace"
+    done = CliRunner().invoke(cli, ["emulate", str(pipeline), "--out", str(out), "--emulator-dir", str(workspace)])
+    assert done.exit_code == 1, done.output  # a notebook failed: exit 1, as `run`
+    results = json.loads((out / "results.json").read_text())
+    assert {s["step"]: s["status"] for s in results["steps"]} == {"a_pass": "passed", "b_fail": "failed",
+                                                                  "c_after": "skipped"}
+    assert results["reported_by"] == "azureml report node" and (out / "report.html").is_file()
+    assert (out / "steps" / "a_pass" / "a_pass.ipynb").is_file()
+
+    client = MlflowClient(tracking_uri=(workspace / "mlruns").resolve().as_uri())
+    [experiment] = [e for e in client.search_experiments() if e.name == "emulated-cli"]
+    runs = {r.data.tags.get("step"): r for r in client.search_runs([experiment.experiment_id])}
+    pipeline_run = runs.pop(None)  # the pipeline's own run: no node tags
+    assert set(runs) == {"a_pass", "b_fail", "orchestrator_report"}  # c_after never started
+    for run in runs.values():
+        assert run.data.tags["mlflow.parentRunId"] == pipeline_run.info.run_id
+    assert runs["a_pass"].data.metrics["inside"] == 1.0
+    assert runs["a_pass"].data.tags["orchestrator.status"] == "passed"
+    assert runs["a_pass"].data.tags["mlflow.runName"] == "a_pass.ipynb"
+    assert (runs["a_pass"].info.status, runs["b_fail"].info.status) == ("FINISHED", "FAILED")
+
+
+def test_emulate_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    done = CliRunner().invoke(cli, ["emulate", str(tmp_path / "missing.yml"), "--out", str(tmp_path / "run")])
+    assert done.exit_code == 2 and "no such pipeline file" in done.output
+    (tmp_path / "p.yml").write_text("type: pipeline\njobs: {}\n")
+    done = CliRunner().invoke(cli, ["emulate", str(tmp_path / "p.yml"), "--out", str(tmp_path / "run"),
+                                    "--assume", "optimism"])
+    assert done.exit_code == 2 and "unknown assumption" in done.output
