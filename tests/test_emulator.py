@@ -93,10 +93,19 @@ def test_emulate_runs_the_compiled_file_with_real_kernels(tmp_path: Path) -> Non
     assert (runs["a_pass"].info.status, runs["b_fail"].info.status) == ("FINISHED", "FAILED")
 
 
-def test_emulate_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
-    done = CliRunner().invoke(cli, ["emulate", str(tmp_path / "missing.yml"), "--out", str(tmp_path / "run")])
-    assert done.exit_code == 2 and "no such pipeline file" in done.output
+def test_emulate_refuses_bad_input_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.cli import main
+
+    def exit_code(*args: str) -> int:
+        with pytest.raises(SystemExit) as stopped:
+            main(["emulate", *args, "--out", str(tmp_path / "run")])
+        return int(stopped.value.code or 0)
+
+    assert exit_code(str(tmp_path / "missing.yml")) == 2
+    assert "no such pipeline file" in capsys.readouterr().err
     (tmp_path / "p.yml").write_text("type: pipeline\njobs: {}\n")
-    done = CliRunner().invoke(cli, ["emulate", str(tmp_path / "p.yml"), "--out", str(tmp_path / "run"),
-                                    "--assume", "optimism"])
-    assert done.exit_code == 2 and "unknown assumption" in done.output
+    assert exit_code(str(tmp_path / "p.yml"), "--assume", "optimism") == 2
+    assert "unknown assumption" in capsys.readouterr().err
+    (tmp_path / "bad.yml").write_text("type: command\ncommand: [\n")
+    assert exit_code(str(tmp_path / "bad.yml")) == 2
+    assert "bad.yml" in capsys.readouterr().err

@@ -97,9 +97,9 @@ def emulate_command(pipeline_file: Path, out: Path, assume: tuple[str, ...], emu
     from orchestrator.azureml.rerun import expected_of, input_value
     from orchestrator.azureml.submit import submit_job
     from orchestrator.backends import RunOptions
-    from orchestrator.cli.run import report_run
     from orchestrator.errors import exit_code_for
     from orchestrator.progress import make_progress
+    from orchestrator.report import build_report
     from orchestrator.run_folder import new_run_id, prepare_run_dir
 
     assumptions = Assumptions.parse(assume)
@@ -114,5 +114,6 @@ def emulate_command(pipeline_file: Path, out: Path, assume: tuple[str, ...], emu
     outcome = follow(workspace, submitted, options=RunOptions(run_dir=run_dir, run_id=run_id, wait=True),
                      progress=make_progress(), expected=expected, title=str(job.experiment_name or "notebooks"),
                      run_key=str(input_value(job.inputs, RUN_KEY) or ""), poll_s=POLL_S)
-    report_run(run_dir, None)
+    files = build_report(run_dir)  # junit.xml and report.html, as after a local run
+    click.echo(f"results: {run_dir / 'results.json'}\nreport:  {files.html}", err=True)
     sys.exit(exit_code_for(outcome.status))
