@@ -37,11 +37,18 @@ def test_paths_as_written_or_as_patterns_when_computed(tmp_path: Path) -> None:
         "DATA = 'data'\nsplit = input()",
         "from pathlib import Path\nimport os\n"
         "a = Path(DATA) / 'train.csv'\nb = os.path.join(DATA, 'test.csv')\nc = f'{DATA}/{split}.parquet'\n"
-        "d = 'conf/' + 'model.yml'\ne = '{}/x.json'.format(split)",
+        "d = open('conf/' + 'model.yml')\ne = '{}/x.json'.format(split)\nrow = {'data': 1}\nrow['models']",
         "%run helpers.py\n!cat data/raw.txt | head\n%load snippets/load.py",
     )
     assert {"data/train.csv", "data/test.csv", "data/*.parquet", "conf/model.yml", "*/x.json", "helpers.py",
             "data/raw.txt", "snippets/load.py"} <= paths
+    # DATA is only ever a part of those paths: the folder itself is not named; keys and columns are not paths.
+    assert "data" not in paths and "models" not in paths
+
+
+def test_a_name_bound_to_a_path_counts_where_it_is_used(tmp_path: Path) -> None:
+    _, paths, _ = _found(tmp_path, "import os\nDATA = 'data'\nUNUSED = 'other/file.csv'", "files = os.listdir(DATA)")
+    assert "data" in paths and "other/file.csv" not in paths
 
 
 def test_a_module_finds_files_next_to_itself() -> None:

@@ -290,6 +290,36 @@ class _Visitor(ast.NodeVisitor):
         if isinstance(node.value, str):
             self._literal(node.value, node)
 
+    # A name bound to one path (`DATA = Path("../data")`) is a reference where it is used, as what it is used
+    # for: `DATA / "sales.csv"` names that file, not the whole folder; `os.listdir(DATA)` names the folder.
+    def visit_Assign(self, node: ast.Assign) -> None:
+        if not all(self._bound(target) for target in node.targets):
+            self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is None or not self._bound(node.target):
+            self.generic_visit(node)
+
+    def _bound(self, target: ast.expr) -> bool:
+        return isinstance(target, ast.Name) and self.constants.get(target.id) is not None
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load) and self.constants.get(node.id) is not None:
+            self._literal(self.constants[node.id] or "", node)
+
+    # Dictionary keys and subscripts (`row["data"]`, `{"model": ...}`) name columns and fields, not files.
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        self.visit(node.value)
+        if not isinstance(node.slice, ast.Constant):
+            self.visit(node.slice)
+
+    def visit_Dict(self, node: ast.Dict) -> None:
+        for key in node.keys:
+            if key is not None and not isinstance(key, ast.Constant):
+                self.visit(key)
+        for value in node.values:
+            self.visit(value)
+
     def _literal(self, text: str, node: ast.AST, *, runs: bool = False) -> None:
         if text.strip() and len(text) < 400 and "\n" not in text:
             self.facts.paths.append(PathRef(text.strip(), self._loc(node), runs))

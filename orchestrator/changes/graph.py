@@ -245,6 +245,11 @@ class _Walk:
     def _pattern(self, text: str, bases: list[str], where: str, chain: tuple[str, ...]) -> None:
         hop = f"names a path built at run time, {text!r} ({where})"
         if text.startswith(WILD):
+            # Only the folder is computed: a file of that name anywhere could be it. A name that is computed
+            # too, with only its extension known ('*.csv'), could be any such file: too little to go on.
+            stem = posixpath.splitext(posixpath.basename(text))[0].replace(WILD, "")
+            if not any(char.isalnum() for char in stem):
+                return
             patterns = [text]
         else:
             patterns = [joined for base in bases if (joined := _inside(_join(base, text))) is not None]
