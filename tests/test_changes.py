@@ -143,8 +143,7 @@ def test_a_module_imported_through_another_selects_the_notebook_and_what_comes_a
     assert chosen[NOTEBOOKS[6]] == ["imports a module named at run time (cell 1, line 2), which could be any: "
                                     "src/shop/util.py changed"]
     # What a selected notebook comes after still runs; nothing it depends on changed.
-    assert not_selected(data)[NOTEBOOKS[0]] == (
-        "unchanged since main; runs anyway because notebooks/01_features.ipynb comes after it")
+    assert not_selected(data)[NOTEBOOKS[0]] == "unchanged since main"
     assert not_selected(data)[NOTEBOOKS[5]] == "unchanged since main"
 
 
@@ -263,7 +262,9 @@ def test_text_output_lists_reasons(repo: Path, capsys: pytest.CaptureFixture[str
     assert code == 0
     assert "2 of 7 notebooks selected" in out.splitlines()[0]
     assert "  selected      notebooks/03_report.ipynb" in out
-    assert "  not selected  notebooks/00_load.ipynb: unchanged since main" in out
+    assert "  not selected  notebooks/05_alone.ipynb: unchanged since main\n" in out
+    assert ("  not selected  notebooks/00_load.ipynb: unchanged since main; runs anyway: notebooks/03_report.ipynb "
+            "comes after it") in out  # through 01 and 02
 
 
 def test_an_unknown_ref_is_a_clear_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

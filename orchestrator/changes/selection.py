@@ -35,8 +35,10 @@ class Selected:
 @dataclass(frozen=True)
 class NotSelected:
     notebook: str
-    reason: str
-    runs_for: tuple[str, ...] = ()  # selected notebooks that come after it: it runs for them
+    reason: str  # "unchanged since REF", the skip reason wherever the run is reported
+    # Selected notebooks that come after it: it still runs, for them (the JSON keeps the documented shape;
+    # the text output says so).
+    runs_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ class Selection:
             out.append(f"  selected      {item.notebook}")
             out.extend(f"      {reason}" for reason in item.reasons)
         for other in self.not_selected if not_selected else ():
-            out.append(f"  not selected  {other.notebook}: {other.reason}")
+            runs = f"; runs anyway: {', '.join(other.runs_for)} come{'s' * (len(other.runs_for) == 1)} after it" \
+                if other.runs_for else ""
+            out.append(f"  not selected  {other.notebook}: {other.reason}{runs}")
         return out
 
 
@@ -154,10 +158,7 @@ class _Selector:
         )
 
     def _not_selected(self, notebook: str, runs_for: tuple[str, ...]) -> NotSelected:
-        reason = unchanged_reason(self.ref)
-        if runs_for:
-            reason += f"; runs anyway because {', '.join(runs_for)} come{'s' if len(runs_for) == 1 else ''} after it"
-        return NotSelected(notebook, reason, runs_for)
+        return NotSelected(notebook, unchanged_reason(self.ref), runs_for)
 
     def _prerequisites(self, reasons: dict[str, list[str]], by_id: dict[str, StepSpec]) -> dict[str, tuple[str, ...]]:
         """Unselected notebooks that selected ones come after (transitively) -> those selected notebooks."""
