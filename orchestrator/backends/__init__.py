@@ -53,6 +53,8 @@ class RunOptions:
     repairs: str | None = None  # run id this run repairs
     wait: bool = True
     stop: StopRequest = field(default_factory=StopRequest)
+    # step id -> expected seconds (run history, else the plan): the local backend starts the longest chains first
+    expected_durations: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

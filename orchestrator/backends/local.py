@@ -24,6 +24,9 @@ from typing import Any
 
 from orchestrator.backends import RunOptions, RunOutcome
 from orchestrator.backends.gpus import visible_gpus
+from orchestrator.backends.priority import ranks
+from orchestrator.backends.slots import RankedSlots
+from orchestrator.history.vcs import current_branch, current_commit
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.progress import Progress
 from orchestrator.report import render_step_page
@@ -60,7 +63,8 @@ class _LocalRun:
             backend="local",
             experiment=plan.experiment,
             step_order=[step.id for step in plan.steps],
-            extra={"repairs": options.repairs, "root": str(plan.root)},
+            extra={"repairs": options.repairs, "root": str(plan.root), "commit": current_commit(plan.root),
+                   "branch": current_branch(plan.root)},
         )
         write_json_atomic(options.run_dir / PLAN_FILE, plan.to_json())
         # Each finished notebook is rendered to HTML on one background thread while the others run.
@@ -71,9 +75,11 @@ class _LocalRun:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         self.done: dict[str, asyncio.Future[dict[str, Any]]] = {s.id: loop.create_future() for s in self.plan.steps}
-        self.cpu_slots = asyncio.Semaphore(self.options.jobs or os.cpu_count() or 1)
+        # Ready steps wait for a slot in rank order: the longest remaining chain of work first.
+        self.ranks = ranks(self.plan, self.options.expected_durations)
+        self.cpu_slots = RankedSlots(self.options.jobs or os.cpu_count() or 1)
         self.target_slots = {
-            name: asyncio.Semaphore(target.local_slots)
+            name: RankedSlots(target.local_slots)
             for name, target in self.plan.targets.items()
             if target.local_slots
         }
@@ -163,11 +169,11 @@ class _LocalRun:
                 self.gpus.put_nowait(gpu)
 
     async def _attempts(
-        self, step: StepSpec, request: run_notebook.StepRequest, slots: asyncio.Semaphore | None
+        self, step: StepSpec, request: run_notebook.StepRequest, slots: RankedSlots | None
     ) -> dict[str, Any]:
         for attempt in range(1, step.retries + 2):
             request.attempt = attempt
-            async with _Lease(self.target_slots.get(step.target), slots) as lease:
+            async with _Lease(self.ranks[step.id], self.target_slots.get(step.target), slots) as lease:
                 # The slot is free once the cells are done: the next kernel starts while this one exits.
                 request.on_cells_done = lease.release
                 self.progress.step_started(step.id, step.notebook, attempt)
@@ -266,14 +272,15 @@ class _Lease:
     """Slots held by one attempt of one step, released exactly once: early (when the cells are done) or on
     leaving the block, whichever comes first."""
 
-    def __init__(self, *semaphores: asyncio.Semaphore | None) -> None:
+    def __init__(self, rank: Any, *semaphores: RankedSlots | None) -> None:
+        self._rank = rank
         self._semaphores = [semaphore for semaphore in semaphores if semaphore is not None]
-        self._held: list[asyncio.Semaphore] = []
+        self._held: list[RankedSlots] = []
 
     async def __aenter__(self) -> "_Lease":
         try:
             for semaphore in self._semaphores:
-                await semaphore.acquire()
+                await semaphore.acquire(self._rank)
                 self._held.append(semaphore)
         except BaseException:
             self.release()

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "emulate": "orchestrator.azureml.emulator.cli:emulate_command",
     "handle": "orchestrator.trigger.commands:handle_command",
     "worker": "orchestrator.trigger.commands:worker_command",
+    "history": "orchestrator.history.command:history_command",
 }
 
 

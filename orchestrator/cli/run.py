@@ -110,6 +110,7 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
             devops: DevOpsContext | None = None, settings: dict[str, Any] | None = None) -> None:
     """Run the plan into a new run folder, report it (even after a crash), exit with the run's code."""
     from orchestrator.backends import RunOptions, get_backend
+    from orchestrator.history import planning_durations, remember_run
     from orchestrator.progress import make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir, release_run_dir
     from orchestrator.running import Finished, run_plan
@@ -120,7 +121,8 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
     run_id = new_run_id()
     run_dir = prepare_run_dir(out, run_id)
     options = RunOptions(run_dir=run_dir, run_id=run_id, jobs=jobs, gpu_fallback=gpu_fallback,
-                         carried=carried or {}, repairs=repairs, wait=wait)
+                         carried=carried or {}, repairs=repairs, wait=wait,
+                         expected_durations=planning_durations(plan))
     finished: Finished | None = None
     try:
         finished = run_plan(chosen, plan, options, make_progress(), devops=devops)
@@ -131,6 +133,10 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
         # Even when the backend crashed, the report and the DevOps callback describe what finished. A job only
         # submitted (Azure ML without --wait) has nothing to report yet: its own reporting node will.
         if finished is None or finished.status != "submitted":
+            if finished is not None:  # recorded before the report, so its trends include this run
+                warning = remember_run(run_dir)
+                if warning:
+                    click.echo(f"warning: {warning}", err=True)
             report_run(run_dir, devops, cancelled=finished is not None and finished.cancelled_by_devops)
     sys.exit(exit_code_for(finished.status))
 

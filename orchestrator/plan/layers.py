@@ -17,7 +17,7 @@ from orchestrator.plan.spec import StepSpec
 
 # Keys a later layer simply replaces.
 _REPLACED = ("target", "environment", "timeout", "cell_timeout", "retries", "kernel", "skip", "pythonpath",
-             "output_limit")  # fmt: skip
+             "output_limit", "expected_duration", "pack")  # fmt: skip
 
 
 @dataclass
@@ -43,6 +43,8 @@ class Merged:
     skip: str | None
     pythonpath: list[str]
     output_limit: int
+    expected_duration: float | None
+    pack: bool | None
     parameters: dict[str, Any]
     expect: dict[str, str]
     after: list[tuple[str, Source]]  # (notebook, where that dependency was written)
@@ -68,6 +70,8 @@ class Merged:
             pythonpath=tuple(self.pythonpath),
             output_limit_bytes=self.output_limit,
             kernel_required=self.kernel_required,
+            expected_duration_s=self.expected_duration,
+            pack=self.pack,
         )
 
 

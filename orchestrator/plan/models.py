@@ -91,10 +91,23 @@ class NotebookSettings(_Model):
     output_limit: Size | None = Field(
         default=None, description="Cap on stored output per cell, e.g. 2MB.", json_schema_extra=not_null
     )
+    expected_duration: Duration | None = Field(
+        default=None,
+        description="How long the notebook usually runs, e.g. 20m, until the run history has measured it: long "
+        "notebooks start first locally, and short ones may share an Azure ML node.",
+        json_schema_extra=not_null,
+    )
+    pack: bool | None = Field(
+        default=None,
+        description="Azure ML: may share a node with other short notebooks (default: yes for CPU targets, no for "
+        "GPU targets); false gives it a node of its own.",
+        json_schema_extra=not_null,
+    )
 
     # null only means something for timeouts ("no limit") and skip ("not skipped").
     _no_null = field_validator(
-        "target", "environment", "retries", "kernel", "pythonpath", "output_limit", mode="before"
+        "target", "environment", "retries", "kernel", "pythonpath", "output_limit", "expected_duration", "pack",
+        mode="before",
     )(reject_null)
 
     @field_validator("target", "environment", "kernel")

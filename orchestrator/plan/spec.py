@@ -52,6 +52,8 @@ class StepSpec:
     pythonpath: tuple[str, ...] = ()  # folders relative to the plan root
     output_limit_bytes: int = 2_000_000  # cap on stored output per cell
     kernel_required: bool = False  # the plan names `kernel` for this notebook: use it, error if missing
+    expected_duration_s: float | None = None  # the plan's estimate, used until the run history has measured it
+    pack: bool | None = None  # Azure ML node sharing: None = by target (CPU yes, GPU no), False = never, True = yes
 
 
 @dataclass(frozen=True)
