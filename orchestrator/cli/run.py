@@ -134,9 +134,9 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
         # submitted (Azure ML without --wait) has nothing to report yet: its own reporting node will.
         if finished is None or finished.status != "submitted":
             if finished is not None:  # recorded before the report, so its trends include this run
-                warning = remember_run(run_dir)
-                if warning:
-                    click.echo(f"warning: {warning}", err=True)
+                unrecorded = remember_run(run_dir)
+                if unrecorded:
+                    click.echo(f"warning: {unrecorded}", err=True)
             report_run(run_dir, devops, cancelled=finished is not None and finished.cancelled_by_devops)
     sys.exit(exit_code_for(finished.status))
 

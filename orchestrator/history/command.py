@@ -121,7 +121,7 @@ def _heading(notebook: str, runs: list[PastRun]) -> str:
 
 def _row(run: PastRun) -> str:
     record = run.record
-    code = f"{run.branch or '?'}@{(run.commit or '?')[:8]}"
+    code = f"{run.branch or '-'}@{run.commit[:8]}" if run.commit else (run.branch or "-")
     seconds = format_seconds(record.duration_s) if record.duration_s is not None else "-"
     retries = f" attempts={record.attempts}" if record.attempts > 1 else ""
     metrics = " ".join(f"{name}={value:.4g}" for name, value in sorted(record.metrics.items()))

@@ -122,6 +122,8 @@ class HistoryStore:
                 connection.execute("PRAGMA foreign_keys = ON")
                 if create:
                     connection.execute("PRAGMA journal_mode = WAL")
+                    # In WAL mode NORMAL never corrupts the file; a power cut may lose the last run, not more.
+                    connection.execute("PRAGMA synchronous = NORMAL")
                     connection.executescript(_SCHEMA)
                     connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 yield connection
