@@ -7,10 +7,11 @@ wants (counts, and which notebooks are running and for how long).
 
 from __future__ import annotations
 
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TextIO, cast
 
 from orchestrator.report.text import escape_name, one_line
@@ -102,7 +103,8 @@ class LiveProgress:
     _STYLE = {"passed": "green", "failed": "red", "timed_out": "magenta", "crashed": "red",
               "error": "red", "skipped": "yellow"}
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, expected: Mapping[str, float] | None = None,
+                 slots: int = 1) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -115,6 +117,7 @@ class LiveProgress:
         self._problems: list[str] = []  # one line per notebook that did not pass, in finishing order
         self._total = 0
         self._started = time.monotonic()
+        self._time_left = TimeLeft(expected or {}, slots)
         self._live = Live(console=self._console, refresh_per_second=4, transient=True, get_renderable=self.render)
 
     def render(self) -> Any:
@@ -128,9 +131,12 @@ class LiveProgress:
             for status in STATUSES:
                 if self._counts[status]:
                     header.append(f"{status}={self._counts[status]} ", style=self._STYLE[status])
-            header.append(f" {time.monotonic() - self._started:.0f}s", style="dim")
-            table = Table.grid(padding=(0, 2))
             now = time.monotonic()
+            header.append(f" {now - self._started:.0f}s", style="dim")
+            left = self._time_left.estimate({step: since for step, (_nb, since, _a) in self._running.items()}, now)
+            if left is not None:
+                header.append(f"  ~{_clock(left)} left", style="dim")
+            table = Table.grid(padding=(0, 2))
             for notebook, since, attempt in sorted(self._running.values(), key=lambda item: item[1]):
                 retry = f" (attempt {attempt})" if attempt > 1 else ""
                 table.add_row(Text("▶", style="cyan"), Text(notebook + retry), Text(f"{now - since:5.0f}s", style="dim"))
@@ -146,6 +152,7 @@ class LiveProgress:
 
     def run_started(self, run_id: str, total: int, run_dir: str) -> None:
         self._total = total
+        self._time_left.planned(total)
         self._console.print(f"[bold]run[/] {run_id}: {total} notebooks -> {run_dir}")
         self._live.start()
 
@@ -165,6 +172,7 @@ class LiveProgress:
                     f"{escape(str(result.get('notebook')))}  {escape(str(what or error.get('kind', '')))}")
         with self._lock:
             self._running.pop(str(result.get("step")), None)
+            self._time_left.finished(str(result.get("step")))
             self._counts[status] = self._counts.get(status, 0) + 1
             if line is not None:
                 self._problems.append(line)
@@ -186,6 +194,44 @@ class LiveProgress:
             self._console.print(line, no_wrap=True, overflow="ellipsis")
         style = "green" if status == "passed" else "red"
         self._console.print(f"[{style}]run {status}[/] in {seconds:.1f}s  {_summary(counts)}")
+
+
+class TimeLeft:
+    """An estimate of the time a run has left, from the run history's expected durations.
+
+    Work left = the expected time of every notebook not started, plus what the running ones are expected to
+    still need; spread over the slots. Rough on purpose: it says "about 4 minutes", not a finish time. A
+    notebook the history does not know counts as a typical one (the median of those it knows); with nothing
+    known there is no estimate.
+    """
+
+    def __init__(self, expected: Mapping[str, float], slots: int) -> None:
+        self._expected = dict(expected)
+        self._typical = statistics.median(expected.values()) if expected else 0.0
+        self._slots = max(1, slots)
+        self._done: set[str] = set()
+        self._total: int | None = None
+
+    def planned(self, total: int) -> None:
+        self._total = total
+
+    def finished(self, step_id: str) -> None:
+        self._done.add(step_id)
+
+    def estimate(self, running_since: Mapping[str, float], now: float) -> float | None:
+        if not self._expected:
+            return None
+        unknown = max(0, (self._total or len(self._expected)) - len(self._expected.keys() | self._done | set(running_since)))
+        waiting = sum(secs for step, secs in self._expected.items() if step not in self._done and step not in running_since)
+        waiting += unknown * self._typical
+        running = [max(0.0, self._expected.get(step, self._typical) - (now - since)) for step, since in running_since.items()]
+        # The longest running notebook bounds the end from below, however many slots are free.
+        return max(max(running, default=0.0), (waiting + sum(running)) / self._slots)
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds}s" if seconds < 60 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class TeeProgress:
@@ -215,9 +261,11 @@ class TeeProgress:
             sink.run_finished(status, counts, seconds)
 
 
-def make_progress(stream: TextIO | None = None) -> Progress:
-    """Live view on a terminal, plain lines otherwise (CI logs, pipes, files)."""
+def make_progress(stream: TextIO | None = None, *, expected: Mapping[str, float] | None = None,
+                  slots: int = 1) -> Progress:
+    """Live view on a terminal, plain lines otherwise (CI logs, pipes, files). `expected` (step id ->
+    seconds, from the run history) and `slots` (notebooks at once) give the live view its time left."""
     target = stream or sys.stderr
     if target.isatty():
-        return LiveProgress(target)
+        return LiveProgress(target, expected=expected, slots=slots)
     return PlainProgress(target)

@@ -75,3 +75,48 @@ def test_a_local_run_starts_the_notebook_history_says_is_longest_first(tmp_path:
     # ... and the run itself joined the history.
     latest = store.notebook_history(root=str(repo.resolve()), last=1)
     assert {runs[0].run_id for runs in latest.values()} == {read_results(out)["run_id"]}
+
+
+def test_expected_duration_and_pack_are_plan_settings_merged_like_the_others(tmp_path: Path) -> None:
+    from orchestrator.errors import PlanError
+    from orchestrator.plan import load_plan
+
+    make_notebook(tmp_path / "a.ipynb", "x = 1", metadata={"orchestrator": {"expected_duration": "90s"}})
+    make_notebook(tmp_path / "b.ipynb", "x = 1")
+    (tmp_path / "orchestrator.yml").write_text(
+        "version: 1\nnotebooks:\n  - glob: '*.ipynb'\n    pack: false\n  - path: b.ipynb\n    expected_duration: 1h30m\n"
+        "    pack: true\n", encoding="utf-8")
+    steps = {step.notebook: step for step in load_plan(tmp_path).steps}
+    assert (steps["a.ipynb"].expected_duration_s, steps["a.ipynb"].pack) == (90.0, False)
+    assert (steps["b.ipynb"].expected_duration_s, steps["b.ipynb"].pack) == (5400.0, True)
+    (tmp_path / "orchestrator.yml").write_text("version: 1\nnotebooks:\n  - path: b.ipynb\n    expected_duration: soon\n"
+                                               "    pack: 'no'\n", encoding="utf-8")
+    try:
+        load_plan(tmp_path)
+    except PlanError as error:
+        problems = [str(p) for p in error.problems]
+    assert any("notebooks[0].expected_duration" in p and "expected a duration" in p for p in problems), problems
+    assert any("notebooks[0].pack" in p for p in problems), problems
+
+
+def test_time_left_counts_waiting_and_running_work_over_the_slots_and_shows_in_the_live_view() -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.progress import LiveProgress, TimeLeft
+
+    left = TimeLeft({"a": 100.0, "b": 40.0, "c": 20.0}, slots=2)
+    left.planned(4)  # d is unknown: counts as the median, 40
+    assert left.estimate({}, now=0.0) == (100 + 40 + 20 + 40) / 2
+    # a has run 30 of its 100 s; b is done: 70 left on a, while c and d (60) share the other slot.
+    left.finished("b")
+    assert left.estimate({"a": 0.0}, now=30.0) == 70.0
+    assert TimeLeft({}, slots=4).estimate({}, now=0.0) is None
+
+    live = LiveProgress(io.StringIO(), expected={"a": 125.0}, slots=1)
+    live._total = 1
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    with console.capture() as capture:
+        console.print(live.render())
+    assert "~2m05s left" in capture.get()

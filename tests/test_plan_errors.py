@@ -284,7 +284,8 @@ def test_invalid_notebook_metadata_names_the_notebook_and_key_path(repo: Path) -
         "(or declare it under environments)",
         # path/glob belong in the plan: metadata settings always apply to their own notebook.
         "repo/nbs/a.ipynb: metadata.orchestrator.path: unknown key 'path'; expected one of: target, environment, "
-        "timeout, cell_timeout, retries, kernel, parameters, expect, after, skip, pythonpath, output_limit",
+        "timeout, cell_timeout, retries, kernel, parameters, expect, after, skip, pythonpath, output_limit, "
+        "expected_duration, pack",
         "repo/nbs/a.ipynb: metadata.orchestrator.targt: unknown key 'targt' (did you mean 'target'?)",
         "repo/nbs/a.ipynb: metadata.orchestrator.timeout: "
         "expected a duration like 90s, 30m, 2h or a number of seconds, got 'soon'",

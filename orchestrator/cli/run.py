@@ -6,6 +6,7 @@ Thin: parse, call the library (orchestrator.running), translate the outcome into
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,7 +126,10 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
                          expected_durations=planning_durations(plan))
     finished: Finished | None = None
     try:
-        finished = run_plan(chosen, plan, options, make_progress(), devops=devops)
+        # Azure ML runs every notebook at once, locally --jobs (default the CPU count) do.
+        slots = len(plan.steps) if backend != "local" else jobs or os.cpu_count() or 1
+        progress = make_progress(expected=options.expected_durations, slots=slots)
+        finished = run_plan(chosen, plan, options, progress, devops=devops)
     finally:
         # Unlocked first: if the backend crashed and left the record "running", the report settles it as the
         # dead run it is (orchestrator/abandoned.py).
