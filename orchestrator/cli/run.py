@@ -112,12 +112,16 @@ def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | N
     """Run the plan into a new run folder, report it (even after a crash), exit with the run's code."""
     from orchestrator.backends import RunOptions, get_backend
     from orchestrator.history import planning_durations, remember_run
+    from orchestrator.history.baselines import resolve_baselines
     from orchestrator.progress import make_progress
     from orchestrator.run_folder import new_run_id, prepare_run_dir, release_run_dir
     from orchestrator.running import Finished, run_plan
 
     for warning in plan.warnings:
         click.echo(f"warning: {warning}", err=True)
+    plan, notes = resolve_baselines(plan)
+    for note in notes:
+        click.echo(f"baseline: {note}", err=True)
     chosen = get_backend(backend, **(settings or {}))
     run_id = new_run_id()
     run_dir = prepare_run_dir(out, run_id)

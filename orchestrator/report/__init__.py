@@ -56,9 +56,21 @@ def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int |
     pages: dict[str, Path] = {}
     if render_notebooks:
         pages = _render_pages(run_dir, results, workers)
-    write_html(results, run_dir, html_path)
+    write_html(results, run_dir, html_path, trends=_trends(results))
     log.info("report built run_dir=%s notebook_pages=%d secs=%.2f", run_dir, len(pages), time.monotonic() - started)
     return ReportFiles(junit=junit_path, html=html_path, notebooks=pages)
+
+
+def _trends(results: dict[str, Any]) -> dict[str, Any]:
+    """Per notebook, its trend over the run history; none when the history cannot be read (the report of a
+    run never fails because of its history)."""
+    from orchestrator.history.trends import notebook_trends
+
+    try:
+        return dict(notebook_trends(results))
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("run history not shown in the report (%s)", error)
+        return {}
 
 
 def _render_pages(run_dir: Path, results: dict[str, Any], workers: int | None) -> dict[str, Path]:

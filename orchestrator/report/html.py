@@ -12,11 +12,15 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import quote
 
 import jinja2
 
+from markupsafe import Markup
+
+from orchestrator.history.sparkline import sparkline
+from orchestrator.history.trends import NotebookTrend, Series
 from orchestrator.report.files import executed_notebook, write_atomic
 from orchestrator.report.model import Run, Step, read_run
 from orchestrator.report.text import show_duration, show_value, truncate_middle, truncate_tail
@@ -56,10 +60,12 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def write_html(results: dict[str, Any], run_dir: Path, path: Path, *, now: datetime | None = None) -> None:
+def write_html(results: dict[str, Any], run_dir: Path, path: Path, *, now: datetime | None = None,
+               trends: Mapping[str, NotebookTrend] | None = None) -> None:
     """Write report.html for a (possibly partial) results.json object, atomically.
 
     Links to step files are relative to `path` and appear only for files that exist in `run_dir`.
+    `trends`: notebook path -> its trend over the run history (orchestrator.history.trends).
     """
     run = read_run(results)
     now = now or datetime.now(timezone.utc)
@@ -80,6 +86,9 @@ def write_html(results: dict[str, Any], run_dir: Path, path: Path, *, now: datet
         bar_title=_bar_title,
         metric_rows=_metric_rows,
         wall_s=run.wall_s if run.wall_s is not None else _elapsed(run, now),
+        trends=dict(trends or {}),
+        spark=_spark,
+        change=_change,
     )
     write_atomic(path, page.encode("utf-8"))
     log.debug("html written path=%s steps=%d", path, len(run.steps))
@@ -119,6 +128,21 @@ def _metric_rows(step: Step) -> list[dict[str, Any]]:
     rows += [{"metric": name, "actual": value, "rule": "", "ok": None, "missing": False}
              for name, value in step.metrics.items() if name not in checked]
     return rows
+
+
+def _spark(series: Series | None, title: str) -> Markup:
+    # Only numbers go into the SVG; sparkline escapes the title.
+    return Markup(sparkline(series.values, title=title)) if series is not None else Markup("")
+
+
+def _change(series: Series | None, *, seconds: bool = False) -> str:
+    """'+0.012 vs baseline', '-3.1s vs baseline', or '' without a baseline."""
+    if series is None or series.change is None:
+        return ""
+    delta = series.change
+    sign = "+" if delta >= 0 else "\u2212"
+    shown = show_duration(abs(delta)) if seconds else f"{abs(delta):.4g}"
+    return f"{sign}{shown} vs baseline"
 
 
 def _bar_title(row: Row) -> str:
