@@ -81,7 +81,7 @@ notebooks:
         f"{PLAN}: line 9 (notebooks[1].retries): expected a number >= 0, got -1",
         f"{PLAN}: line 10 (notebooks[1].timout): unknown key 'timout' (did you mean 'timeout'?)",
         f"{PLAN}: line 11 (notebooks[1].expect.accuracy): "
-        "expected a rule like '>= 0.9', '< 5', '0.8..1.0' or '~= 0.5 +- 0.01', got 0.9",
+        "expected a rule like '>= 0.9', '< 5', '0.8..1.0', '~= 0.5 +- 0.01' or '>= baseline - 0.02', got 0.9",
         f"{PLAN}: line 12 (notebooks[1].after[0]): 'missing.ipynb' names no notebook in the plan",
     ]
 
@@ -165,7 +165,7 @@ def test_missing_paths(repo: Path, tmp_path: Path) -> None:
         ("parameters: {my-param: 1}", "(notebooks[0].parameters): expected parameter names that are Python identif"),
         ("parameters: {day: 2024-01-01}", "(notebooks[0].parameters): expected a string, number, true/false, null, "),
         ("parameters: {1: x}", "(notebooks[0].parameters): expected keys to be a string, got 1"),
-        ("expect: {acc: '>> 1'}", "(notebooks[0].expect.acc): expected a rule like '>= 0.9', '< 5', '0.8..1.0' or"),
+        ("expect: {acc: '>> 1'}", "(notebooks[0].expect.acc): expected a rule like '>= 0.9', '< 5', '0.8..1.0', '~= 0.5 +- 0.01' or"),
         ("expect: {acc: '1..0'}", "(notebooks[0].expect.acc): expected a range low..high with low <= high, got"),
         ("expect: {acc: '~= 1 +- -1'}", "(notebooks[0].expect.acc): expected a tolerance >= 0 after +-, got"),
         ("after: train.ipynb", "(notebooks[0].after): expected a list, got 'train.ipynb'"),
