@@ -25,7 +25,6 @@ from nbformat import NotebookNode
 # nbformat has no type hints; these typed names keep mypy --strict meaningful for the code below.
 new_code_cell: Callable[..., NotebookNode] = nbformat.v4.new_code_cell
 new_markdown_cell: Callable[..., NotebookNode] = nbformat.v4.new_markdown_cell
-new_output: Callable[..., NotebookNode] = nbformat.v4.new_output
 _convert: Callable[[NotebookNode, int], NotebookNode] = nbformat.convert
 _normalize: Callable[..., tuple[int, dict[str, Any]]] = nbformat.validator.normalize
 _writes_json: Callable[[NotebookNode], str] = nbformat.versions[4].writes_json
@@ -44,10 +43,10 @@ ERROR_ANCHOR_MSG = (
     "</span>"
 )
 PARAMETERS_TAG = "parameters"
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 RAISES_TAG = "raises-exception"  # nbclient's: the cell is expected to raise, its error does not stop the run
 INJECTED_TAG = "injected-parameters"
 
-_NOTE_RESERVE = 400  # bytes kept free in a truncated cell for the note about what was removed
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 
 
@@ -225,6 +224,13 @@ def prepare(nb: NotebookNode) -> WorkingNotebook:
             cell.execution_count = None
         cell.metadata["papermill"] = _pending()
     nb.metadata["papermill"] = {"parameters": {}, "exception": None}
+    # Widget state saved with the source describes views whose outputs were just cleared; the executed
+    # notebook gets the state this run's kernel produces (as nbclient stores it), or none.
+    widgets = nb.metadata.get("widgets")
+    if isinstance(widgets, dict):
+        widgets.pop(WIDGET_STATE_MIME, None)
+        if not widgets:
+            del nb.metadata["widgets"]
     return WorkingNotebook(nb, [i for i, _ in keep])
 
 
@@ -309,60 +315,6 @@ def mark_failure(work: WorkingNotebook, index: int) -> None:
     banner = new_markdown_cell(ERROR_MESSAGE_TEMPLATE % count, metadata={"tags": [ERROR_MARKER_TAG]})
     work.insert(index, anchor)
     work.insert(0, banner)
-
-
-def cap_outputs(cells: Iterable[NotebookNode], limit: int) -> list[tuple[int, str]]:
-    """Truncate every code cell whose stored outputs exceed `limit` bytes: (cell index, what was removed)."""
-    return [
-        (index, _cap_cell(cell, limit))
-        for index, cell in enumerate(cells)
-        if cell.get("cell_type") == "code" and cell.outputs and _size(cell.outputs) > limit
-    ]
-
-
-def _cap_cell(cell: NotebookNode, limit: int) -> str:
-    total = _size(cell.outputs)
-    kept: list[NotebookNode] = []
-    used = 0
-    removed: list[str] = []
-    stream_cut = 0
-    for output in cell.outputs:
-        size = _size(output)
-        if output.output_type == "error" or used + size <= limit:
-            kept.append(output)  # errors always stay: the traceback is what a reader came for
-            used += size
-        elif output.output_type == "stream":
-            text = output.text
-            # Leave room for the JSON around the text and for the note that says what was cut.
-            room = max(0, limit - used - _size({**output, "text": ""}) - _NOTE_RESERVE)
-            head = text.encode("utf-8")[:room].decode("utf-8", errors="ignore")
-            stream_cut += len(text.encode("utf-8")) - len(head.encode("utf-8"))
-            if head:
-                kept.append(new_output("stream", name=output.name, text=head))
-                used += _size(kept[-1])
-        else:
-            kinds = ", ".join(sorted(output.get("data", {}))) or output.output_type
-            removed.append(f"{output.output_type} ({kinds}, {_human(size)})")
-    parts = ([f"{_human(stream_cut)} of stream text"] if stream_cut else []) + removed
-    message = (
-        f"output truncated: this cell produced {_human(total)} of output, over the limit of {_human(limit)} "
-        f"per cell (output_limit_bytes); removed {'; '.join(parts)}"
-    )
-    kept.append(new_output("stream", name="stderr", text=f"\n[orchestrator] {message}\n"))
-    cell.outputs = kept
-    return message
-
-
-def _size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
-
-
-def _human(size: int) -> str:
-    for unit in ("bytes", "KB", "MB"):
-        if size < 1000 or unit == "MB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1000  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 def output_tail(cells: Iterable[Mapping[str, Any]], max_lines: int = 40, max_chars: int = 4000) -> str:

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 try:
-    from . import _cli, _exits, _kernel, _metrics, _notebook
+    from . import _cli, _exits, _kernel, _metrics, _notebook, _outputs
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _cli  # type: ignore[no-redef]
@@ -45,6 +44,7 @@ except ImportError:  # run as a script: `python steps/run_notebook.py`, from any
     import _kernel  # type: ignore[no-redef]
     import _metrics  # type: ignore[no-redef]
     import _notebook  # type: ignore[no-redef]
+    import _outputs  # type: ignore[no-redef]
 
 log = logging.getLogger("orchestrator.step")
 # nbclient logs what this runner already classifies ("Kernel died while waiting for execute reply"); a named
@@ -162,6 +162,7 @@ class _StepRun:
         self.warnings: list[str] = []
         self.work: _notebook.WorkingNotebook | None = None
         self.kernel: _kernel.LocalKernel | None = None
+        self.client: _outputs.CappedClient | None = None  # once the kernel is ready
         self.running: int | None = None  # working index of the cell being executed
 
     async def run(self) -> dict[str, Any]:
@@ -288,11 +289,13 @@ class _StepRun:
                 request.on_cells_done()
             await self.kernel.stop(request.shutdown_grace_s)
 
-    def _client(self) -> NotebookClient:
+    def _client(self) -> _outputs.CappedClient:
         assert self.work is not None and self.kernel is not None
-        client = NotebookClient(self.work.nb, km=self.kernel.km, kernel_name=self.kernel_name, timeout=None,
-                                allow_errors=False, record_timing=True, log=NBCLIENT_LOG)
+        client = _outputs.CappedClient(self.work.nb, output_limit=self.request.output_limit_bytes,
+                                       km=self.kernel.km, kernel_name=self.kernel_name, timeout=None,
+                                       allow_errors=False, record_timing=True, log=NBCLIENT_LOG)
         client.kc = self.kernel.client
+        self.client = client
         return client
 
     def _language_info(self) -> None:
@@ -301,7 +304,7 @@ class _StepRun:
         if "language_info" in self.kernel.info:
             self.work.nb.metadata["language_info"] = self.kernel.info["language_info"]
 
-    async def _run_cells(self, client: NotebookClient) -> _Outcome:
+    async def _run_cells(self, client: _outputs.CappedClient) -> _Outcome:
         assert self.work is not None and self.kernel is not None
         for index, cell in enumerate(self.work.nb.cells):
             if cell.cell_type != "code":
@@ -427,8 +430,11 @@ class _StepRun:
     def _write_notebook(self, outcome: _Outcome) -> str:
         assert self.work is not None
         work = self.work
-        for index, note in _notebook.cap_outputs(work.nb.cells, self.request.output_limit_bytes):
-            self.warnings.append(f"cell {work.source_of(index)}: {note}")
+        notes = self.client.close_cells() if self.client is not None else []
+        notes += _outputs.cap_outputs(work.nb.cells, self.request.output_limit_bytes)
+        self.warnings.extend(f"{self._where(index)}: {note}" for index, note in notes)
+        if self.client is not None:
+            self.client.set_widgets_metadata()  # the widget state this run produced, as nbclient stores it
         failed_at = outcome.cell if outcome.status != PASSED else None
         meta = work.nb.metadata.setdefault("papermill", {})
         meta.update(start_time=self.started_at, end_time=_utc_now(), duration=round(time.monotonic() - self.t0, 3),

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from steps import run_notebook
 from steps._exits import death_hint
 from steps._metrics import InvalidRule, check_expectations, parse_expectations, parse_rule, read_metrics
 from steps._notebook import ERROR_MARKER_TAG, output_tail
+from steps._outputs import CappedClient
 from steps.run_notebook import StepRequest, log_tail, run_step, skipped_result
 from tests.builders import glue_source, make_notebook
 
@@ -530,8 +532,9 @@ def test_output_over_the_cap_is_truncated_with_a_note(tmp_path: Path) -> None:
     big = cells[0].outputs
     assert big[0]["text"].startswith("xxx") and len(big[0]["text"]) < 10_000
     assert not any(o["output_type"] == "display_data" for o in big)
-    note = big[-1]["text"]
-    assert "output truncated" in note and "image/png" in note and "10.0 KB" in note
+    note = big[-2]["text"]
+    assert "output truncated" in note and "1 display_data (image/png)" in note and "10.0 KB" in note
+    assert big[-1]["text"].endswith("xxx\n")  # the end of the stream text is kept after the note
     assert len(json.dumps(big)) < 12_000
     assert cells[1].outputs[0]["text"] == "small\n"
     assert any("cell 0" in warning and "truncated" in warning for warning in result["warnings"])
@@ -546,6 +549,77 @@ def test_the_kernel_log_tail_is_bounded_whatever_the_kernel_wrote(tmp_path: Path
     assert lines[-2].startswith("[...] xxx") and "characters ...]" in lines[-2] and len(lines[-2]) <= 500
     log.write_text("y" * 3_000_000)  # one long line and nothing else
     assert 0 < len(log_tail(log)) <= 500
+
+
+def test_a_long_log_is_capped_while_it_arrives_keeping_its_start_and_end(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb",
+                       "for i in range(200_000):\n    print(f'line {i:07d} ' + 'y' * 40)",  # 10.8 MB
+                       "from IPython.display import display\nfor i in range(3000):\n    display(i)")
+    out = tmp_path / "out"
+    result = run(nb, out, output_limit_bytes=20_000)
+    assert result["status"] == "passed"
+    log, displays = executed(out).cells
+    assert log.outputs[0]["text"].startswith("line 0000000 ")
+    note = next(output["text"] for output in log.outputs if "output truncated" in output.get("text", ""))
+    assert "produced 10.8 MB" in note and "removed 10.8 MB of stream text" in note
+    assert re.search(r"the last 4\.\d KB of its stream text follow", note)
+    assert log.outputs[-1]["text"].startswith("line 01") and log.outputs[-1]["text"].endswith("line 0199999 " + "y" * 40 + "\n")
+    assert len(json.dumps(log.outputs)) < 21_000
+    # 3000 outputs over the cap make one line of summary, not one entry each.
+    note = displays.outputs[-1]["text"]
+    assert "display_data (text/plain)" in note and len(note) < 400 and note.count("display_data") == 1
+    assert len(json.dumps(displays.outputs)) < 21_000
+    assert [w.split(":")[0] for w in result["warnings"]] == ["cell 0", "cell 1"]
+
+
+def test_the_widget_state_the_kernel_produced_is_stored(tmp_path: Path) -> None:
+    # What ipywidgets does, through the `comm` package ipykernel ships: open a jupyter.widget comm with the
+    # model's state, update it, display a view of it.
+    state = {"_model_name": "IntSliderModel", "_model_module": "@jupyter-widgets/controls",
+             "_model_module_version": "2.0.0", "value": 3}
+    nb = make_notebook(
+        tmp_path / "nb.ipynb",
+        "from comm import create_comm\nfrom IPython.display import display\n"
+        f"slider = create_comm(target_name='jupyter.widget', data={{'state': {state!r}, 'buffer_paths': []}})\n"
+        "slider.send({'method': 'update', 'state': {'value': 7}, 'buffer_paths': []})\n"
+        "display({'application/vnd.jupyter.widget-view+json': {'model_id': slider.comm_id, 'version_major': 2,"
+        " 'version_minor': 0}}, raw=True)\nprint(slider.comm_id)",
+        metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {
+            "state": {"stale-model": {"model_name": "IntSliderModel", "state": {}}},
+            "version_major": 2, "version_minor": 0}}},
+    )
+    out = tmp_path / "out"
+    result = run(nb, out)
+    assert result["status"] == "passed", result["error"]
+    notebook = executed(out)
+    comm_id = notebook.cells[0].outputs[-1]["text"].strip()
+    stored = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert list(stored) == [comm_id]  # the source's stale state is gone
+    assert stored[comm_id]["model_name"] == "IntSliderModel" and stored[comm_id]["state"]["value"] == 7
+
+
+def test_outputs_over_the_cap_are_never_stored_while_they_arrive() -> None:
+    # 10 MB of stream messages and 2,000 displays into one cell: what is held stays under the limit at every
+    # message, not only once the cell is done.
+    client = CappedClient(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")]), output_limit=10_000)
+    outs: list[Any] = []
+
+    def message(msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+        return {"msg_type": msg_type, "header": {"msg_type": msg_type}, "parent_header": {"msg_id": "m"},
+                "content": content, "metadata": {}}
+
+    for i in range(10_000):
+        client.output(outs, message("stream", {"name": "stdout", "text": f"{i:06d}" + "z" * 1000 + "\n"}), None, 0)
+        assert len(json.dumps(outs)) <= 10_000
+    for i in range(2_000):
+        client.output(outs, message("display_data", {"data": {"text/plain": str(i)}, "metadata": {}}), None, 0)
+    client.output(outs, message("error", {"ename": "E", "evalue": "kept", "traceback": []}), None, 0)
+    client.nb.cells[0].outputs = outs
+    [(index, note)] = client.close_cells()
+    assert index == 0 and "removed 10.1 MB of stream text and 2,000 outputs" in note
+    assert outs[-1]["text"].startswith("0") and outs[-1]["text"].endswith("009999" + "z" * 1000 + "\n")
+    assert any(output["output_type"] == "error" for output in outs)
+    assert len(json.dumps(outs)) <= 10_000
 
 
 def test_output_tail_keeps_the_end_and_what_a_terminal_shows() -> None:
