@@ -334,3 +334,14 @@ def test_what_cannot_be_analysed_is_selected_when_anything_changed(
         "its language is R, and only Python code is analysed, so what it uses is unknown; selected to be safe"]
     assert chosen["notebooks/09_broken.ipynb"] == [
         "cell 1, line 1 is not valid Python ('(' was never closed), so what it uses is unknown; selected to be safe"]
+
+
+def test_the_trigger_falls_back_to_every_notebook_and_says_why(repo: Path) -> None:
+    from orchestrator.changes import apply_selection, select_changed_or_everything
+    from orchestrator.plan import load_plan
+
+    plan = load_plan(repo)
+    selection = select_changed_or_everything(plan, "refs/heads/gone", path=repo)
+    assert [item.notebook for item in selection.selected] == NOTEBOOKS and selection.not_selected == ()
+    assert selection.selected[0].reasons[0].startswith("every notebook runs: unknown ref 'refs/heads/gone'")
+    assert all(step.skip is None for step in apply_selection(plan, selection).steps)

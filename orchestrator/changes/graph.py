@@ -35,6 +35,7 @@ class RepoView:
     changes: dict[str, Change]
     show: Callable[[str], str]  # repository path -> as the reader knows it
     _facts: dict[str, tuple[Facts, str | None]] = field(default_factory=dict)
+    resolved: dict[tuple[tuple[str, ...], str], list[str]] = field(default_factory=dict)  # (roots, module) -> files
 
     @cached_property
     def folders(self) -> set[str]:
@@ -169,12 +170,14 @@ class _Walk:
 
     def _module_files(self, module: str) -> list[str]:
         """The repository files `import module` executes (packages' __init__ first); [] when not ours."""
-        parts = module.split(".")
-        for root in self.roots:
-            first = _join(root, parts[0])
-            if first in self.view.folders or first + ".py" in self.view.files:
-                return self._walk_parts(root, parts)
-        return []
+        key = (tuple(self.roots), module)  # notebooks of one folder share their roots, and most imports
+        if key not in self.view.resolved:
+            parts = module.split(".")
+            found = next((self._walk_parts(root, parts) for root in self.roots
+                          if _join(root, parts[0]) in self.view.folders
+                          or _join(root, parts[0]) + ".py" in self.view.files), [])
+            self.view.resolved[key] = found
+        return self.view.resolved[key]
 
     def _walk_parts(self, root: str, parts: list[str]) -> list[str]:
         files, here = [], root
