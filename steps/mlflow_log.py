@@ -23,8 +23,9 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger("orchestrator.steps.mlflow_log")
 
@@ -78,7 +79,7 @@ def read_result(output_dir: Path) -> dict[str, Any] | None:
 
 
 def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None = None) -> bool:
-    """Log the step whose outputs are in `output_dir` to the job's MLflow run. True when it logged.
+    """Log the step whose outputs are in `output_dir` to the job's MLflow run. True when all of it logged.
 
     Never raises: a logging failure must not change the step's outcome. The report then finds the node
     without its tags and reports it from the run's status alone.
@@ -89,34 +90,50 @@ def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None
         return False
     result = read_result(output_dir)
     try:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient()
-        tags = {STATUS_TAG: str(result.get("status", "error")) if result else "error"}
-        if result:
-            tags[STEP_TAG] = str(result.get("step", ""))
-            tags[NOTEBOOK_TAG] = str(result.get("notebook", ""))
-        if run_key:
-            tags[RUN_KEY_TAG] = run_key
-        params = [
-            Param(metric_key(str(k)), json.dumps(v)[:_MAX_PARAM]) for k, v in ((result or {}).get("parameters") or {}).items()
-        ][:100]
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, 0) for key, value in (numeric_metrics(result) if result else {}).items()]
-        client.log_batch(run_id, metrics=metrics[:_BATCH], params=params,
-                         tags=[RunTag(k, v) for k, v in tags.items()])
-        for start in range(_BATCH, len(metrics), _BATCH):
-            client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
-        for name in ("result.json", "kernel.log"):  # kernel.log: the runner's record of the kernel's own output
-            if (output_dir / name).is_file():
-                client.log_artifact(run_id, str(output_dir / name), artifact_path=RESULT_ARTIFACT_DIR)
-        for notebook in sorted(output_dir.glob("*.ipynb")):
-            client.log_artifact(run_id, str(notebook), artifact_path=NOTEBOOK_ARTIFACT_DIR)
     except Exception as exc:  # noqa: BLE001 - see the docstring: logging is best effort
         log.warning("could not log the step to MLflow: %s: %s", type(exc).__name__, exc)
         return False
-    return True
+    tags = {STATUS_TAG: str(result.get("status", "error")) if result else "error"}
+    if result:
+        tags[STEP_TAG] = str(result.get("step", ""))
+        tags[NOTEBOOK_TAG] = str(result.get("notebook", ""))
+    if run_key:
+        tags[RUN_KEY_TAG] = run_key
+    # What the report needs comes first, each call on its own: the tags that identify the step and its
+    # status, then result.json and the executed notebook. A refused call (a bad metric, a limit) loses that
+    # call only, never the step's outcome.
+    calls: list[tuple[str, Callable[[], object]]] = [
+        (f"tag {key}", partial(client.set_tag, run_id, key, value)) for key, value in tags.items()
+    ]
+    for name in ("result.json", "kernel.log"):  # kernel.log: the runner's record of the kernel's own output
+        if (output_dir / name).is_file():
+            calls.append((name, partial(client.log_artifact, run_id, str(output_dir / name),
+                                        artifact_path=RESULT_ARTIFACT_DIR)))
+    for notebook in sorted(output_dir.glob("*.ipynb")):
+        calls.append((notebook.name, partial(client.log_artifact, run_id, str(notebook),
+                                             artifact_path=NOTEBOOK_ARTIFACT_DIR)))
+    params = [
+        Param(metric_key(str(k)), json.dumps(v)[:_MAX_PARAM]) for k, v in ((result or {}).get("parameters") or {}).items()
+    ][:100]
+    if params:
+        calls.append(("parameters", partial(client.log_batch, run_id, params=params)))
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in (numeric_metrics(result) if result else {}).items()]
+    for start in range(0, len(metrics), _BATCH):
+        chunk = metrics[start : start + _BATCH]
+        calls.append(("metrics", partial(client.log_batch, run_id, metrics=chunk)))
+    logged = True
+    for what, call in calls:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - see the docstring: logging is best effort
+            log.warning("could not log %s to MLflow: %s: %s", what, type(exc).__name__, exc)
+            logged = False
+    return logged
 
 
 def main(argv: list[str] | None = None) -> int:

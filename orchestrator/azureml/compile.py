@@ -41,7 +41,7 @@ from orchestrator.azureml.components import (
     notebook_component,
     report_component,
 )
-from orchestrator.azureml.devops_hook import check_config
+from orchestrator.azureml.devops_hook import IDENTITY, check_config
 from orchestrator.azureml.environments import EnvironmentDefinition, EnvironmentSet
 from orchestrator.azureml.names import experiment_name, json_arg, redact_url, shell_arg
 from orchestrator.azureml.sdk import require
@@ -60,6 +60,9 @@ DEFAULT_GPU_INSTANCE = "Standard_NC4as_T4_v3"
 # and uploading the outputs and MLflow artifacts happen inside the node's time too.
 TIMEOUT_GRACE_S = 900
 DEFAULT_RUN_KEY = "manual"
+# The report node's limits.timeout: its MLflow search waits at most ORCHESTRATOR_DISCOVERY_SETTLE_S (30 s),
+# then downloads each notebook's artifacts and renders the report; an hour is far beyond that.
+REPORT_TIMEOUT_S = 3600
 REPORT_IDENTITIES = (None, "managed", "user")
 _NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _EXPRESSION = re.compile(r"\$\{\{[A-Za-z_][A-Za-z0-9_.]*\}\}")
@@ -163,20 +166,13 @@ def apply_compute(node: Any, target: TargetSpec) -> None:
     # A CPU target with neither: serverless picks its default CPU instance type.
 
 
-def _report_placement(plan: ResolvedPlan, runnable: list[StepSpec], envs: EnvironmentSet) -> tuple[EnvironmentDefinition, TargetSpec]:
-    """The report node runs where most CPU notebooks run, with their environment: no extra image build
-    and no extra cluster. It needs jinja2 and mlflow there (environments/cpu.yml has both)."""
-    cpu = [s for s in runnable if plan.targets[s.target].gpus == 0] or runnable
+def _report_target(plan: ResolvedPlan, runnable: list[StepSpec]) -> TargetSpec:
+    """The report node runs where most CPU notebooks run (no extra cluster), else on a CPU target of the
+    plan, else serverless. Its environment is always the stock one (EnvironmentSet.stock)."""
+    cpu = [s for s in runnable if plan.targets[s.target].gpus == 0]
     if cpu:
-        env_name, target_name = Counter((s.environment, s.target) for s in cpu).most_common(1)[0][0]
-        target = plan.targets[target_name]
-        return envs.definition(env_name, gpu=target.gpus > 0), target
-    # Nothing runs (every step skipped): the report still runs, on a CPU target of the plan or serverless.
-    target = next((t for t in plan.targets.values() if t.gpus == 0), TargetSpec(name="report"))
-    first = next(iter(plan.environments), None)
-    if first is None:
-        raise InvalidInputError([Problem(_plan_file(plan), "environments", "the plan defines no environment")])
-    return envs.definition(first, gpu=False), target
+        return plan.targets[Counter(s.target for s in cpu).most_common(1)[0][0]]
+    return next((t for t in plan.targets.values() if t.gpus == 0), TargetSpec(name="report"))
 
 
 # ------------------------------------------------------------------------------------------------- compile
@@ -259,15 +255,18 @@ def _report_node(plan: ResolvedPlan, runnable: list[StepSpec], envs: Environment
     """The isolated report node: only the run_key binding and literals as inputs (aml.md 2.2, case C)."""
     from azure.ai.ml.entities import ManagedIdentityConfiguration, UserIdentityConfiguration
 
-    report_env, report_target = _report_placement(plan, runnable, envs)
-    report = report_component(code=report_snapshot(cache).path, environment=envs.get(report_env))
+    report_target = _report_target(plan, runnable)
+    report = report_component(code=report_snapshot(cache).path, environment=envs.get(envs.stock()))
     inputs: dict[str, Any] = {
         RUN_KEY: f"${{{{parent.inputs.{RUN_KEY}}}}}",
         "expected": collect.encode_expected(collect.expected_entries(plan, skips)),
         "title": shell_arg(plan.experiment),
     }
     if options.devops:
-        inputs["devops"] = json_arg(check_config(options.devops))  # names only; a secret is refused
+        config = check_config(options.devops)  # names only; a secret is refused
+        if options.report_identity:
+            config[IDENTITY] = options.report_identity  # which credential reads Key Vault (devops_hook)
+        inputs["devops"] = json_arg(config)
     node = report(**inputs)
     node.name = REPORT_NODE
     node.display_name = "report"
@@ -276,8 +275,14 @@ def _report_node(plan: ResolvedPlan, runnable: list[StepSpec], envs: Environment
     if options.report_identity == "managed":
         node.identity = ManagedIdentityConfiguration()
     elif options.report_identity == "user":
+        if not report_target.azureml_compute:
+            raise InvalidInputError([Problem(
+                "report_identity", "user", "the user's identity reaches a job on behalf of the user on compute "
+                "clusters only; the report node would run serverless: give its target "
+                f"({report_target.name}) an azureml.compute cluster, or use report_identity='managed'")])
         node.identity = UserIdentityConfiguration()
     node.outputs[REPORT_OUTPUT] = f"${{{{parent.outputs.{REPORT_OUTPUT}}}}}"
+    node.set_limits(timeout=REPORT_TIMEOUT_S)  # a report node that hangs must not hold the pipeline open
     return node
 
 

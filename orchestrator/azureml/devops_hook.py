@@ -28,9 +28,11 @@ HOOK_MODULE = "orchestrator.devops"
 HOOK_FUNCTION = "publish_from_azureml"
 KEY_VAULT_URL = "key_vault_url"
 TOKEN_SECRET = "token_secret"  # the NAME of the Key Vault secret holding the DevOps token
+IDENTITY = "identity"  # the report node's identity for Key Vault: "user", "managed", or absent (the job's)
 PROPERTIES = "properties"  # the server job's Service Bus application properties, without AuthToken
 BODY = "body"  # the kick_off message body (build, repository), for the test run's fields
 # Keys that would carry a secret value; refused so that nobody passes the token itself by mistake.
+USER_ASSIGNED_CLIENT_ID = "DEFAULT_IDENTITY_CLIENT_ID"
 _SECRET_KEYS = frozenset({"authtoken", "accesstoken", "system_accesstoken", "token", "pat", "password",
                           "client_secret", "secret"})
 
@@ -66,14 +68,40 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(config)
 
 
-def key_vault_getter(vault_url: str) -> Callable[[str], str]:
-    """A function reading a secret by name from Key Vault with the job's identity."""
+def report_credential(identity: str | None, environ: Mapping[str, str] | None = None) -> Any:
+    """The credential the report node reads Key Vault with, for the identity it was compiled with:
+
+    - "user" (UserIdentityConfiguration): the submitting user's identity is reached on behalf of the user with
+      `AzureMLOnBehalfOfCredential` (azure.ai.ml.identity); DefaultAzureCredential cannot get it. Azure ML
+      offers it on compute clusters only, which compile checks;
+    - "managed" (ManagedIdentityConfiguration): the compute's managed identity; a user-assigned one is named by
+      DEFAULT_IDENTITY_CLIENT_ID, which Azure ML sets on the compute and DefaultAzureCredential does not read;
+    - None: DefaultAzureCredential, whatever the job's environment provides.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    if identity == "user":
+        from azure.ai.ml.identity import AzureMLOnBehalfOfCredential
+
+        return AzureMLOnBehalfOfCredential()
+    if identity == "managed":
+        from azure.identity import ManagedIdentityCredential
+
+        client_id = environ.get(USER_ASSIGNED_CLIENT_ID) or None  # None: the system-assigned identity
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def key_vault_getter(vault_url: str, identity: str | None = None) -> Callable[[str], str]:
+    """A function reading a secret by name from Key Vault with the report node's identity."""
 
     def get_secret(name: str) -> str:
-        from azure.identity import DefaultAzureCredential
         from azure.keyvault.secrets import SecretClient
 
-        value = SecretClient(vault_url=vault_url, credential=DefaultAzureCredential()).get_secret(name).value
+        value = SecretClient(vault_url=vault_url, credential=report_credential(identity)).get_secret(name).value
         if value is None:
             raise LookupError(f"Key Vault secret {name!r} has no value")
         return str(value)
@@ -98,7 +126,8 @@ def publish(run_dir: Path, config: Mapping[str, Any] | None) -> str:
     def no_vault(name: str) -> str:
         raise LookupError(f"secret {name!r} requested but the DevOps settings name no {KEY_VAULT_URL}")
 
-    getter = key_vault_getter(str(vault)) if vault else no_vault
+    identity = config.get(IDENTITY)
+    getter = key_vault_getter(str(vault), str(identity) if identity else None) if vault else no_vault
     try:
         hook(run_dir, dict(config), getter)
     except Exception as exc:  # noqa: BLE001 - best effort by design: the report must stand (see module doc)

@@ -24,6 +24,7 @@ from orchestrator.errors import InvalidInputError, Problem
 log = logging.getLogger("orchestrator.azureml")
 
 
+
 def input_value(inputs: Any, name: str) -> Any:
     """The literal value of a job or node input (the SDK wraps it: PipelineInput/NodeInput._data)."""
     try:
@@ -47,20 +48,59 @@ def expected_of(job: Any) -> list[dict[str, Any]]:
     return collect.decode_expected(str(input_value(node.inputs, "expected")))
 
 
+def _resubmission_class() -> Any:
+    from azure.ai.ml.entities import PipelineJob
+
+    class Resubmission(PipelineJob):
+        """A pipeline job whose request names the job it reruns: `sourceJobId` of the REST PipelineJob,
+        which the SDK fills only for schedules (entities/_schedule/schedule.py); studio links the two."""
+
+        source_job_id: str | None = None
+
+        def _to_rest_object(self) -> Any:
+            rest = super()._to_rest_object()
+            if self.source_job_id:
+                setattr(rest.properties, "source_job_id", self.source_job_id)  # noqa: B010 - not in the stubs
+            return rest
+
+    return Resubmission
+
+
 def prepare_clone(original: Any, *, failed: bool, job_name: str) -> tuple[Any, str]:
-    """The job to resubmit, and its run_key."""
+    """The job to resubmit, and its run_key.
+
+    Built afresh from what the orchestrator itself set when compiling (the graph, the report output, the
+    settings, its tags, display name and experiment), never the fetched job resubmitted as it is: that one
+    carries the service's system properties and read-only fields, and azure-ai-ml's own comments say a job
+    fetched with `jobs.get` and sent back fails its round trip for pipelines
+    (operations/_job_operations.py, create_or_update)."""
+    from azure.ai.ml import Output
+    from azure.ai.ml.entities import PipelineJobSettings
+
     run_key = input_value(original.inputs, RUN_KEY) if failed else None
     if failed and not run_key:
         raise InvalidInputError([Problem(job_name, "inputs.run_key", "the job has no run_key input to reuse")])
     key = str(run_key) if run_key else new_run_key()
-    clone = original
-    setattr(clone.inputs, RUN_KEY, key)  # attribute assignment keeps the SDK's input wrapper
-    if clone.settings is not None:
-        clone.settings.force_rerun = False  # reuse is the point (aml.md 1.8)
+    fetched = original.settings
+    settings = PipelineJobSettings(
+        continue_on_step_failure=getattr(fetched, "continue_on_step_failure", True) is not False,
+        force_rerun=False,  # reuse is the point (aml.md 1.8)
+    )
+    finalize = getattr(fetched, "on_finalize", None)
+    if finalize:
+        settings.on_finalize = finalize
     label = original.display_name or job_name
-    clone.display_name = f"{label} (rerun{' of failed' if failed else ''})"
-    clone.tags = {**dict(original.tags or {}), "rerun_of": job_name}
-    clone.name = None
+    clone = _resubmission_class()(
+        jobs=dict(original.jobs),
+        inputs={RUN_KEY: key},
+        outputs={name: Output(type="uri_folder", mode="rw_mount") for name in (original.outputs or {})},
+        settings=settings,
+        experiment_name=original.experiment_name,
+        display_name=f"{label} (rerun{' of failed' if failed else ''})",
+        description=original.description,
+        tags={**dict(original.tags or {}), "rerun_of": job_name},  # the tags compile set (the service adds properties)
+    )
+    clone.source_job_id = getattr(original, "id", None)
     return clone, key
 
 

@@ -1,8 +1,10 @@
 """The code snapshots the pipeline's nodes run from.
 
 Every notebook node shares ONE snapshot: the repository root (the nearest folder above the plan holding
-`.git`, else the plan folder), filtered by `.amlignore`/`.gitignore` and a built-in list, plus the step
-scripts under `.orchestrator-runtime/steps/`. Sharing one folder means it is hashed and uploaded once and
+`.git`, else the plan folder) plus the step scripts under `.orchestrator-runtime/steps/`. In a git work tree
+it ships what git tracks, less `.amlignore` exclusions: git already decided what belongs to the code (a
+tracked file matching a `.gitignore` pattern is code; an untracked file is not). Elsewhere the folder is
+filtered by `.amlignore`/`.gitignore` files and a built-in list. Sharing one folder means it is hashed and uploaded once and
 the reuse hash of every node depends on the same content (reference/aml.md 1.2, 0.1).
 
 Why a staged copy instead of pointing `code=` at the repository: the step scripts live in the orchestrator,
@@ -23,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,8 @@ DEFAULT_CACHE = Path(".orchestrator") / "azureml" / "snapshots"
 KEEP_PER_KIND = 4  # staged snapshots kept per kind; older ones are pruned
 # Above these, every submission and every step start gets slow (aml.md 1.2, 6.3); worth a warning.
 WARN_FILES = 2000
-WARN_BYTES = 300 * 1024 * 1024
+WARN_BYTES = 100 * 1024 * 1024
+WARN_FILE_BYTES = 10 * 1024 * 1024  # one file this large is named even in a small snapshot
 
 # Folders never shipped, at any depth: VCS data, the orchestrator's own run folders, caches, checkpoints.
 IGNORED_DIRS = frozenset(
@@ -83,12 +87,13 @@ class _IgnoreRules:
     it, deeper files win, the last matching pattern in a file wins, and an ignored folder is not entered
     (so nothing below it can be re-included, as in git)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: tuple[str, ...] = (".amlignore", ".gitignore")) -> None:
         self._pathspec: Any = require("pathspec")
+        self._names = names
         self._specs: dict[str, Any] = {}  # folder (root-relative posix, "" for the root) -> compiled spec
 
     def load(self, folder: Path, rel: str) -> None:
-        for name in (".amlignore", ".gitignore"):  # .amlignore takes precedence, as in azure-ai-ml
+        for name in self._names:  # .amlignore takes precedence, as in azure-ai-ml
             path = folder / name
             if path.is_file():
                 try:
@@ -150,6 +155,42 @@ def iter_files(root: Path) -> Iterator[tuple[Path, str]]:
         stack.extend(reversed(subfolders))
 
 
+def _git_tracked(root: Path) -> list[str] | None:
+    """The files git tracks under `root` (its work tree's top), or None when `root` is not a git work tree."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True,
+                             timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return sorted({name for name in out.stdout.decode("utf-8", "surrogateescape").split("\0") if name})
+
+
+def tracked_files(root: Path, tracked: list[str]) -> Iterator[tuple[Path, str]]:
+    """What git tracks, less what `.amlignore` files exclude (nested ones too) and the built-in folders.
+
+    Git decides the rest: a tracked file ships even when a `.gitignore` pattern matches it (git never ignores
+    a tracked file: a tracked `run.sh` under `*.sh` is part of the code), and an untracked file never ships
+    (a stray model file left in the work tree stays here)."""
+    rules = _IgnoreRules(names=(".amlignore",))
+    loaded: set[str] = set()
+    for rel in tracked:
+        parts = rel.split("/")
+        folders = ["/".join(parts[:depth]) for depth in range(len(parts))]
+        for folder in folders:
+            if folder not in loaded:
+                loaded.add(folder)
+                rules.load(root / folder if folder else root, folder)
+        if any(part in IGNORED_DIRS for part in parts[:-1]) or parts[-1] in IGNORED_FILES:
+            continue
+        if any(rules.ignored(folder, is_dir=True) for folder in folders[1:]) or rules.ignored(rel, is_dir=False):
+            continue
+        path = root / rel
+        if path.is_file():  # a deleted file is still in the index; a submodule is a folder
+            yield path, rel
+
+
 # ---------------------------------------------------------------------------------------------- staging
 
 
@@ -195,13 +236,19 @@ def stage(kind: str, files: list[tuple[Path, str]], cache: Path) -> Snapshot:
             if not (target / MARKER).exists():  # another compile staged the same content meanwhile: fine
                 raise
         _prune(cache, kind, keep=target)
-    if len(files) > WARN_FILES or size > WARN_BYTES:
-        log.warning(
-            "snapshot %s holds %d files, %.0f MB: large snapshots slow every submission and step start; "
-            "list what the notebooks do not need in .amlignore",
-            kind, len(files), size / 1e6,
-        )  # fmt: skip
+    _warn_if_large(kind, files, size)
     return Snapshot(path=target, digest=digest, files=len(files), bytes=size)
+
+
+def _warn_if_large(kind: str, files: list[tuple[Path, str]], size: int) -> None:
+    """A warning naming the largest files when the snapshot, or one file in it, is large: every submission
+    uploads it and every node downloads it, and one stray data file is usually the cause."""
+    sizes = sorted(((source.stat().st_size, dest) for source, dest in files), reverse=True)
+    if len(files) <= WARN_FILES and size <= WARN_BYTES and (not sizes or sizes[0][0] <= WARN_FILE_BYTES):
+        return
+    largest = ", ".join(f"{dest} ({n / 1e6:.1f} MB)" for n, dest in sizes[:5])
+    log.warning("snapshot %s holds %d files, %.0f MB; largest: %s. Large snapshots slow every submission and "
+                "step start: list what the notebooks do not need in .amlignore", kind, len(files), size / 1e6, largest)
 
 
 def _prune(cache: Path, kind: str, *, keep: Path) -> None:
@@ -238,8 +285,11 @@ def runtime_files(dest_prefix: str) -> list[tuple[Path, str]]:
 
 
 def notebook_snapshot(repo_root: Path, cache: Path) -> Snapshot:
-    """The repository (filtered) plus the step scripts under RUNTIME_DIR/steps."""
-    files = [(path, rel) for path, rel in iter_files(repo_root) if not rel.startswith(RUNTIME_DIR + "/")]
+    """The repository plus the step scripts under RUNTIME_DIR/steps: in a git work tree, what git tracks
+    less `.amlignore` exclusions (`tracked_files`); elsewhere the folder filtered by its ignore files."""
+    tracked = _git_tracked(repo_root)
+    shipped = tracked_files(repo_root, tracked) if tracked is not None else iter_files(repo_root)
+    files = [(path, rel) for path, rel in shipped if not rel.startswith(RUNTIME_DIR + "/")]
     files.extend(runtime_files(f"{RUNTIME_DIR}/steps"))
     return stage("notebooks", files, cache)
 

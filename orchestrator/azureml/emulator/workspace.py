@@ -244,6 +244,9 @@ class EmulatedJobs:
         job = load_job(Path(state.folder) / JOB_FILE)
         job.name = name
         job._status = state.status
+        ids = self._ws.workspace
+        job._id = (f"/subscriptions/{ids.subscription_id}/resourceGroups/{ids.resource_group}/providers/"
+                   f"Microsoft.MachineLearningServices/workspaces/{ids.workspace_name}/jobs/{name}")  # as the service
         job.services = {"Studio": JobService(endpoint=self._ws.studio_url(name))}  # type: ignore[dict-item]
         return job
 
