@@ -36,12 +36,13 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 try:
-    from . import _cli, _exits, _kernel, _metrics, _notebook, _outputs
+    from . import _cli, _exits, _kernel, _logs, _metrics, _notebook, _outputs
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _cli  # type: ignore[no-redef]
     import _exits  # type: ignore[no-redef]
     import _kernel  # type: ignore[no-redef]
+    import _logs  # type: ignore[no-redef]
     import _metrics  # type: ignore[no-redef]
     import _notebook  # type: ignore[no-redef]
     import _outputs  # type: ignore[no-redef]
@@ -62,9 +63,6 @@ STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
 AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
 PASSED = "passed"
 EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
-_LOG_TAIL_LINES = 30  # of kernel.log, in the error of a kernel that died or did not start
-_LOG_TAIL_LINE_CHARS = 500
-_LOG_TAIL_BYTES = 64_000
 
 # Kernel names found in notebooks that mean an installed kernel under another name: "python" is what some
 # tools write for the default Python 3 kernel (Jupyter's own native kernel is "python3").
@@ -272,6 +270,8 @@ class _StepRun:
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
         self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
                                           log_path=output_dir / KERNEL_LOG)
+        log_cap = _logs.LogCap(output_dir / KERNEL_LOG)
+        watching = asyncio.ensure_future(log_cap.watch())
         try:
             try:
                 await self.kernel.start(request.start_timeout_s)
@@ -285,9 +285,11 @@ class _StepRun:
             self.kernel.kill_now()  # synchronous: nothing may outlive a cancelled step
             raise
         finally:
+            watching.cancel()
             if request.on_cells_done is not None:
                 request.on_cells_done()
             await self.kernel.stop(request.shutdown_grace_s)
+            log_cap.check()  # what the kernel wrote last, and on its way out
 
     def _client(self) -> _outputs.CappedClient:
         assert self.work is not None and self.kernel is not None
@@ -400,7 +402,7 @@ class _StepRun:
         return f"cell {source}" if source is not None else "the injected parameters cell"
 
     def _log_tail(self) -> str:
-        return log_tail(Path(self.request.output_dir) / KERNEL_LOG)
+        return _logs.log_tail(Path(self.request.output_dir) / KERNEL_LOG)
 
     def _finish(self, outcome: _Outcome, rules: Mapping[str, _metrics.Rule] | None = None) -> dict[str, Any]:
         """Metrics, expectations, the written notebook and result.json, for any outcome."""
@@ -455,30 +457,6 @@ def _cell_error(cell: NotebookNode, exc: CellExecutionError) -> tuple[str, str, 
         if output.get("output_type") == "error":
             return str(output.get("ename", "")), str(output.get("evalue", "")), "\n".join(output.get("traceback", []))
     return exc.ename, exc.evalue, exc.traceback
-
-
-def log_tail(path: Path, max_lines: int = _LOG_TAIL_LINES, line_chars: int = _LOG_TAIL_LINE_CHARS) -> str:
-    """The last lines of kernel.log for the error's traceback, bounded however the kernel wrote it: only the
-    file's last _LOG_TAIL_BYTES are read, and a line longer than `line_chars` keeps its start and its end."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - _LOG_TAIL_BYTES))
-            data = handle.read()
-    except OSError:
-        return ""
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > _LOG_TAIL_BYTES and lines:
-        lines[0] = f"[...] {lines[0]}"  # the read began inside this line
-    tail = [_shorten(_notebook.strip_ansi(line), line_chars) for line in lines[-max_lines:]]
-    return "\n".join(tail)
-
-
-def _shorten(line: str, limit: int) -> str:
-    if len(line) <= limit:
-        return line
-    half = (limit - 40) // 2
-    return f"{line[:half]} [... {len(line) - 2 * half} characters ...] {line[-half:]}"
 
 
 def _consume(task: asyncio.Future[Any]) -> None:

@@ -23,7 +23,8 @@ from steps._exits import death_hint
 from steps._metrics import InvalidRule, check_expectations, parse_expectations, parse_rule, read_metrics
 from steps._notebook import ERROR_MARKER_TAG, output_tail
 from steps._outputs import CappedClient
-from steps.run_notebook import StepRequest, log_tail, run_step, skipped_result
+from steps._logs import LOG_LIMIT_BYTES, LogCap, log_tail
+from steps.run_notebook import StepRequest, run_step, skipped_result
 from tests.builders import glue_source, make_notebook
 
 
@@ -620,6 +621,38 @@ def test_outputs_over_the_cap_are_never_stored_while_they_arrive() -> None:
     assert outs[-1]["text"].startswith("0") and outs[-1]["text"].endswith("009999" + "z" * 1000 + "\n")
     assert any(output["output_type"] == "error" for output in outs)
     assert len(json.dumps(outs)) <= 10_000
+
+
+def test_the_kernel_log_is_cut_back_under_the_kernel_while_it_writes(tmp_path: Path) -> None:
+    path = tmp_path / "kernel.log"
+    cap = LogCap(path, limit=100_000, head=10_000)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # as the kernel holds it
+    try:
+        for round_ in range(3):
+            os.write(fd, b"".join(b"round %d line %06d\n" % (round_, i) for i in range(20_000)))  # 400 KB
+            cap.check()
+            assert path.stat().st_size < 100_000
+        os.write(fd, b"the last words\n")  # lands at the new end, not where the file ended before
+    finally:
+        os.close(fd)
+    text = path.read_text()
+    assert text.startswith("round 0 line 000000\n") and text.endswith("bytes removed here; what follows is the "
+                                                                       "end of the log\nthe last words\n")
+    assert "\0" not in text and text.count("[orchestrator]") == 1
+    assert f"{cap.removed:,} bytes removed" in text and cap.removed == 3 * 400_000 - 10_000
+
+
+def test_a_kernel_writing_to_its_own_stdout_leaves_a_bounded_kernel_log(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb",
+                       "import os\nfor i in range(100_000):\n    os.write(1, b'%06d ' % i + b'k' * 93 + b'\\n')\n"
+                       "os.write(2, b'final line of the kernel\\n')")
+    out = tmp_path / "out"
+    result = run(nb, out)
+    assert result["status"] == "passed"
+    log = (out / "kernel.log").read_text()
+    assert len(log) <= LOG_LIMIT_BYTES + 200  # 10 MB were written
+    assert log.startswith("--- ") and "starting kernel 'python3'" in log.splitlines()[0]
+    assert log.endswith("final line of the kernel\n") and "bytes removed here" in log
 
 
 def test_output_tail_keeps_the_end_and_what_a_terminal_shows() -> None:
