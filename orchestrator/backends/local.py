@@ -217,10 +217,11 @@ class _LocalRun:
     def _carry_over(self, step: StepSpec, result: dict[str, Any]) -> dict[str, Any]:
         """A result kept from the run being repaired: its files come along so the report's links work."""
         source = Path(result.pop("_source_dir"))
+        origin = result.pop("_carried_from", None) or self.options.repairs  # a run of the history, or the repaired one
         target = step_dir(self.options.run_dir, step.id)
         if source.is_dir() and source.resolve() != target.resolve():
             shutil.copytree(source, target, dirs_exist_ok=True)
-        return {**result, "carried_over_from": self.options.repairs}
+        return {**result, "carried_over_from": origin}
 
     def _finish(self, step: StepSpec, result: dict[str, Any]) -> None:
         future = self.done[step.id]

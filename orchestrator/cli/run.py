@@ -52,18 +52,25 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     context = devops_context(devops, callback)
     plan = load_from_options(path, plan_file, only, params)
+    carried: dict[str, dict[str, Any]] = {}
     if changed_since is not None:
         from orchestrator.changes import apply_selection, select_changed
 
         selection = select_changed(plan, changed_since, path=path, plan_file=plan_file)
         click.echo("\n".join(selection.lines(not_selected=False)), err=True)
         plan = apply_selection(plan, selection)
+        if backend == "local":  # Azure ML reuses unchanged nodes by itself
+            from orchestrator.changes.carry import carry_from_history
+
+            kept = carry_from_history(plan, selection)
+            click.echo("".join(f"  needed: {note}\n" for note in kept.notes), err=True, nl=False)
+            carried = kept.results
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)
     with emulated(emulate, assume, emulator_dir, backend) as emulator_settings:
         execute(plan, backend=backend, out=out, jobs=jobs, gpu_fallback=gpu_fallback, wait=wait, devops=context,
-                settings={**settings, **emulator_settings})
+                settings={**settings, **emulator_settings}, carried=carried)
 
 
 @click.command()

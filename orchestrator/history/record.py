@@ -103,6 +103,12 @@ def code_id(run_dir: Path, step: dict[str, Any]) -> str | None:
         cells = notebook["cells"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return code_hash(cells, step.get("parameters"))
+
+
+def code_hash(cells: Any, parameters: Any) -> str:
+    """The code id of notebook cells run with `parameters` (papermill's injected cell left out): the same for
+    an executed notebook and the notebook it was executed from (orchestrator/changes/carry.py)."""
     digest = hashlib.sha256()
     for cell in cells if isinstance(cells, list) else []:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
@@ -111,5 +117,5 @@ def code_id(run_dir: Path, step: dict[str, Any]) -> str | None:
             continue
         source = cell.get("source", "")
         digest.update(("".join(source) if isinstance(source, list) else str(source)).encode("utf-8") + b"\0")
-    digest.update(json.dumps(step.get("parameters") or {}, sort_keys=True, default=str).encode("utf-8"))
+    digest.update(json.dumps(parameters or {}, sort_keys=True, default=str).encode("utf-8"))
     return digest.hexdigest()[:16]
