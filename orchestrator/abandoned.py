@@ -39,7 +39,7 @@ def settle_if_abandoned(run_dir: Path, *, by: str) -> bool:
     if not isinstance(results, dict) or results.get("status") != "running" or not isinstance(results.get("steps"), list):
         return False
     try:
-        fd = os.open(run_dir / RUN_MARKER, os.O_RDWR)
+        fd = os.open(run_dir / RUN_MARKER, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False  # no marker: not ours to judge
     try:

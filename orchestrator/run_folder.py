@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orchestrator.atomic import new_file_mode
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.discovery import RUN_MARKER
 from orchestrator.results import RESULTS_FILE, utc_now
@@ -70,7 +71,8 @@ def prepare_run_dir(out: Path | None, run_id: str) -> Path:
         if run_dir.exists() or run_dir.is_symlink():
             if not run_dir.is_dir():
                 raise _problem(run_dir, "expected a folder, found a file")
-            if any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).is_file():
+            marker = run_dir / RUN_MARKER
+            if any(run_dir.iterdir()) and not (marker.is_file() and not marker.is_symlink()):
                 raise _problem(run_dir, "the folder is not empty and is not a run folder this tool wrote (no "
                                         f"{RUN_MARKER}); refusing to overwrite it: choose an empty or new folder")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +125,7 @@ def is_live(run_dir: Path) -> bool | None:
     if run_dir.resolve() in _HELD:
         return True
     try:
-        fd = os.open(marker, os.O_RDONLY)
+        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -141,7 +143,9 @@ def _lock(run_dir: Path, run_id: str) -> None:
     if run_dir in _HELD:
         fd = _HELD[run_dir]
     else:
-        fd = os.open(run_dir / RUN_MARKER, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a notebook may have replaced the marker with a link to a file of the user's, which
+        # truncating would destroy; such a folder is refused like any other that cannot be written.
+        fd = os.open(run_dir / RUN_MARKER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, new_file_mode())
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -72,6 +72,17 @@ def test_a_run_folder_of_ours_is_reused_and_relocked(tmp_path: Path) -> None:
     release_run_dir(run_dir)
 
 
+def test_a_marker_replaced_by_a_link_never_lets_a_run_write_through_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / MARKER).symlink_to(victim)
+    with pytest.raises(InvalidInputError, match="is not a run folder this tool wrote"):
+        prepare_run_dir(run_dir, "r1")
+    assert victim.read_text() == "precious"
+
+
 def test_an_unwritable_out_is_a_clear_input_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(InvalidInputError, match="cannot write the run folder there"):

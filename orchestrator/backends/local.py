@@ -249,7 +249,8 @@ def _not_started(request: run_notebook.StepRequest) -> dict[str, Any]:
 def _runner_failure(request: run_notebook.StepRequest, error: Exception) -> dict[str, Any]:
     """The result of a step whose running raised (e.g. a notebook replaced its own step folder with a file):
     an error naming the cause, so the run's record is still finished and true."""
-    log.error("step=%s failed outside the notebook", request.step, exc_info=error)
+    # The traceback goes into the result (and the report), not onto the terminal.
+    log.debug("step=%s failed outside the notebook", request.step, exc_info=error)
     return {
         "step": request.step, "notebook": request.notebook_rel, "status": "error", "attempts": request.attempt,
         "target": request.target, "environment": request.environment, "kernel": request.kernel,
