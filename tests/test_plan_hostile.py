@@ -80,7 +80,7 @@ def test_parameters_that_expand_past_the_size_limit_are_refused(repo: Path) -> N
 
 def test_a_plan_file_over_the_size_limit_is_refused_before_it_is_parsed(repo: Path) -> None:
     problems = _problems(repo, "# padding\n" * (MAX_PLAN_BYTES // 10 + 1))
-    assert problems == ["repo/orchestrator.yml: the plan file is 1 MiB, over the 1 MiB limit for a plan"]
+    assert problems == ["repo/orchestrator.yml: the plan file is 256 KiB, over the 256 KiB limit for a plan"]
 
 
 def test_retries_are_bounded(repo: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 # orchestrator.yml (and a run folder's plan.json, read back by `rerun`).
-MAX_PLAN_BYTES = 1 << 20  # 1 MiB
+MAX_PLAN_BYTES = 256 << 10  # 256 KiB: thousands of entries, and PyYAML (pure Python, for line marks) is slow
 MAX_PLAN_JSON_BYTES = 64 << 20  # 64 MiB: plan.json repeats each step's parameters
 # The parameters of one layer (defaults, an entry, a notebook's metadata, --param) and of one step, as JSON:
 # papermill writes them into a code cell, so this is already a very long cell.
