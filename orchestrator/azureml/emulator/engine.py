@@ -172,7 +172,8 @@ class JobRun:
             log_path.write_text(refusal + "\n", encoding="utf-8")
             self._finish(child, "Failed", error=refusal)
             return
-        status, error = self._execute(node, child, command, work, log_path)
+        # The finalize node runs because the pipeline was cancelled: the cancel request does not stop it.
+        status, error = self._execute(node, child, command, work, log_path, cancellable=not finalize)
         self._finish(child, status, error=error)
         if status == "Completed" and key:
             self.ws.remember(key, self.state.name, node.name)
@@ -282,7 +283,8 @@ class JobRun:
         env.update(self.ws.node_environment)
         return env
 
-    def _execute(self, node: Node, child: Child, command: str, work: Path, log_path: Path) -> tuple[str, str | None]:
+    def _execute(self, node: Node, child: Child, command: str, work: Path, log_path: Path, *,
+                 cancellable: bool = True) -> tuple[str, str | None]:
         with self._lock:
             child.status = "Running"
         self.state.save(self._lock)
@@ -296,7 +298,7 @@ class JobRun:
             self._processes[node.name] = process
             try:
                 while process.poll() is None:
-                    if self.state.cancel_requested:
+                    if cancellable and self.state.cancel_requested:
                         _stop(process)
                         return "Canceled", "the pipeline was cancelled"
                     if deadline is not None and time.monotonic() > deadline:

@@ -12,7 +12,6 @@ user_logs; mlruns/: the MLflow store), so a later process sees the same workspac
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import threading
@@ -331,8 +330,16 @@ class EmulatedSchedules:
             from azure.ai.ml.exceptions import ValidationException
 
             raise ValidationException(message=str(result.error_messages), no_personal_data_message="invalid schedule")
+        from orchestrator.azureml.export import write_pipeline
+
+        # What the service keeps: the job as sent (code paths made absolute first, as for a job submission).
+        _absolute_code(schedule.create_job)
+        write_pipeline(schedule.create_job, self._folder(schedule.name) / JOB_FILE, source=f"schedule {schedule.name}")
         self._schedules[schedule.name] = schedule
         return Poller(schedule)
+
+    def _folder(self, name: str) -> Path:
+        return self._ws.root / "schedules" / name
 
     def get(self, name: str) -> Any:
         from azure.core.exceptions import ResourceNotFoundError
@@ -348,9 +355,11 @@ class EmulatedSchedules:
         """Fire schedule `name` as its trigger would at `at` (default now): its job is submitted with
         ${{creation_context.trigger_time}} in string inputs replaced by the trigger time
         (how-to-schedule-pipeline-job, "expressions"). Returns the new job's name."""
-        schedule = self.get(name)
+        from azure.ai.ml import load_job
+
+        self.get(name)
         when = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        job = copy.deepcopy(schedule.create_job)
+        job: Any = load_job(self._folder(name) / JOB_FILE)  # a fresh copy of the job the schedule holds
         stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ")
         for input_name, value in list((job.inputs or {}).items()):
             literal = getattr(value, "_data", value)

@@ -1,0 +1,140 @@
+"""The Azure ML paths against the emulated workspace with real kernels (issue 8, item 4): `run --emulate
+--wait` then `rerun --failed` reusing what passed, cancelling a running pipeline, a schedule firing, and the
+trigger's kick_off -> wrap_up watchdog closing the DevOps job when the report node never ran."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("azure.ai.ml")
+
+from click.testing import CliRunner  # noqa: E402
+
+from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace  # noqa: E402
+from orchestrator.cli import cli  # noqa: E402
+from tests.builders import make_notebook  # noqa: E402
+from tests.conftest_devops import devops_server  # noqa: E402,F401  (fixture)
+from tests.devops_server import DevOpsServer  # noqa: E402
+from tests.emulator_support import SETTLE_S, emulated_client  # noqa: E402,F401  (fixture)
+from tests.test_trigger_support import Clock, FakeScheduler, FakeSecrets, kick_off_body, make_services, notebook_repo, raw  # noqa: E402
+
+TWO = "version: 1\nexperiment: emulated-jobs\ndefaults: {retries: 0}\nnotebooks:\n  - glob: '*.ipynb'\n"
+
+
+def _repo(root: Path, notebooks: dict[str, str]) -> Path:
+    root.mkdir(parents=True)
+    (root / "orchestrator.yml").write_text(TWO)
+    for name, source in notebooks.items():
+        make_notebook(root / name, source)
+    return root
+
+
+def _results(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
+    return data
+
+
+def test_run_emulate_wait_then_rerun_failed_reuses_what_passed(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo", {"a_pass.ipynb": "x = 1", "b_fail.ipynb": "raise ValueError('no')"})
+    workspace = tmp_path / "workspace"
+    common = ["--backend", "azureml", "--emulate", "--emulator-dir", str(workspace), "--wait"]
+    first = CliRunner().invoke(cli, ["run", str(repo), "--out", str(tmp_path / "run1"), *common])
+    assert first.exit_code == 1, first.output
+    results = _results(tmp_path / "run1")
+    assert {s["step"]: s["status"] for s in results["steps"]} == {"a_pass": "passed", "b_fail": "failed"}
+    job = results["azureml"]["job_name"]
+
+    # A new process would see the same workspace: rerun reads the job back from the folder.
+    again = CliRunner().invoke(cli, ["rerun", job, "--failed", "--out", str(tmp_path / "run2"), *common])
+    assert again.exit_code == 1, again.output
+    rerun = _results(tmp_path / "run2")
+    assert {s["step"]: s["status"] for s in rerun["steps"]} == {"a_pass": "passed", "b_fail": "failed"}
+    state = json.loads((workspace / "jobs" / rerun["azureml"]["job_name"] / "state.json").read_text())
+    children = state["children"]
+    assert children["a_pass"]["reused_from"] and not children["b_fail"]["reused_from"]  # b ran again
+    assert children["orchestrator_report"]["reused_from"] is None  # never reused: not deterministic
+
+
+def test_cancel_stops_the_running_node_marks_the_rest_and_still_reports(tmp_path: Path) -> None:
+    from tests.emulator_support import compiled
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text(TWO + "  - path: b_after.ipynb\n    after: [a_slow.ipynb]\n")
+    make_notebook(repo / "a_slow.ipynb", "import time\ntime.sleep(120)")
+    make_notebook(repo / "b_after.ipynb", "x = 1")
+    job = compiled(repo, tmp_path / "build" / "pipeline.yml")
+    workspace = EmulatedWorkspace(tmp_path / "workspace", node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": "0"})
+    try:
+        job.name = "to_cancel"
+        workspace.jobs.create_or_update(job)
+        deadline = time.monotonic() + 120
+        while workspace.state("to_cancel").children.get("a_slow") is None or \
+                workspace.state("to_cancel").children["a_slow"].status != "Running":
+            assert time.monotonic() < deadline, "the node never started"
+            time.sleep(0.1)
+        started = time.monotonic()
+        workspace.jobs.begin_cancel("to_cancel").result()
+        assert time.monotonic() - started < 60  # not the notebook's 120 s
+        state = workspace.state("to_cancel")
+        assert state.status == "Canceled"
+        assert state.children["a_slow"].status == "Canceled" and state.children["b_after"].status == "Canceled"
+        assert state.children["orchestrator_report"].status == "Completed"  # on_finalize runs after a cancel
+        report = json.loads((Path(state.outputs["report"]) / "results.json").read_text())
+        assert [s["step"] for s in report["steps"]] == ["a_slow", "b_after"]
+        assert all(s["status"] != "passed" for s in report["steps"])
+    finally:
+        workspace.close()
+
+
+def test_a_schedule_fires_with_its_trigger_time_as_run_key(emulated_client: EmulatedWorkspace, tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
+    done = CliRunner().invoke(cli, ["schedule", str(repo), "--cron", "0 2 * * *", "--name", "nightly",
+                                    "--snapshots", str(tmp_path / "snapshots"), "--subscription", "s",
+                                    "--resource-group", "r", "--workspace", "w"])
+    assert done.exit_code == 0, done.output
+    name = emulated_client.schedules.trigger("nightly", at=datetime(2026, 1, 31, 2, 0, tzinfo=timezone.utc))
+    assert emulated_client.wait(name, timeout=300) == "Completed"
+    job = emulated_client.jobs.get(name)
+    assert job.inputs["run_key"]._data == "2026-01-31T02:00:00Z"
+    from mlflow.tracking import MlflowClient
+
+    child = emulated_client.state(name).children["a"]
+    run = MlflowClient(tracking_uri=emulated_client.tracking.uri).get_run(str(child.run_id))
+    assert run.data.tags["orchestrator.run_key"] == "2026-01-31T02:00:00Z"
+
+
+def test_the_watchdog_reports_and_closes_the_devops_job_when_the_report_node_never_ran(
+        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+    from orchestrator.azureml.client import set_client_factory
+    from orchestrator.trigger.handlers import handle
+
+    workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=Assumptions(finalize_never=True),
+                                  node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": SETTLE_S})
+    previous = set_client_factory(workspace.factory)
+    try:
+        repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "raise ValueError('x')"},
+                                     "version: 1\nexperiment: watched\ndefaults: {retries: 0}\n"
+                                     "notebooks:\n  - glob: 'nb/*.ipynb'\n")
+        clock, scheduler = Clock(), FakeScheduler()
+        services = make_services(tmp_path, clock=clock, scheduler=scheduler, secrets=FakeSecrets(),
+                                 watchdog_interval_s=600.0)
+        outcome = handle(raw(kick_off_body(str(repo.bare), commit), devops_server.message_properties()), services)
+        assert outcome.action == "complete", outcome
+        [name] = list(workspace.states)
+        assert workspace.wait(name, timeout=300) == "Failed"  # b failed; no report node ran
+        clock.advance(600.0)
+        [check] = scheduler.due(clock.now)
+        outcome = handle(check, services)
+        assert "reported and closed" in outcome.detail, outcome
+        [event] = devops_server.task_completed_events()
+        assert str(event["result"]).lower() == "failed"
+    finally:
+        set_client_factory(previous)
+        workspace.close()
