@@ -175,7 +175,10 @@ class _StepRun:
                                   + (f" while {self._where(cell)} was running" if cell is not None else "")))
             raise
         except Exception as exc:  # a bug here or in a library: still leave a true result behind
-            log.exception("step=%s runner failure", self.request.step or self.request.notebook_path)
+            # One line on the terminal; the traceback is in the result (and with -v, in the log).
+            log.error("step=%s runner failure: %s: %s", self.request.step or self.request.notebook_path,
+                      type(exc).__name__, exc)
+            log.debug("runner failure", exc_info=True)
             return self._finish(_Outcome("error", "infrastructure", self.running, type(exc).__name__,
                                          f"the step runner failed: {exc}", tb.format_exc()))
 

@@ -275,3 +275,14 @@ def test_rerun_refuses_a_notebook_link_leading_out_of_the_root(tmp_path: Path) -
     (tmp_path / "repo" / "linked.ipynb").symlink_to(tmp_path / "elsewhere.ipynb")
     with pytest.raises(InvalidInputError, match="steps\\[0\\].notebook: 'linked.ipynb': it leads through a symbolic link"):
         plan_repair(run_dir, failed_only=True)
+
+
+def test_a_runner_failure_is_one_log_line_not_a_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    notebook = make_notebook(tmp_path / "a.ipynb", "x = 1")
+    (tmp_path / "out").write_text("a file where the step folder should be")
+    request = run_notebook.StepRequest(notebook_path=notebook, output_dir=tmp_path / "out")
+    with caplog.at_level("WARNING"), pytest.raises(OSError):
+        asyncio.run(run_notebook.run_step(request))
+    errors = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert errors and all(record.exc_info is None for record in errors)
+    assert "runner failure: FileExistsError" in errors[0].getMessage()
