@@ -4,7 +4,9 @@ it receives), then `orchestrator emulate` end to end on tiny notebooks with real
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,60 @@ def test_emulate_refuses_bad_input_with_exit_2(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "bad.yml").write_text("type: command\ncommand: [\n")
     assert exit_code(str(tmp_path / "bad.yml")) == 2
     assert "bad.yml" in capsys.readouterr().err
+
+
+def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 asks for it; the emulator's store is one
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    return client, str(client.create_experiment("x"))
+
+
+def _node_run(client: Any, experiment: str, parent: str, step: str, status: str, key: str = "k") -> str:
+    run = client.create_run(experiment, tags={"mlflow.parentRunId": parent, "step": step, "orchestrator.step": step,
+                                              "orchestrator.run_key": key})
+    client.set_terminated(run.info.run_id, status)
+    time.sleep(0.02)  # distinct start times
+    return str(run.info.run_id)
+
+
+EXPECTED = [{"step": "a", "notebook": "a.ipynb"}, {"step": "b", "notebook": "b.ipynb"},
+            {"step": "c", "notebook": "c.ipynb", "after": ["b"]}]
+
+
+def test_without_its_parent_tag_the_report_takes_the_newest_pipeline_with_its_run_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.azureml import discover
+
+    client, experiment = _store(tmp_path, monkeypatch)
+    old_a = _node_run(client, experiment, "p1", "a", "FINISHED")
+    _node_run(client, experiment, "p1", "b", "FAILED")
+    new_b = _node_run(client, experiment, "p2", "b", "FAILED")  # the rerun: a reused and hidden, b ran again
+    me = client.create_run(experiment, tags={}).info.run_id  # the finalize node's run, no mlflow.parentRunId
+    found = discover.find_step_runs(client, own_run=me, run_key="k", expected=EXPECTED)
+    assert [r.run_id for r in found["b"]] == [new_b]  # this pipeline's failed b, not the first one's
+    assert found["a"][0].run_id == old_a and found["a"][0].reused
+    assert discover.unexplained(EXPECTED, found) == []  # c comes after the failed b: it never starts
+
+
+def test_the_report_searches_again_while_a_run_is_missing_without_a_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.azureml import discover
+
+    client, experiment = _store(tmp_path, monkeypatch)
+    _node_run(client, experiment, "p1", "a", "FINISHED")
+    me = client.create_run(experiment, tags={"mlflow.parentRunId": "p1"}).info.run_id
+    late: list[str] = []
+
+    def sleep(seconds: float) -> None:  # the index catches up with b and c while the report waits
+        if not late:
+            late.append(_node_run(client, experiment, "p1", "b", "FINISHED"))
+            late.append(_node_run(client, experiment, "p1", "c", "FINISHED"))
+
+    found = discover.find_settled(client, own_run=me, run_key="k", expected=EXPECTED, settle_s=30, sleep=sleep)
+    assert sorted(found) == ["a", "b", "c"] and found["b"][0].run_id == late[0]
+    started = time.monotonic()
+    nothing = discover.find_settled(client, own_run=me, run_key="nope", expected=[{"step": "z", "notebook": "z"}],
+                                    settle_s=0.3, poll_s=0.1)
+    assert nothing == {} and time.monotonic() - started < 5  # bounded: a node that never ran is not waited for
