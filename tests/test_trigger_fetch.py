@@ -1,13 +1,11 @@
-"""Fetching the repository: shallow, by commit, from allow-listed hosts only; the job token only in git's
-environment (never its command line), only for Azure Repos hosts; size and time limits. Real git against
-local bare repositories, and a stand-in `git` on PATH to see what an https fetch would be given."""
+"""Fetching the repository without a git executable (dulwich): shallow, by commit, from allow-listed hosts only;
+the job token as a bearer header, only to Azure Repos hosts, never elsewhere (redirects included); size and
+time limits. Local bare repositories (made with git, fetched with git absent from PATH) and the same
+repositories served over HTTPS by a strict local server (tests/git_server.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ from orchestrator.devops.context import Secret
 from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.fetch import FetchError, Limits, check_url, fetch
 from orchestrator.trigger.settings import TriggerSettings
-from tests.test_trigger_support import NotebookRepo, git, notebook_repo
+from tests.git_server import GitHttpsServer, no_git, test_certs  # noqa: F401  (fixtures)
+from tests.test_trigger_support import NotebookRepo, notebook_repo
 
 SETTINGS = TriggerSettings(allowed_hosts=("dev.azure.com", "*.visualstudio.com", "github.com"))
 LIMITS = Limits(timeout_s=60.0, max_bytes=10 ** 8)
@@ -33,22 +32,25 @@ def repo(tmp_path: Path) -> tuple[NotebookRepo, list[str]]:
     return repository, commits
 
 
-def test_a_full_commit_id_is_fetched_alone(tmp_path: Path, repo: tuple[NotebookRepo, list[str]]) -> None:
+def test_a_full_commit_id_is_fetched_alone(tmp_path: Path, repo: tuple[NotebookRepo, list[str]], no_git: None) -> None:
+    from dulwich.objects import Commit
+    from dulwich.repo import Repo
+
     repository, commits = repo
     source = check_url(str(repository.bare), SETTINGS, allow_local=True)
     sha = fetch(source, commits[1], None, tmp_path / "out", token=None, limits=LIMITS)
     assert sha == commits[1]
-    assert git("rev-list", "--count", "HEAD", cwd=tmp_path / "out") == "1"  # shallow: only what is needed
+    store = Repo(str(tmp_path / "out")).object_store
+    assert [o for o in (store[s] for s in store) if isinstance(o, Commit)] == [store[sha.encode()]]  # shallow
     assert (tmp_path / "out" / "f0.txt").is_file() and not (tmp_path / "out" / "f1.txt").exists()
-    assert not (tmp_path / "out" / ".git" / "hooks").exists()  # no template: no sample hooks
 
 
-def test_a_short_commit_id_is_found_from_its_ref_by_deepening(tmp_path: Path, repo: tuple[NotebookRepo, list[str]]) -> None:
+def test_a_short_commit_id_is_found_from_its_ref_by_deepening(tmp_path: Path, repo: tuple[NotebookRepo, list[str]],
+                                                             no_git: None) -> None:
     repository, commits = repo
     source = check_url(f"file://{repository.bare}", SETTINGS, allow_local=True)
     sha = fetch(source, commits[0][:8], "refs/heads/main", tmp_path / "out", token=None, limits=LIMITS)
-    assert sha == commits[0]
-    assert int(git("rev-list", "--count", "HEAD", cwd=tmp_path / "out")) == 1
+    assert sha == commits[0] and (tmp_path / "out" / "a.ipynb").is_file()
     with pytest.raises(InvalidInputError, match="abbreviated"):
         fetch(source, commits[0][:8], None, tmp_path / "out2", token=None, limits=LIMITS)
 
@@ -79,71 +81,98 @@ def test_the_size_limit_stops_a_repository_that_is_too_large(tmp_path: Path) -> 
         fetch(source, commit, None, tmp_path / "out", token=None, limits=Limits(timeout_s=60.0, max_bytes=100_000))
 
 
-FAKE_GIT = """#!/bin/sh
-# Records each call (argv, and the config it was given through the environment), then plays git's part.
-python3 - "$@" <<'PY'
-import json, os, sys
-calls = os.path.join(os.environ["HOME"], "..", "calls.jsonl")
-config = {os.environ.get(f"GIT_CONFIG_KEY_{i}"): os.environ.get(f"GIT_CONFIG_VALUE_{i}")
-          for i in range(int(os.environ.get("GIT_CONFIG_COUNT", "0")))}
-with open(calls, "a") as f:
-    f.write(json.dumps({"argv": sys.argv[1:], "config": config}) + "\\n")
-if sys.argv[1:2] == ["rev-parse"]:
-    print("0123456789abcdef0123456789abcdef01234567")
-PY
-case "$1" in fetch) [ -f "$HOME/../slow" ] && sleep 30 ;; esac
-exit 0
-"""
+def https_repo(tmp_path: Path, repository: NotebookRepo, monkeypatch: pytest.MonkeyPatch,
+               certs: tuple[Path, Path, Path], **kwargs: Any) -> GitHttpsServer:
+    """The repository served over https on 127.0.0.1, trusted through SSL_CERT_FILE and allow-listed."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs[0]))
+    return GitHttpsServer({"/org/notebooks.git": repository.bare}, certs, **kwargs)
 
 
-@pytest.fixture
-def fake_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    script = folder / "git"
-    script.write_text(FAKE_GIT)
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    return tmp_path / "calls.jsonl"
+HTTPS = TriggerSettings(allowed_hosts=("127.0.0.1",), token_hosts=("127.0.0.1",))
 
 
-def _calls(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def test_the_token_reaches_azure_repos_only_through_git_config_in_the_environment(tmp_path: Path, fake_git: Path) -> None:
+def test_an_https_repository_is_fetched_without_git_with_the_token_as_a_bearer_header(
+        tmp_path: Path, repo: tuple[NotebookRepo, list[str]], monkeypatch: pytest.MonkeyPatch,
+        test_certs: tuple[Path, Path, Path], no_git: None) -> None:
+    repository, commits = repo
     token = "tok-RECOGNISABLE-fetch"
-    source = check_url("https://org@dev.azure.com/org/proj/_git/notebooks", SETTINGS)
-    fetch(source, "0123456789abcdef0123456789abcdef01234567", None, tmp_path / "repo", token=Secret(token),
-          limits=LIMITS)
-    calls = _calls(fake_git)
-    assert [c["argv"][0] for c in calls] == ["init", "fetch", "rev-parse", "checkout"]
-    assert all(token not in " ".join(c["argv"]) for c in calls)
-    fetch_call = calls[1]
-    assert fetch_call["argv"][-2:] == ["https://dev.azure.com/org/proj/_git/notebooks",
-                                        "0123456789abcdef0123456789abcdef01234567:refs/orchestrator/commit"]
-    assert "--depth=1" in fetch_call["argv"] and "--" in fetch_call["argv"]
-    config = fetch_call["config"]
-    assert config["http.https://dev.azure.com/.extraheader"] == f"AUTHORIZATION: bearer {token}"
-    assert config["protocol.allow"] == "never" and config["credential.helper"] == ""
-    assert config["protocol.file.allow"] == "never" and config["core.symlinks"] == "false"
-    assert all(token not in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
-               and p != fake_git)  # nothing written to disk (a real git keeps -c/env config out of .git/config)
+    with https_repo(tmp_path, repository, monkeypatch, test_certs, token=token) as server:
+        source = check_url(f"https://org@{server.url.removeprefix('https://')}/org/notebooks.git", HTTPS)
+        assert source.sends_token and "org@" not in source.url
+        sha = fetch(source, commits[-1], "refs/heads/main", tmp_path / "out", token=Secret(token), limits=LIMITS)
+        # A commit behind the tip, by its abbreviated id: found from the ref, deepening.
+        older = fetch(source, commits[1][:10], "refs/heads/main", tmp_path / "older", token=Secret(token),
+                      limits=LIMITS)
+        assert server.requests and all(auth == f"bearer {token}" for _m, _p, auth in server.requests)
+        # A wrong token is refused by the server: a readable refusal, the token never echoed.
+        with pytest.raises(InvalidInputError, match="refused") as caught:
+            fetch(source, commits[-1], None, tmp_path / "bad", token=Secret("tok-wrong"), limits=LIMITS)
+        assert "tok-wrong" not in str(caught.value)
+    assert sha == commits[-1] and older == commits[1]
+    assert (tmp_path / "out" / "f2.txt").read_text() == "2" and not (tmp_path / "older" / "f1.txt").exists()
+    assert (tmp_path / "out" / ".git" / "HEAD").read_text().strip() == sha
+    assert all(token.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
 
-def test_an_allow_listed_third_party_host_never_gets_the_token(tmp_path: Path, fake_git: Path) -> None:
-    source = check_url("https://github.com/org/notebooks.git", SETTINGS)
-    fetch(source, "0123456789abcdef0123456789abcdef01234567", None, tmp_path / "repo", token=Secret("tok-x"),
-          limits=LIMITS)
-    assert all("tok-x" not in json.dumps(c) for c in _calls(fake_git))
+def test_a_third_party_host_never_gets_the_token_and_a_redirect_elsewhere_is_refused(
+        tmp_path: Path, repo: tuple[NotebookRepo, list[str]], monkeypatch: pytest.MonkeyPatch,
+        test_certs: tuple[Path, Path, Path], no_git: None) -> None:
+    from tests.devops_server import AttackerServer
+
+    repository, commits = repo
+    settings = TriggerSettings(allowed_hosts=("127.0.0.1",), token_hosts=("dev.azure.com",))
+    with https_repo(tmp_path, repository, monkeypatch, test_certs) as server, AttackerServer() as attacker:
+        source = check_url(f"{server.url}/org/notebooks.git", settings)
+        assert not source.sends_token
+        fetch(source, commits[-1], None, tmp_path / "out", token=Secret("tok-x"), limits=LIMITS)
+        assert all(auth is None for _m, _p, auth in server.requests)
+        server.redirect_to = attacker.url.rstrip("/")
+        with pytest.raises(InvalidInputError, match="redirected to http://127.0.0.1:.*nothing was sent"):
+            fetch(source, commits[-1], None, tmp_path / "again", token=Secret("tok-x"), limits=LIMITS)
+        assert attacker.received == []
 
 
-def test_a_fetch_past_the_time_limit_is_stopped_as_transient(tmp_path: Path, fake_git: Path) -> None:
-    (tmp_path / "slow").touch()  # git gets a minimal environment, so the stand-in reads a file, not a variable
-    source = check_url("https://dev.azure.com/org/proj/_git/notebooks", SETTINGS)
-    with pytest.raises(FetchError, match="longer than 1 s"):
-        fetch(source, "0123456789abcdef0123456789abcdef01234567", None, tmp_path / "repo", token=None,
-              limits=Limits(timeout_s=1.0, max_bytes=10 ** 8))
+def test_an_https_fetch_past_its_limits_is_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_certs: tuple[Path, Path, Path]) -> None:
+    repository, _ = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
+    (repository.work / "data.bin").write_bytes(os.urandom(300_000))
+    commit = repository.commit("data")
+    with https_repo(tmp_path, repository, monkeypatch, test_certs) as server:
+        source = check_url(f"{server.url}/org/notebooks.git", HTTPS)
+        with pytest.raises(InvalidInputError, match="history is larger than 100000 bytes"):
+            fetch(source, commit, None, tmp_path / "out", token=None, limits=Limits(timeout_s=60.0, max_bytes=100_000))
+        with pytest.raises(FetchError, match="longer than 0 s"):
+            fetch(source, commit, None, tmp_path / "out2", token=None, limits=Limits(timeout_s=1e-9, max_bytes=10 ** 8))
+
+
+def test_an_unreachable_host_is_transient(tmp_path: Path, no_git: None) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = check_url(f"https://127.0.0.1:{port}/org/notebooks.git", HTTPS)
+    with pytest.raises(FetchError, match="failed"):
+        fetch(source, "0123456789abcdef0123456789abcdef01234567", None, tmp_path / "out", token=None, limits=LIMITS)
+
+
+def test_paths_that_would_escape_the_checkout_are_refused(tmp_path: Path) -> None:
+    from dulwich.objects import Blob, Tree
+    from dulwich.repo import MemoryRepo
+
+    from orchestrator.trigger.tree_writer import write_tree
+
+    repo = MemoryRepo()
+    blob = Blob.from_string(b"x")
+    repo.object_store.add_object(blob)
+    for name in (b"..", b".git", b".GIT", b"a\\b"):
+        tree = Tree()
+        tree.add(name, 0o100644, blob.id)
+        repo.object_store.add_object(tree)
+        (tmp_path / name.decode()[:2].replace(".", "d")).mkdir(exist_ok=True)
+        with pytest.raises(InvalidInputError, match="cannot be checked out safely"):
+            write_tree(repo.object_store, tree.id, tmp_path / name.decode()[:2].replace(".", "d"), 10 ** 6)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize(("url", "why"), [
@@ -164,7 +193,6 @@ def test_refused_repository_urls(url: str, why: str) -> None:
 
 
 def test_subdomain_patterns_match_only_subdomains() -> None:
-    assert check_url("https://org.visualstudio.com/p/_git/r", SETTINGS).token_header_url == "https://org.visualstudio.com/"
+    assert check_url("https://org.visualstudio.com/p/_git/r", SETTINGS).sends_token
     with pytest.raises(InvalidInputError):
         check_url("https://visualstudio.com.evil.example/r", SETTINGS)
-    assert subprocess.run(["git", "--version"], capture_output=True).returncode == 0

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from orchestrator.trigger.commands import handle_command
 from tests.builders import make_notebook
 from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
+from tests.git_server import test_certs  # noqa: F401  (fixture)
 from tests.test_trigger_support import kick_off_body, notebook_repo, task_log
 
 PLAN = "version: 1\nexperiment: handle-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
@@ -123,3 +124,31 @@ def test_handle_closes_the_job_when_the_repository_cannot_be_fetched(
         assert "gave up after 1 delivery" in done.output
         [event] = server.task_completed_events()
         assert event["result"] == "failed"
+
+
+@pytest.mark.parametrize("where", ["local", "https"])
+def test_a_kick_off_without_git_on_path_runs_and_closes_its_job(
+        where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_certs: tuple[Path, Path, Path]) -> None:
+    # As on the Azure Functions Python image, which installs no git: the repository is fetched with dulwich.
+    import shutil
+    import sys
+
+    from tests.git_server import GitHttpsServer
+
+    isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
+    monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("ORCHESTRATOR_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("ORCHESTRATOR_ALLOWED_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("ORCHESTRATOR_TOKEN_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(test_certs[0]))
+    repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"}, PLAN)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    assert shutil.which("git") is None
+    with DevOpsServer() as server, GitHttpsServer({"/org/nb.git": repo.bare}, test_certs, token=server.token) as git:
+        url = str(repo.bare) if where == "local" else f"{git.url}/org/nb.git"
+        extra = ["--allow-local-repos"] if where == "local" else []
+        done = handle(message_file(tmp_path / "m.json", server, url, commit), *extra, "--out", tmp_path / "run")
+        assert done.exit_code == 0, done.output
+        assert [e["result"] for e in server.task_completed_events()] == ["succeeded"]
+        assert (where == "https") == bool(git.requests)  # the token-holding server served the https case

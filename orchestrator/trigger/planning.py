@@ -39,7 +39,7 @@ def fetch_plan(message: KickOff, context: DevOpsContext, services: Services,
     """The checkout and its plan; the checkout is removed when the block ends."""
     source = source or check_source(message, services)
     repo = message.repository
-    token = context.token if source.token_header_url else None  # the token goes only to Azure Repos hosts
+    token = context.token if source.sends_token else None  # the token goes only to Azure Repos hosts
     with contextlib.ExitStack() as stack:
         try:
             folder, sha = stack.enter_context(
