@@ -148,3 +148,28 @@ def test_malformed_app_settings_refuse_each_message_and_close_its_job_instead_of
     assert event["result"] == "failed"
     assert "ORCHESTRATOR_MAX_DELIVERIES" in "".join(bytes(log["content"]).decode()
                                                     for log in devops_server.plan.logs.values())
+
+
+def test_missing_required_settings_are_named_in_one_startup_line(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrator.trigger.settings import REQUIRED, startup_line
+
+    for _shown, names in REQUIRED:
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ORCHESTRATOR_SERVICEBUS__fullyQualifiedNamespace", "bus.servicebus.windows.net")
+    monkeypatch.setenv("ORCHESTRATOR_KEY_VAULT_URL", "https://v.vault.azure.net/")  # also holds the signing key
+    with caplog.at_level("INFO", logger="orchestrator.trigger"):
+        importlib.reload(function_blueprint)  # what the host does when it indexes the app
+    [line] = [r for r in caplog.records if "starting" in r.getMessage()]
+    assert line.levelname == "ERROR"
+    text = line.getMessage()
+    assert "ORCHESTRATOR_QUEUE" in text and "AZUREML_ARM_WORKSPACE_NAME" in text
+    assert "ORCHESTRATOR_SERVICEBUS;" not in text and "ORCHESTRATOR_KEY_VAULT_URL;" not in text
+    assert "ORCHESTRATOR_SIGNING_KEY" not in text
+    full = {"ORCHESTRATOR_SERVICEBUS": "Endpoint=sb://x/", "ORCHESTRATOR_QUEUE": "q", "ORCHESTRATOR_SIGNING_KEY": "k",
+            "ORCHESTRATOR_KEY_VAULT_URL": "https://v.vault.azure.net/", "ORCHESTRATOR_WORKSPACE_CONFIG": "c.json"}
+    assert startup_line("worker", full) == (True, "worker starting: every required app setting is set")
+    ready, text = startup_line("worker", {k: v for k, v in full.items() if k != "ORCHESTRATOR_SIGNING_KEY"
+                                          and k != "ORCHESTRATOR_KEY_VAULT_URL"})
+    assert not ready and "ORCHESTRATOR_SIGNING_KEY" in text and "ORCHESTRATOR_KEY_VAULT_URL" in text

@@ -86,10 +86,15 @@ def worker_command(max_messages: int | None, subscription: str | None, resource_
     from orchestrator.trigger.settings import TriggerSettings
     from orchestrator.trigger.worker import run_worker
 
+    from orchestrator.trigger.settings import startup_line
+
+    logging.getLogger("orchestrator").setLevel(logging.INFO)  # a service's log is its lifecycle lines
+    ready, line = startup_line("orchestrator worker",
+                               workspace_given=any((subscription, resource_group, workspace, workspace_config)))
+    (log.info if ready else log.error)(line)
     settings = TriggerSettings.from_environ()
     services = Services(settings=settings, backend="azureml",
                         workspace=workspace_from(subscription, resource_group, workspace, workspace_config))
-    logging.getLogger("orchestrator").setLevel(logging.INFO)  # a service's log is its lifecycle lines
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -26,11 +26,14 @@ from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.outcome import ABANDON, DEAD_LETTER, Outcome
 from orchestrator.trigger.services import Services
-from orchestrator.trigger.settings import CONNECTION_SETTING, QUEUE_SETTING, TriggerSettings
+from orchestrator.trigger.settings import CONNECTION_SETTING, QUEUE_SETTING, TriggerSettings, startup_line
 
 log = logging.getLogger("orchestrator.trigger")
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+_ready, _line = startup_line("the orchestrator Function")  # once, when the host indexes the app
+(log.info if _ready else log.error)(_line)
 
 
 class RedeliveryRequested(Exception):

@@ -171,4 +171,37 @@ SETTINGS: tuple[Setting, ...] = (
             "Without ORCHESTRATOR_SIGNING_KEY: the Key Vault secret holding that key."),
 )
 
+# Settings without which a deployment cannot work, each as (what to show, the names any one of which will do).
+# ORCHESTRATOR_QUEUE has a default for the worker, but the Function's binding reads `%ORCHESTRATOR_QUEUE%`
+# through the host, which knows no default: unset, the function does not start at all.
+REQUIRED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (CONNECTION_SETTING, (CONNECTION_SETTING, f"{CONNECTION_SETTING}__fullyQualifiedNamespace")),
+    (QUEUE_SETTING, (QUEUE_SETTING,)),
+    ("ORCHESTRATOR_KEY_VAULT_URL", ("ORCHESTRATOR_KEY_VAULT_URL",)),
+    ("ORCHESTRATOR_SIGNING_KEY (or the Key Vault secret ORCHESTRATOR_SIGNING_KEY_SECRET)",
+     ("ORCHESTRATOR_SIGNING_KEY", "ORCHESTRATOR_KEY_VAULT_URL")),
+    ("the Azure ML workspace (AZUREML_ARM_SUBSCRIPTION, AZUREML_ARM_RESOURCEGROUP, AZUREML_ARM_WORKSPACE_NAME, or "
+     "ORCHESTRATOR_WORKSPACE_CONFIG)", ("AZUREML_ARM_WORKSPACE_NAME", "ORCHESTRATOR_WORKSPACE_CONFIG")),
+)
+
+
+def missing_required(environ: Mapping[str, str] | None = None, *, workspace_given: bool = False) -> list[str]:
+    """The required settings (docs/trigger.md, "App settings") that `environ` lacks, by name.
+    workspace_given: the workspace came from command-line options instead."""
+    environ = os.environ if environ is None else environ
+    required = REQUIRED[:-1] if workspace_given else REQUIRED
+    return [shown for shown, names in required if not any(str(environ.get(name) or "").strip() for name in names)]
+
+
+def startup_line(component: str, environ: Mapping[str, str] | None = None, *,
+                 workspace_given: bool = False) -> tuple[bool, str]:
+    """(all present, the one line a front end logs when it starts)."""
+    missing = missing_required(environ, workspace_given=workspace_given)
+    if not missing:
+        return True, f"{component} starting: every required app setting is set"
+    return False, (f"{component} starting WITHOUT required app settings: {'; '.join(missing)}. Messages will be "
+                   "refused (or, without the queue or connection, never received) until they are set; see "
+                   "docs/trigger.md, App settings")
+
+
 assert {s.attribute for s in SETTINGS} == {f.name for f in fields(TriggerSettings)}, "every setting declared once"
