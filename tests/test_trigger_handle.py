@@ -152,3 +152,22 @@ def test_a_kick_off_without_git_on_path_runs_and_closes_its_job(
         assert done.exit_code == 0, done.output
         assert [e["result"] for e in server.task_completed_events()] == ["succeeded"]
         assert (where == "https") == bool(git.requests)  # the token-holding server served the https case
+
+
+def test_wait_for_completion_false_runs_locally_and_publishes_without_a_callback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    allow_loopback(monkeypatch)
+    monkeypatch.setenv("ORCHESTRATOR_STATE_DIR", str(tmp_path / "state"))
+    repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"}, PLAN)
+    with DevOpsServer() as server:
+        server.task_record().update(state="completed", result="succeeded")  # the task did not wait
+        with caplog.at_level("WARNING", logger="orchestrator.trigger"):
+            done = handle(message_file(tmp_path / "m.json", server, str(repo.bare), commit), "--allow-local-repos",
+                          "--out", tmp_path / "run")
+        assert done.exit_code == 0, done.output
+        assert "no TaskCompleted sent (waitForCompletion: false)" in done.output
+        [run] = server.runs.values()
+        assert [r["outcome"] for r in run["results"]] == ["Passed"]
+        assert server.task_completed_events() == [] and server.calls("feed") == []
+    assert any("waitForCompletion: false" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -15,6 +15,7 @@ from orchestrator.trigger.secret_store import secret_name_for
 from tests.conftest_devops import devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
 from tests.test_trigger_support import (  # noqa: F401  (fake_ml is a fixture)
+    Clock,
     FakeScheduler,
     FakeSecrets,
     fake_ml,
@@ -115,7 +116,7 @@ def test_the_job_token_reaches_no_log_line_no_file_no_message_and_no_pipeline(
         tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.devops_server import allow_loopback, isolate_sdk_caches
-    from tests.test_trigger_support import Clock
+
 
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
     allow_loopback(monkeypatch)
@@ -171,3 +172,30 @@ def test_handle_with_the_azureml_backend_uses_the_seams_factories(
     assert done.exit_code == 0, done.output
     assert "handled: pipeline" in done.output and len(fake_ml.jobs.created) == 1
     assert len(scheduler.scheduled) == 1 and len(secrets.values) == 1
+
+
+def test_wait_for_completion_false_runs_publishes_and_sends_no_callback(
+        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    # PublishToAzureServiceBus with waitForCompletion: false completes its task (succeeded) once it has sent.
+    devops_server.task_record().update(state="completed", result="succeeded")
+    clock, scheduler, secrets = Clock(), FakeScheduler(), FakeSecrets()
+    services = make_services(tmp_path, clock=clock, scheduler=scheduler, secrets=secrets)
+    with caplog.at_level("WARNING", logger="orchestrator.trigger"):
+        outcome = handle(raw(kick_off_body(str(repo[0].bare), repo[1]), devops_server.message_properties()), services)
+    assert outcome.action == "complete" and outcome.run_status == "submitted", outcome
+    assert any("waitForCompletion: false" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    [name] = fake_ml.jobs.created
+    hook = fake_ml.jobs.bodies[name]
+    assert "collection_url" in hook and "PlanId" not in hook  # the report node publishes, closes nothing
+    [(check, _at)] = scheduler.scheduled
+    assert check.body["callback"] is False
+    # The watchdog sees the pipeline to its end without reading the token or touching DevOps, then drops it.
+    requests = len(devops_server.requests)
+    fake_ml.jobs.finish(name, status="Completed", running_polls=0)
+    clock.advance(services.settings.watchdog_interval_s)
+    [due] = scheduler.due(clock.now)
+    done = handle(due, services)
+    assert done.action == "complete" and "waitForCompletion: false" in done.detail
+    assert len(devops_server.requests) == requests and devops_server.task_completed_events() == []
+    assert secrets.read == [] and secrets.deleted == list(secrets.expiry)

@@ -44,6 +44,10 @@ LOG_PAGE_BYTES = 8 * 1024 ** 2
 TASK_RESULTS = ("succeeded", "succeededWithIssues", "failed", "canceled", "skipped", "abandoned")
 
 
+# Results that mean the job or task was stopped from DevOps, not ended by its own work.
+CANCELLED_RESULTS = frozenset({"canceled", "cancelled", "abandoned"})
+
+
 @dataclass(frozen=True)
 class TaskState:
     """What the timeline says about our task and its job; states compared lower-cased."""

@@ -17,13 +17,14 @@ The message is completed by the front end only after all of that returned.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError
 from orchestrator.devops.live import LiveReporter
-from orchestrator.devops.taskclient import TaskClient
+from orchestrator.devops.taskclient import CANCELLED_RESULTS, TaskClient
 from orchestrator.trigger import watchdog
 from orchestrator.trigger.dedupe import azureml_job_name
 from orchestrator.trigger.intake import Accepted, routing_properties
@@ -53,10 +54,6 @@ def kick_off(accepted: Accepted, services: Services) -> Outcome:
     key = context.task.key
     name = azureml_job_name(key)
 
-    closed = task_closed(context, services)
-    if closed:
-        return completed(f"nothing started: {closed}")
-
     client = get_client(services.workspace_options())
     with azure_errors(f"looking up pipeline job {name}"):
         existing = find_job(client, name)
@@ -65,18 +62,22 @@ def kick_off(accepted: Accepted, services: Services) -> Outcome:
         post_studio_link(context, name, studio_url(existing), again=True)
         return completed(f"pipeline {name} exists already for this DevOps task: not submitted again",
                          run_status="submitted")
+    disposition = task_disposition(context, services)
+    if disposition.closed:
+        return completed(f"nothing started: {disposition.closed}")
 
     with fetch_plan(message, context, services, source) as fetched:
         secret = secret_name_for(key)
         options = _compile_options(message, context, fetched.folder, fetched.commit, redact_url(message.repository.url),
-                                   run_key=name, vault=vault, secret=secret, services=services)
+                                   run_key=name, vault=vault, secret=secret, services=services,
+                                   callback=disposition.callback)
         job = _compile(fetched.plan, options)
         now = services.now()
         services.get_secrets().put(secret, context.token.reveal(),
                                    expires_on=now + timedelta(seconds=settings.watchdog_max_age_s) + SECRET_EXTRA_LIFE)
         first = watchdog.check_message(
             key=key, check=1, started_at=now, plan=fetched.plan, context_body=message.body_for_context(),
-            properties=routing_properties(context))
+            properties=routing_properties(context), callback=disposition.callback)
         services.schedule(first, now + timedelta(seconds=settings.watchdog_interval_s))
         submitted = submit_job(client, job, key=key)
     post_studio_link(context, submitted.name, submitted.studio_url, again=not submitted.created)
@@ -85,7 +86,7 @@ def kick_off(accepted: Accepted, services: Services) -> Outcome:
 
 
 def _compile_options(message: KickOff, context: DevOpsContext, folder: Any, commit: str, repository: str, *,
-                     run_key: str, vault: str, secret: str, services: Services) -> Any:
+                     run_key: str, vault: str, secret: str, services: Services, callback: bool = True) -> Any:
     from orchestrator.azureml.compile import CompileOptions
 
     build = message.build
@@ -100,8 +101,13 @@ def _compile_options(message: KickOff, context: DevOpsContext, folder: Any, comm
         commit=commit,
         display_name=f"{message.repository.ref or commit[:12]} build {build.number}" if build and build.number else None,
         # Names only, never the token (DESIGN 8): the report node reads the secret by this name.
+        # With `properties` the report node closes the server task; without (waitForCompletion: false) it
+        # publishes the test run only (azureml/devops_hook.py).
         devops={"key_vault_url": vault, "token_secret": secret, "properties": routing_properties(context),
-                "body": message.body_for_context()},
+                "body": message.body_for_context()} if callback else
+               {"key_vault_url": vault, "token_secret": secret, "collection_url": context.collection_url,
+                "project": context.project, "build_id": str(message.build.id) if message.build and
+                message.build.id is not None else None},
         report_identity=services.settings.report_identity,
         tags=tags,
     )
@@ -122,9 +128,24 @@ def _compile(plan: Any, options: Any) -> Any:
     return job
 
 
-def task_closed(context: DevOpsContext, services: Services) -> str | None:
-    """Why there is nothing to do (the task or its job is completed in DevOps), or None. When DevOps cannot be
-    read, the work goes on: closing the job later matters more than this early look (devops.md 1.4)."""
+@dataclass(frozen=True)
+class Disposition:
+    """What the DevOps task's record says to do with a kick_off."""
+
+    callback: bool = True          # a server task waits for our TaskCompleted
+    closed: str | None = None      # why nothing is to be started (the job was cancelled, or ended)
+
+
+NO_CALLBACK = ("the DevOps task was already completed (succeeded) when its kick_off arrived: the pipeline sends it "
+               "with `waitForCompletion: false`, so the notebooks run and their test run is published, but no "
+               "TaskCompleted is sent (nothing waits for one)")
+
+
+def task_disposition(context: DevOpsContext, services: Services) -> Disposition:
+    """Run with a callback (the task is open), run without one (`waitForCompletion: false`: the task completed
+    itself, succeeded, as soon as it sent the message), or start nothing (the job was cancelled or ended).
+    When DevOps cannot be read, the work goes on: closing the job later matters more than this early look
+    (devops.md 1.4)."""
     client = TaskClient(context, services.devops_policy)
     try:
         state = client.state()
@@ -132,12 +153,16 @@ def task_closed(context: DevOpsContext, services: Services) -> str | None:
         raise
     except DevOpsError as exc:
         log.warning("devops task state unknown, going on: %s", exc)
-        return None
+        return Disposition()
     finally:
         client.close()
+    if (state.task_completed and state.task_result in ("succeeded", "succeededwithissues")
+            and state.job_result not in CANCELLED_RESULTS):
+        log.warning(NO_CALLBACK)
+        return Disposition(callback=False)
     if state.task_completed or state.job_completed:
-        return state.describe()
-    return None
+        return Disposition(closed=state.describe())
+    return Disposition()
 
 
 def post_studio_link(context: DevOpsContext, name: str, url: str | None, *, again: bool = False) -> None:

@@ -23,7 +23,7 @@ from orchestrator.devops.publish import close_server_task, report_to_devops
 from orchestrator.progress import PlainProgress
 from orchestrator.trigger.dedupe import FINISHED, LocalMarkers, Marker
 from orchestrator.trigger.intake import Accepted
-from orchestrator.trigger.kickoff import task_closed
+from orchestrator.trigger.kickoff import task_disposition
 from orchestrator.trigger.messages import KickOff
 from orchestrator.trigger.outcome import Outcome, completed
 from orchestrator.trigger.planning import check_source, fetch_plan
@@ -44,10 +44,13 @@ def kick_off_local(accepted: Accepted, services: Services) -> Outcome:
             return _duplicate(earlier, context, services)
         markers.update(key, pid=os.getpid(), status="running")  # a claim whose process died before running anything
 
-    closed = task_closed(context, services)
-    if closed:
-        markers.update(key, status=FINISHED, note=closed)
-        return completed(f"nothing started: {closed}")
+    disposition = task_disposition(context, services)
+    if disposition.closed:
+        markers.update(key, status=FINISHED, note=disposition.closed)
+        return completed(f"nothing started: {disposition.closed}")
+    if not disposition.callback:
+        # waitForCompletion: false: no live feed, no cancellation watch, no TaskCompleted; the test run still.
+        context = context.without_task()
     try:
         with fetch_plan(message, context, services, source) as fetched:
             status, run_dir = _run(fetched.plan, context, services, markers, key, services.progress)
@@ -97,7 +100,9 @@ def _report(run_dir: Path, context: DevOpsContext, services: Services, markers: 
     markers.update(key, status=FINISHED, result=outcome.task_result,
                    closed=bool(outcome.task_completed or outcome.already_completed))
     problems = "; ".join(outcome.all_problems)
-    detail = (f"ran {run_dir}: {status}; DevOps task {outcome.task_result or 'not closed'}"
+    closing = (f"DevOps task {outcome.task_result or 'not closed'}" if context.task is not None
+               else "no TaskCompleted sent (waitForCompletion: false)")
+    detail = (f"ran {run_dir}: {status}; {closing}"
               + (f" ({outcome.already_completed})" if outcome.already_completed else "")
               + (f"; problems: {problems}" if problems else ""))
     return completed(detail, run_status="interrupted" if status == "canceled" else status)

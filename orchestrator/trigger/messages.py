@@ -147,6 +147,7 @@ class WrapUp(_Strict):
     expected: str                  # the plan's steps, collect.encode_expected: for the backstop report
     title: str = "notebooks"
     closing: bool = False          # the DevOps task was seen completed while the pipeline still ran
+    callback: bool = True          # False: `waitForCompletion: false`, no DevOps task waits to be closed
     context_body: dict[str, Any] = Field(default_factory=dict)  # build/repository/release of the kick_off
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)  # written by us: datetimes as text

@@ -37,7 +37,7 @@ from typing import Any
 from orchestrator.devops.context import DevOpsContext, ServerTask
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError
 from orchestrator.devops.publish import close_server_task, report_to_devops
-from orchestrator.devops.taskclient import TaskClient, TaskState
+from orchestrator.devops.taskclient import CANCELLED_RESULTS, TaskClient, TaskState
 from orchestrator.errors import InfrastructureError
 from orchestrator.trigger.dedupe import azureml_job_name
 from orchestrator.trigger.intake import Accepted
@@ -50,7 +50,6 @@ from orchestrator.trigger.signing import SIGNATURE_PROPERTY
 
 log = logging.getLogger("orchestrator.trigger")
 
-CANCELLED_RESULTS = frozenset({"canceled", "cancelled", "abandoned"})
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Watched:
 
 def check_message(*, key: str, check: int, started_at: datetime, plan: Any = None, expected: str | None = None,
                   title: str | None = None, context_body: dict[str, Any], properties: dict[str, str],
-                  closing: bool = False) -> OutgoingMessage:
+                  closing: bool = False, callback: bool = True) -> OutgoingMessage:
     """A wrap_up message (unsigned: Services.schedule signs it). The first is built from the plan; the next
     ones copy what the last one carried."""
     if expected is None:
@@ -83,7 +82,7 @@ def check_message(*, key: str, check: int, started_at: datetime, plan: Any = Non
         expected = collect.COMPRESSED_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
         title = plan.experiment
     body = WrapUp(job="wrap_up", version=2, check=check, started_at=started_at, expected=expected,
-                  title=title or "notebooks", closing=closing, context_body=context_body)
+                  title=title or "notebooks", closing=closing, callback=callback, context_body=context_body)
     # Deterministic: a queue with duplicate detection drops a second copy of the same check.
     message_id = f"wrap-up-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:24]}-{check}"
     return OutgoingMessage(message_id=message_id, body=body.model_dump(mode="json"), properties=dict(properties))
@@ -117,6 +116,8 @@ def _forget_token(watched: Watched, services: Services) -> None:
 def _watch(message: WrapUp, watched: Watched, routing: dict[str, str], services: Services, now: datetime,
            age: float) -> Outcome:
     try:
+        if not message.callback:
+            return _pipeline_only(message, watched, routing, services, now, age)
         token = services.get_secrets().get(watched.token_secret)
         if not token:
             return completed(f"the job token is no longer in Key Vault ({watched.token_secret}): nothing left to watch")
@@ -173,6 +174,33 @@ def _check(message: WrapUp, watched: Watched, context: DevOpsContext, routing: d
         _close(context, services, [f"The pipeline {name} was still {status} {age / 3600:.0f} h after it was "
                                    "submitted, longer than ORCHESTRATOR_WATCHDOG_MAX_AGE_S: it was cancelled."])
         return completed(f"pipeline {name} ran past the watchdog's limit: cancelled, DevOps task closed")
+    return _next(message, watched, routing, services, now, f"pipeline {name} is {status}")
+
+
+def _pipeline_only(message: WrapUp, watched: Watched, routing: dict[str, str], services: Services, now: datetime,
+                   age: float) -> Outcome:
+    """`waitForCompletion: false`: nothing in DevOps waits, so no task is read or closed (and no token read);
+    the chain only sees the pipeline to its end (the report node publishes the test run), or cancels it
+    past the watchdog's limit, and then lets the token go."""
+    from orchestrator.azureml.client import get_client
+    from orchestrator.azureml.submit import azure_errors, find_job
+    from orchestrator.azureml.watch import TERMINAL
+
+    client = get_client(services.workspace_options())
+    name = watched.job_name
+    with azure_errors(f"looking up pipeline job {name}"):
+        job = find_job(client, name)
+    status = str(job.status) if job is not None else None
+    log.info("wrap_up job=%s check=%d pipeline=%s devops=no callback age=%.0fs", name, message.check, status, age)
+    if status is None:
+        if age < services.settings.submit_grace_s:
+            return _next(message, watched, routing, services, now, f"pipeline {name} not found yet")
+        return completed(f"pipeline {name} was never submitted; no DevOps task waits for it")
+    if status in TERMINAL:
+        return completed(f"pipeline {name} ended ({status}); no DevOps task waits for it (waitForCompletion: false)")
+    if age > services.settings.watchdog_max_age_s:
+        _cancel(client, name)
+        return completed(f"pipeline {name} ran past the watchdog's limit: cancelled")
     return _next(message, watched, routing, services, now, f"pipeline {name} is {status}")
 
 
@@ -235,6 +263,6 @@ def _next(message: WrapUp, watched: Watched, routing: dict[str, str], services: 
     at = now + timedelta(seconds=services.settings.watchdog_interval_s)
     following = check_message(key=watched.key, check=message.check + 1, started_at=message.started_at,
                               expected=message.expected, title=message.title, context_body=dict(message.context_body),
-                              properties=routing, closing=closing)
+                              properties=routing, closing=closing, callback=message.callback)
     services.schedule(following, at)
     return completed(f"{why}; check {message.check + 1} scheduled at {at.isoformat()}", rescheduled_at=at)
