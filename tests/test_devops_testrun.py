@@ -34,7 +34,8 @@ def _only_run(server: DevOpsServer) -> dict[str, Any]:
 
 
 def _by_title(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["testCaseTitle"]: r for r in run["results"]}
+    """Results by notebook path: the folder is the storage (dots for slashes), the title the file name."""
+    return {f"{r['automatedTestStorage'].replace('.', '/')}/{r['testCaseTitle']}": r for r in run["results"]}
 
 
 def test_a_run_becomes_one_completed_test_run_linked_to_the_build(devops_server: DevOpsServer, run_dir: Path) -> None:
@@ -63,9 +64,9 @@ def test_each_notebook_is_one_result_with_the_mapped_outcome_and_its_error(devop
         "examples/models/02_slow.ipynb": "Timeout", "examples/03_crash.ipynb": "Aborted",
         "examples/04_broken.ipynb": "Error", "examples/scratch/05_wip.ipynb": "NotExecuted"}
     failed = results["examples/01_train.ipynb"]
-    # Named as junit.xml names it (classname.name), so both publishing paths share one history.
-    assert failed["automatedTestName"] == "examples.01_train.ipynb"
-    assert failed["automatedTestStorage"] == "examples"
+    # Named as PublishTestResults@2 names junit.xml's testcase, so both publishing paths share one history.
+    assert failed["automatedTestName"] == failed["testCaseTitle"] == "01_train.ipynb"
+    assert failed["automatedTestStorage"] == "examples" and failed["automatedTestType"] == "JUnit"
     assert failed["errorMessage"] == "ValueError: bad value (cell 3)"
     assert len(failed["stackTrace"]) <= 1000 and failed["stackTrace"].endswith("ValueError: bad value")
     assert "\x1b" not in failed["stackTrace"] and len(LONG_TRACEBACK) > 1000
@@ -237,3 +238,47 @@ def test_requests_use_basic_auth_with_an_empty_user_name(devops_server: DevOpsSe
     publish_test_run(run_dir, server_context(devops_server), policy=FAST)
     expected = "Basic " + base64.b64encode(f":{devops_server.token}".encode()).decode()
     assert {r.header("Authorization") for r in devops_server.requests} == {expected}
+
+
+def agent_junit_results(path: Path) -> list[dict[str, str]]:
+    """What PublishTestResults@2 sends for junit.xml: the agent's JUnit reader (azure-pipelines-agent,
+    src/Agent.Worker/TestResults/Legacy/JunitResultReader.cs) sets TestCaseTitle and AutomatedTestName to the
+    testcase's `name`, AutomatedTestStorage to its `classname`, AutomatedTestType to "JUnit"."""
+    import xml.etree.ElementTree as ET
+
+    return [{"testCaseTitle": case.get("name", ""), "automatedTestName": case.get("name", ""),
+             "automatedTestStorage": case.get("classname", ""), "automatedTestType": "JUnit"}
+            for case in ET.parse(path).getroot().iter("testcase")]
+
+
+def test_published_results_and_junit_xml_land_on_the_same_test_history(devops_server: DevOpsServer,
+                                                                       run_dir: Path) -> None:
+    from orchestrator.report.junit import write_junit
+    from orchestrator.results import load_results
+
+    write_junit(load_results(run_dir), run_dir / "junit.xml")  # the real junit.xml of this run folder
+    publish_test_run(run_dir, server_context(devops_server), policy=FAST)
+    keys = ("testCaseTitle", "automatedTestName", "automatedTestStorage", "automatedTestType")
+    ours = sorted(tuple(r[k] for k in keys) for r in _only_run(devops_server)["results"])
+    theirs = sorted(tuple(r[k] for k in keys) for r in agent_junit_results(run_dir / "junit.xml"))
+    assert ours == theirs and len(ours) == 6
+
+
+def test_a_server_job_message_naming_its_stage_and_job_links_the_test_run_to_them(devops_server: DevOpsServer,
+                                                                                 run_dir: Path) -> None:
+    from orchestrator.trigger.messages import KickOff, parse_body
+
+    from tests.conftest_devops import BODY
+
+    body = {**BODY, "pipeline": {
+        "stage_name": "notebooks_server", "stage_attempt": "2", "job_name": "kick_off", "job_attempt": 1}}
+    message = parse_body(body)
+    assert isinstance(message, KickOff)
+    context = server_context(devops_server, message.body_for_context())
+    publish_test_run(run_dir, context, policy=FAST)
+    reference = _only_run(devops_server)["created"]["pipelineReference"]
+    assert reference["pipelineId"] == 1234
+    assert reference["stageReference"] == {"stageName": "notebooks_server", "attempt": 2}
+    assert reference["jobReference"] == {"jobName": "kick_off", "attempt": 1}
+    # Without them (the default message), no reference: a server job has no agent variables to take it from.
+    assert server_context(devops_server).pipeline is None

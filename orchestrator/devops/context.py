@@ -127,7 +127,12 @@ class DevOpsContext:
                                      for name in missing])
         check_devops_url(str(props["PlanUrl"]), where=where, field="application_properties.PlanUrl")
         body = body or {}
-        build, repository, release = (_section(body, key) for key in ("build", "repository", "release"))
+        build, repository, release, where_in = (_section(body, key)
+                                                for key in ("build", "repository", "release", "pipeline"))
+        pipeline = PipelineRef(
+            stage_name=_text(where_in.get("stage_name")), stage_attempt=_int(_text(where_in.get("stage_attempt"))),
+            phase_name=_text(where_in.get("phase_name")), phase_attempt=_int(_text(where_in.get("phase_attempt"))),
+            job_name=_text(where_in.get("job_name")), job_attempt=_int(_text(where_in.get("job_attempt"))))
         task = ServerTask.from_properties(props)
         return cls(
             collection_url=str(props["PlanUrl"]).strip(),
@@ -136,6 +141,7 @@ class DevOpsContext:
             build_id=_text(build.get("id")),
             build_number=_text(build.get("number")),
             task=task,
+            pipeline=pipeline if any(vars(pipeline).values()) else None,
             release_uri=_text(release.get("uri")),
             release_environment_uri=_text(release.get("environment_uri")),
             commit=_text(repository.get("commit")),

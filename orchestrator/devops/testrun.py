@@ -3,8 +3,10 @@
 The sequence mirrors the agent's own publisher (reference/devops.md 3): create the run (automated, linked to
 the build, state InProgress: 3.2), add one result per notebook in batches of at most 1000 (3.3), attach each
 executed notebook and its HTML page to its result and junit.xml and report.html to the run (3.4), then PATCH
-the run to Completed (3.5). Names match junit.xml's (classname.name), so a notebook's history is one line
-whichever way its results reached DevOps (this code or PublishTestResults@2).
+the run to Completed (3.5). Each result is named as the agent's JUnit reader names junit.xml's testcase
+(testCaseTitle = automatedTestName = its name, automatedTestStorage = its classname: report/junit.py
+test_identity), so a notebook's history is one line whichever way its results reached DevOps (this code or
+PublishTestResults@2).
 
 Only failures of the service are handled here, and they never raise: they end up in the outcome's
 `problems`, because a reporting failure must never turn into a failure of the notebooks' own run.
@@ -45,7 +47,7 @@ from orchestrator.devops.fields import (
 )
 from orchestrator.errors import MissingExtraError
 from orchestrator.report.files import executed_notebook
-from orchestrator.report.junit import classname
+from orchestrator.report.junit import test_identity
 from orchestrator.report.model import Run, Step, read_run
 from orchestrator.results import load_results
 
@@ -245,12 +247,14 @@ class _Publisher:
         return ids
 
     def _result_model(self, step: Step) -> Any:
-        storage = classname(step)
+        # PublishTestResults@2's names for junit.xml's testcase (report/junit.py test_identity), and its type:
+        # the same test history whichever of the two publishes a run.
+        identity = test_identity(step)
         model = self.models.TestCaseResult(
-            automated_test_name=f"{storage}.{step.file_name}",
-            automated_test_storage=storage,
-            automated_test_type="Notebook",
-            test_case_title=step.notebook,
+            automated_test_name=identity.name,
+            automated_test_storage=identity.classname,
+            automated_test_type="JUnit",
+            test_case_title=identity.name,
             outcome=OUTCOMES.get(step.status, UNFINISHED_OUTCOME),
             state="Completed",
             duration_in_ms=round((step.duration_s or 0.0) * 1000.0, 3),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,21 @@ def write_junit(results: dict[str, Any], path: Path) -> None:
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     write_atomic(path, data)
     log.debug("junit written path=%s tests=%d", path, len(run.steps))
+
+
+@dataclass(frozen=True)
+class TestIdentity:
+    """How a notebook is named as a test, by junit.xml and by the orchestrator's own DevOps publishing alike,
+    so both land on one test history: the agent's JUnit reader makes testcase `name` both testCaseTitle and
+    automatedTestName, and `classname` automatedTestStorage (orchestrator/devops/testrun.py uses these)."""
+
+    name: str
+    classname: str
+
+
+def test_identity(step: Step) -> TestIdentity:
+    # One line: a newline in a notebook's file name must not split a test title in a CI's results view.
+    return TestIdentity(name=xml_safe(one_line(step.file_name)), classname=xml_safe(classname(step)))
 
 
 def classname(step: Step) -> str:
@@ -89,10 +105,10 @@ def build_junit(run: Run) -> ET.Element:
 
 
 def _testcase(step: Step) -> ET.Element:
+    identity = test_identity(step)
     case = ET.Element("testcase", {
-        "classname": _attr(classname(step)),
-        # One line: a newline in a notebook's file name must not split a test title in a CI's results view.
-        "name": _attr(one_line(step.file_name)),
+        "classname": identity.classname,
+        "name": identity.name,
         "time": _seconds(step.duration_s or 0.0),
     })
     _properties(case, _case_properties(step))

@@ -68,6 +68,25 @@ class Build(_Strict):
     number: Union[str, int, None] = None
 
 
+class Pipeline(_Strict):
+    """Where in a YAML pipeline the server job runs: the test run's pipelineReference (docs/devops.md).
+    Attempts as numbers or as the text a `$(System.JobAttempt)` macro gives."""
+
+    stage_name: str | None = None
+    stage_attempt: Union[int, str, None] = None
+    phase_name: str | None = None
+    phase_attempt: Union[int, str, None] = None
+    job_name: str | None = None
+    job_attempt: Union[int, str, None] = None
+
+    @field_validator("stage_attempt", "phase_attempt", "job_attempt")
+    @classmethod
+    def _attempt(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and not value.strip().isdigit():
+            raise ValueError("expected an attempt number, e.g. $(System.JobAttempt)")
+        return value
+
+
 class Release(_Strict):
     uri: str | None = None
     environment_uri: str | None = None
@@ -89,6 +108,7 @@ class KickOff(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     build: Build | None = None
     release: Release | None = None
+    pipeline: Pipeline | None = None
     # A pull request's target branch: run only the notebooks the change since it can affect (docs/changes.md).
     changed_since: str | None = None
 
@@ -129,8 +149,8 @@ class KickOff(_Strict):
         return value
 
     def body_for_context(self) -> dict[str, Any]:
-        """What DevOpsContext reads from a body: build, repository, release (devops.md 1.2, 3.6)."""
-        return self.model_dump(include={"build", "repository", "release"}, exclude_none=True)
+        """What DevOpsContext reads from a body: build, repository, release, pipeline (devops.md 1.2, 3.6)."""
+        return self.model_dump(include={"build", "repository", "release", "pipeline"}, exclude_none=True)
 
 
 class WrapUp(_Strict):
