@@ -33,6 +33,9 @@ STEP_TAG = "orchestrator.step"
 NOTEBOOK_TAG = "orchestrator.notebook"
 STATUS_TAG = "orchestrator.status"
 RUN_KEY_TAG = "orchestrator.run_key"
+PACK_TAG = "orchestrator.pack"  # on a packed node's run: the step ids it ran, comma-separated
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
 RESULT_ARTIFACT_DIR = "orchestrator"
 NOTEBOOK_ARTIFACT_DIR = "notebooks"
 RUN_ID_VARIABLES = ("MLFLOW_RUN_ID", "AZUREML_RUN_ID")
@@ -133,6 +136,49 @@ def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None
         except Exception as exc:  # noqa: BLE001 - see the docstring: logging is best effort
             log.warning("could not log %s to MLflow: %s: %s", what, type(exc).__name__, exc)
             logged = False
+    return logged
+
+
+def tag_pack(steps: list[str], *, run_id: str | None = None) -> bool:
+    """Mark this node's run as a pack of `steps`: the report looks for their runs among its children."""
+    run_id = run_id or job_run_id()
+    if run_id is None:
+        return False
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(run_id, PACK_TAG, ",".join(steps)[:_MAX_PARAM])
+    except Exception as exc:  # noqa: BLE001 - best effort, as log_step
+        log.warning("could not tag the pack's MLflow run: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
+
+
+def log_child_step(output_dir: Path, *, run_key: str | None = None, name: str = "",
+                   parent_run_id: str | None = None) -> bool:
+    """Log one notebook of a packed node to an MLflow run of its own, a child of the node's run, with the
+    same tags and artifacts as a notebook node's run (log_step); ended FINISHED when the notebook passed or
+    was skipped, FAILED otherwise. Never raises."""
+    parent = parent_run_id or job_run_id()
+    if parent is None:
+        log.info("not in an Azure ML job: the packed notebook is not logged to MLflow")
+        return False
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        experiment_id = client.get_run(parent).info.experiment_id
+        child = client.create_run(experiment_id, tags={PARENT_TAG: parent, RUN_NAME_TAG: name or output_dir.name})
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not start an MLflow child run: %s: %s", type(exc).__name__, exc)
+        return False
+    logged = log_step(output_dir, run_key=run_key, run_id=child.info.run_id)
+    result = read_result(output_dir) or {}
+    status = "FINISHED" if result.get("status") in ("passed", "skipped") else "FAILED"
+    try:
+        client.set_terminated(child.info.run_id, status=status)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not end the MLflow child run: %s: %s", type(exc).__name__, exc)
     return logged
 
 

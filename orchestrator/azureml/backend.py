@@ -39,7 +39,8 @@ class AzureMLBackend:
     def run(self, plan: ResolvedPlan, options: RunOptions, progress: Progress) -> RunOutcome:
         client = get_client(self.workspace)
         write_json_atomic(options.run_dir / PLAN_FILE, plan.to_json())
-        compile_options = dataclasses.replace(self.compile_options, run_key=self.run_key or options.run_id)
+        compile_options = dataclasses.replace(self.compile_options, run_key=self.run_key or options.run_id,
+                                              expected_durations=options.expected_durations)
         submitted = submit_plan(client, plan, key=self.key or options.run_id, options=compile_options)
         expected = collect.expected_entries(plan, static_skips(plan))
         return follow(client, submitted, options=options, progress=progress, expected=expected, title=plan.experiment,

@@ -19,6 +19,7 @@ from orchestrator.cli.options import load_from_options, plan_options, workspace_
 if TYPE_CHECKING:
     from orchestrator.azureml.client import WorkspaceOptions
     from orchestrator.backends import RunOutcome
+    from orchestrator.plan.spec import ResolvedPlan
 
 # Where compile and schedule stage the code snapshots they upload.
 snapshots_option = click.option(
@@ -37,6 +38,18 @@ def _summary(job: Any) -> str:
             f"experiment {job.experiment_name}")
 
 
+def _plan_with_history(plan: ResolvedPlan) -> tuple[ResolvedPlan, dict[str, float]]:
+    """What the run history adds to a plan compiled here: expectations relative to the baseline made absolute
+    (docs/history.md) and expected durations, which decide what is packed per node."""
+    from orchestrator.history import planning_durations
+    from orchestrator.history.baselines import resolve_baselines
+
+    plan, notes = resolve_baselines(plan)
+    for note in notes:
+        click.echo(f"baseline: {note}", err=True)
+    return plan, planning_durations(plan)
+
+
 @click.command("compile")
 @plan_options
 @snapshots_option
@@ -46,17 +59,19 @@ def _summary(job: Any) -> str:
 def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...],
                     snapshots: Path | None, out: Path, run_key: str) -> None:
     """Compile the notebooks of PATH into an Azure ML pipeline job (YAML), offline, and validate it."""
-    from orchestrator.azureml.compile import CompileOptions, compile_plan, validate
+    from orchestrator.azureml.compile import CompileOptions, compile_pipeline, validate
     from orchestrator.azureml.export import write_pipeline
 
-    plan = load_from_options(path, plan_file, only, params)
+    plan, durations = _plan_with_history(load_from_options(path, plan_file, only, params))
     started = time.perf_counter()
-    job = compile_plan(plan, CompileOptions(run_key=run_key, cache_dir=snapshots))
+    result = compile_pipeline(plan, CompileOptions(run_key=run_key, cache_dir=snapshots, expected_durations=durations))
+    job = result.job
     compiled = time.perf_counter()
     validate(job)
     validated = time.perf_counter()
     write_pipeline(job, out, source=str(plan.plan_file or plan.root))
     click.echo(f"{out}: {_summary(job)}")
+    click.echo(result.packing.summary())
     click.echo(f"compiled in {compiled - started:.2f}s, validated by azure-ai-ml in {validated - compiled:.2f}s", err=True)
 
 
@@ -80,8 +95,9 @@ def schedule_command(path: Path, plan_file: Path | None, only: tuple[str, ...], 
     from orchestrator.azureml.export import write_schedule
     from orchestrator.azureml.submit import azure_errors
 
-    plan = load_from_options(path, plan_file, only, params)
-    job = compile_plan(plan, CompileOptions(run_key=schedules.TRIGGER_TIME, cache_dir=snapshots))
+    plan, durations = _plan_with_history(load_from_options(path, plan_file, only, params))
+    job = compile_plan(plan, CompileOptions(run_key=schedules.TRIGGER_TIME, cache_dir=snapshots,
+                                            expected_durations=durations))
     schedule = schedules.build_schedule(job, cron=cron, name=schedules.schedule_name(name, plan.experiment),
                                         time_zone=time_zone)
     schedules.validate_schedule(schedule)

@@ -35,15 +35,18 @@ import orchestrator
 from orchestrator.azureml import collect
 from orchestrator.azureml.components import (
     AFTER_INPUT,
+    PACK_OUTPUT,
     REPORT_OUTPUT,
     RESULT_OUTPUT,
     RUN_KEY,
     notebook_component,
+    pack_component,
     report_component,
 )
 from orchestrator.azureml.devops_hook import IDENTITY, check_config
 from orchestrator.azureml.environments import EnvironmentDefinition, EnvironmentSet
 from orchestrator.azureml.names import experiment_name, json_arg, redact_url, shell_arg
+from orchestrator.azureml.packing import Node, Packing, pack_steps
 from orchestrator.azureml.sdk import require
 from orchestrator.azureml.snapshot import default_cache, notebook_snapshot, report_snapshot, repository_root
 from orchestrator.errors import InvalidInputError, Problem
@@ -80,6 +83,8 @@ class CompileOptions:
     devops: Mapping[str, Any] | None = None  # the report node's DevOps settings: names only, never secrets
     report_identity: str | None = None  # None (the job's token), "managed" or "user": for Key Vault access
     tags: Mapping[str, str] = field(default_factory=dict)  # extra pipeline job tags
+    # step id -> expected seconds (run history, else the plan): notebooks known to be short are packed per node
+    expected_durations: Mapping[str, float] | None = None
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -184,6 +189,17 @@ def compile_plan(plan: ResolvedPlan, options: CompileOptions | None = None) -> A
     Stages the code snapshots on disk (content-addressed, see `snapshot`), so the returned job can be
     validated, exported or submitted as it is.
     """
+    return compile_pipeline(plan, options).job
+
+
+@dataclass(frozen=True)
+class Compiled:
+    job: Any  # azure.ai.ml.entities.PipelineJob
+    packing: Packing  # which notebooks share a node, and what that saves
+
+
+def compile_pipeline(plan: ResolvedPlan, options: CompileOptions | None = None) -> Compiled:
+    """compile_plan, with the packing it chose (what `orchestrator compile` prints)."""
     require()
     from azure.ai.ml import Output
     from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
@@ -200,30 +216,26 @@ def compile_plan(plan: ResolvedPlan, options: CompileOptions | None = None) -> A
     cache = options.cache_dir or default_cache(repo_root)
     envs = EnvironmentSet(plan)
 
-    # One component per distinct environment, with as many optional `after_i` inputs as its most
-    # connected notebook needs.
-    groups: dict[EnvironmentDefinition, list[StepSpec]] = {}
-    for step in runnable:
-        gpu = plan.targets[step.target].gpus > 0
-        groups.setdefault(envs.definition(step.environment, gpu=gpu), []).append(step)
+    # Short notebooks of one target and environment share a node (packing.py); the rest get one each. One
+    # component per distinct environment (and one pack component per environment that has packs), with as
+    # many optional `after_i` inputs as its most connected node needs.
+    definition_of = {s.id: envs.definition(s.environment, gpu=plan.targets[s.target].gpus > 0) for s in runnable}
+    packing = pack_steps(runnable, plan.targets, options.expected_durations or {}, plan.pack, group_of=definition_of)
     jobs: dict[str, Any] = {}
     if runnable:
         code = notebook_snapshot(repo_root, cache).path
-        components = {
-            definition: notebook_component(
-                code=code,
-                environment=envs.get(definition),
-                plan_root=plan_root,
-                secret_env=plan.secret_env,
-                after_slots=max(len(step.after) for step in steps),
-                label=definition.label,
-            )
-            for definition, steps in groups.items()
-        }
-        factories = {d: _node_factory(c) for d, c in components.items()}
-        component_of = {step.id: factories[d] for d, steps in groups.items() for step in steps}
-        for step in runnable:  # execution order: dependencies are built before their dependants
-            jobs[step.id] = _notebook_node(step, component_of[step.id], jobs, plan.targets[step.target])
+        factories = _Factories(code, envs, plan_root, plan.secret_env, packing, definition_of)
+        outputs: dict[str, Any] = {}  # step id -> the node output holding its result folder
+        for node in _in_running_order(packing):  # dependencies are built before their dependants
+            first = node.steps[0]
+            target = plan.targets[first.target]
+            if node.is_pack:
+                built = _pack_node(node, factories.pack(definition_of[first.id]), outputs, target)
+                outputs.update({step.id: built.outputs[PACK_OUTPUT.format(i)] for i, step in enumerate(node.steps)})
+            else:
+                built = _notebook_node(first, factories.single(definition_of[first.id]), outputs, target)
+                outputs[first.id] = built.outputs[RESULT_OUTPUT]
+            jobs[node.name] = built
 
     jobs[REPORT_NODE] = _report_node(plan, runnable, envs, skips, cache, options)
     settings = PipelineJobSettings(continue_on_step_failure=True, force_rerun=False)
@@ -244,10 +256,10 @@ def compile_plan(plan: ResolvedPlan, options: CompileOptions | None = None) -> A
         tags=tags,
     )
     log.info(
-        "compiled plan=%s nodes=%d skipped=%d environments=%d", _plan_file(plan), len(runnable), len(skips),
-        len(envs.objects),
+        "compiled plan=%s nodes=%d notebooks=%d skipped=%d environments=%d", _plan_file(plan), packing.after,
+        len(runnable), len(skips), len(envs.objects),
     )  # fmt: skip
-    return job
+    return Compiled(job, packing)
 
 
 def _report_node(plan: ResolvedPlan, runnable: list[StepSpec], envs: EnvironmentSet, skips: Mapping[str, str],
@@ -313,7 +325,7 @@ def _node_factory(component: Any) -> Any:
     return factory if callable(factory) else component
 
 
-def _notebook_node(step: StepSpec, component: Any, built: Mapping[str, Any], target: TargetSpec) -> Any:
+def _notebook_node(step: StepSpec, component: Any, outputs: Mapping[str, Any], target: TargetSpec) -> Any:
     inputs: dict[str, Any] = {
         RUN_KEY: f"${{{{parent.inputs.{RUN_KEY}}}}}",
         "step": step.id,
@@ -333,7 +345,7 @@ def _notebook_node(step: StepSpec, component: Any, built: Mapping[str, Any], tar
     if step.cell_timeout_s is not None:
         inputs["cell_timeout"] = step.cell_timeout_s
     for index, dep in enumerate(step.after):
-        inputs[AFTER_INPUT.format(index)] = built[dep].outputs[RESULT_OUTPUT]
+        inputs[AFTER_INPUT.format(index)] = outputs[dep]
     node = component(**inputs)
     node.name = step.id
     node.display_name = step.notebook
@@ -343,6 +355,107 @@ def _notebook_node(step: StepSpec, component: Any, built: Mapping[str, Any], tar
     if limit is not None:
         node.set_limits(timeout=limit)
     return node
+
+
+class _Factories:
+    """Node factories, one component per environment definition and kind (single notebook, pack), sized for
+    the nodes that use it: `after_i` inputs for the most connected node, outputs for the largest pack."""
+
+    def __init__(self, code: Path, envs: EnvironmentSet, plan_root: str, secret_env: tuple[str, ...],
+                 packing: Packing, definition_of: Mapping[str, EnvironmentDefinition]) -> None:
+        self._singles: dict[EnvironmentDefinition, Any] = {}
+        self._packs: dict[EnvironmentDefinition, Any] = {}
+        singles: dict[EnvironmentDefinition, int] = {}
+        packs: dict[EnvironmentDefinition, tuple[int, int]] = {}
+        for node in packing.nodes:
+            definition = definition_of[node.steps[0].id]
+            if node.is_pack:
+                slots, size = packs.get(definition, (0, 0))
+                packs[definition] = (max(slots, len(_outside_deps(node))), max(size, len(node.steps)))
+            else:
+                singles[definition] = max(singles.get(definition, 0), len(node.steps[0].after))
+        for definition, slots in singles.items():
+            self._singles[definition] = _node_factory(notebook_component(
+                code=code, environment=envs.get(definition), plan_root=plan_root, secret_env=secret_env,
+                after_slots=slots, label=definition.label))
+        for definition, (slots, size) in packs.items():
+            self._packs[definition] = _node_factory(pack_component(
+                code=code, environment=envs.get(definition), plan_root=plan_root, secret_env=secret_env,
+                after_slots=slots, size=size, label=definition.label))
+
+    def single(self, definition: EnvironmentDefinition) -> Any:
+        return self._singles[definition]
+
+    def pack(self, definition: EnvironmentDefinition) -> Any:
+        return self._packs[definition]
+
+
+def _outside_deps(node: Node) -> list[str]:
+    """Step ids the pack's notebooks run after that are in other nodes, in first-use order."""
+    inside = {step.id for step in node.steps}
+    return list(dict.fromkeys(dep for step in node.steps for dep in step.after if dep not in inside))
+
+
+def _in_running_order(packing: Packing) -> list[Node]:
+    """The nodes, each after every node it takes an output from (packing keeps the node graph acyclic)."""
+    done: set[int] = set()
+    ordered: list[Node] = []
+    pending = list(range(len(packing.nodes)))
+    while pending:
+        ready = [i for i in pending if packing.nodes[i].after_nodes <= done]
+        if not ready:
+            raise AssertionError("packing made a cycle of nodes")
+        for index in ready:
+            done.add(index)
+            ordered.append(packing.nodes[index])
+        pending = [i for i in pending if i not in done]
+    return ordered
+
+
+PACK_LABEL_LIMIT = 240  # studio's node label: the notebooks, shortened past this
+
+
+def pack_label(notebooks: list[str]) -> str:
+    """'a.ipynb + b.ipynb + c.ipynb', or '... (+N more)' when long: studio shows one node per pack."""
+    label = ""
+    for index, notebook in enumerate(notebooks):
+        more = f" (+{len(notebooks) - index} more)"
+        candidate = notebook if not label else f"{label} + {notebook}"
+        if len(candidate) + len(more) > PACK_LABEL_LIMIT and index < len(notebooks) - 1:
+            return label + more
+        label = candidate
+    return label
+
+
+def _pack_node(node: Node, component: Any, outputs: Mapping[str, Any], target: TargetSpec) -> Any:
+    position = {step.id: i for i, step in enumerate(node.steps)}
+    outside = _outside_deps(node)
+    # Raw values: the whole list is made shell-safe once (json_arg), and steps/azureml_pack.py reads it back.
+    entries = [
+        {
+            "step": step.id, "notebook": step.notebook, "parameters": step.parameters, "expect": step.expect,
+            "kernel": step.kernel, "kernel_required": step.kernel_required, "timeout": step.timeout_s,
+            "cell_timeout": step.cell_timeout_s, "retries": step.retries, "target": step.target,
+            "environment": step.environment, "pythonpath": list(step.pythonpath),
+            "output_limit": step.output_limit_bytes,
+            "after_inputs": [outside.index(dep) for dep in step.after if dep not in position],
+            "after_inside": [position[dep] for dep in step.after if dep in position],
+        }
+        for step in node.steps
+    ]  # fmt: skip
+    inputs: dict[str, Any] = {RUN_KEY: f"${{{{parent.inputs.{RUN_KEY}}}}}", "pack": json_arg(entries)}
+    for index, dep in enumerate(outside):
+        inputs[AFTER_INPUT.format(index)] = outputs[dep]
+    built = component(**inputs)
+    built.name = node.name
+    built.display_name = pack_label([step.notebook for step in node.steps])
+    built.tags = {"step": node.name, "pack": ",".join(step.id for step in node.steps)}
+    apply_compute(built, target)
+    limits = [node_timeout(step) for step in node.steps]
+    if all(limit is not None for limit in limits):
+        # Each notebook's own limit (every attempt) in turn, and one grace period for the node.
+        built.set_limits(timeout=sum(limit - TIMEOUT_GRACE_S for limit in limits if limit is not None) + TIMEOUT_GRACE_S)
+    return built
 
 
 def validate(job: Any) -> None:

@@ -22,6 +22,9 @@ from orchestrator.azureml.snapshot import RUNTIME_DIR
 NOTEBOOK_COMPONENT = "orchestrator_notebook"
 REPORT_COMPONENT = "orchestrator_report"
 STEP_SCRIPT = f"{RUNTIME_DIR}/steps/azureml_step.py"
+PACK_SCRIPT = f"{RUNTIME_DIR}/steps/azureml_pack.py"
+PACK_COMPONENT = "orchestrator_pack"
+PACK_OUTPUT = "result_{}"  # one output per notebook of a pack: what a notebook after it in another node takes
 REPORT_SCRIPT = "steps/report_step.py"
 RESULT_OUTPUT = "result"
 REPORT_OUTPUT = "report"
@@ -90,6 +93,48 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         environment=environment,
         code=str(code),
         is_deterministic=True,  # reuse is what makes "rerun failed only" work (aml.md 1.8)
+    )
+
+
+def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int, size: int) -> str:
+    parts = [
+        f"python {PACK_SCRIPT}",
+        f"--plan-root '{shell_arg(plan_root)}'",
+        "--pack '${{inputs.pack}}'",
+        "--run-key '${{inputs.run_key}}'",
+    ]
+    parts.extend(f"--output-dir '${{{{outputs.{PACK_OUTPUT.format(i)}}}}}'" for i in range(size))
+    parts.extend(f"--secret-env {name}" for name in secret_env)
+    # Bound from after_0 up without gaps (compile.py), so the runner's after-result order is the input order.
+    parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
+    return " ".join(parts)
+
+
+def pack_component(*, code: Path, environment: Any, plan_root: str, secret_env: tuple[str, ...], after_slots: int,
+                   size: int, label: str) -> Any:
+    """Several short notebooks run one after the other on one node (steps/azureml_pack.py), each with its own
+    output folder, as if each had its own node."""
+    from azure.ai.ml import Input, Output
+    from azure.ai.ml.entities import CommandComponent
+
+    inputs: dict[str, Any] = {
+        RUN_KEY: Input(type="string", description="Same key: completed packs are reused; new key: all run"),
+        "pack": Input(type="string", description="The notebooks and their settings, in running order, JSON"),
+    }
+    for index in range(after_slots):
+        inputs[AFTER_INPUT.format(index)] = Input(
+            type="uri_folder", optional=True, description="result folder of a notebook in another node"
+        )
+    return CommandComponent(
+        name=PACK_COMPONENT,
+        display_name=f"Run notebooks ({label})",
+        description="Runs short notebooks one after the other (steps/azureml_pack.py), each logged to MLflow.",
+        command=pack_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots, size=size),
+        inputs=inputs,
+        outputs={PACK_OUTPUT.format(i): Output(type="uri_folder", mode="rw_mount") for i in range(size)},
+        environment=environment,
+        code=str(code),
+        is_deterministic=True,
     )
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger("orchestrator.azureml")
 # The names steps/mlflow_log.py logs (it cannot import this package; tests check the two agree).
 STEP_TAG = "orchestrator.step"
 RUN_KEY_TAG = "orchestrator.run_key"
+PACK_TAG = "orchestrator.pack"  # a packed node's run; its notebooks' runs are its children (steps/azureml_pack.py)
 RESULT_ARTIFACT = "orchestrator/result.json"
 NOTEBOOK_ARTIFACT_DIR = "notebooks"
 NODE_STEP_TAG = "step"  # the node tag set at compile time, in case a node never got to log its own
@@ -145,6 +146,14 @@ def find_settled(client: Any, *, own_run: str, run_key: str | None, expected: Se
         sleep(poll_s)
 
 
+def _sibling_runs(client: Any, experiment_id: str, parent: str) -> Iterable[Any]:
+    """The pipeline's node runs, with each packed node's notebook runs (its children) after it."""
+    for run in _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(parent)}"):
+        yield run
+        if run.data.tags.get(PACK_TAG):
+            yield from _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(run.info.run_id)}")
+
+
 def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
                    parent_run: str | None = None) -> dict[str, list[StepRun]]:
     """Step id -> the MLflow runs that may hold that notebook node's outcome, best first: its sibling run
@@ -158,7 +167,7 @@ def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: 
     parent = parent_run or me.data.tags.get(PARENT_TAG) or _newest_parent(keyed, own_run)
     siblings: dict[str, list[StepRun]] = {}
     if parent:
-        for run in _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(parent)}"):
+        for run in _sibling_runs(client, experiment_id, parent):
             if run.info.run_id == own_run:
                 continue
             step = _step_of(run, ids, by_notebook)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from orchestrator.azureml import collect
 from orchestrator.azureml.compile import REPORT_NODE
-from orchestrator.azureml.components import REPORT_OUTPUT, RESULT_OUTPUT
+from orchestrator.azureml.components import PACK_OUTPUT, REPORT_OUTPUT, RESULT_OUTPUT
 from orchestrator.errors import InfrastructureError
 from orchestrator.progress import Progress
 
@@ -47,6 +47,18 @@ def step_of(child: Any, expected: Sequence[Mapping[str, Any]]) -> str | None:
         if display in (entry.get("notebook"), entry["step"]):
             return str(entry["step"])
     return REPORT_NODE if display == "report" else None
+
+
+def node_steps(child: Any, expected: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(step id, output holding its result folder) for each notebook a child job ran: one for a notebook
+    node, several for a pack (its `pack` tag lists them in order, compile.py), none for the report."""
+    tags = getattr(child, "tags", None) or {}
+    ids = {str(e["step"]) for e in expected}
+    packed = [step for step in str(tags.get("pack") or "").split(",") if step]
+    if packed:
+        return [(step, PACK_OUTPUT.format(i)) for i, step in enumerate(packed) if step in ids]
+    step = step_of(child, expected)
+    return [] if step is None or step == REPORT_NODE else [(step, RESULT_OUTPUT)]
 
 
 def children(client: Any, name: str) -> list[Any]:
@@ -86,17 +98,16 @@ def wait(client: Any, name: str, progress: Progress, *, expected: Sequence[Mappi
             sleep(poll_s)
             continue
         for child in kids:
-            step = step_of(child, expected)
-            if step is None or step == REPORT_NODE:
-                continue
             child_status = str(getattr(child, "status", ""))
-            if (child_status in STARTED or child_status in TERMINAL) and step not in started:
-                started.add(step)
-                progress.step_started(step, notebooks.get(step, step), 1)
-            if child_status in TERMINAL and step not in finished:
-                finished.add(step)
-                progress.step_finished({"step": step, "notebook": notebooks.get(step, step),
-                                        "status": SHOWN.get(child_status, "error"), "duration_s": None})
+            # A pack's notebooks are shown running while the pack runs (one at a time, in fact).
+            for step, _output in node_steps(child, expected):
+                if (child_status in STARTED or child_status in TERMINAL) and step not in started:
+                    started.add(step)
+                    progress.step_started(step, notebooks.get(step, step), 1)
+                if child_status in TERMINAL and step not in finished:
+                    finished.add(step)
+                    progress.step_finished({"step": step, "notebook": notebooks.get(step, step),
+                                            "status": SHOWN.get(child_status, "error"), "duration_s": None})
         if status in TERMINAL:
             log.info("job=%s status=%s", name, status)
             return status
@@ -140,23 +151,21 @@ def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mappin
     """Build the run record here from each notebook node's own output (aml.md 2.4, option 4)."""
     findings: dict[str, collect.Finding] = {}
     for child in children(client, name):
-        step = step_of(child, expected)
-        if step is None or step == REPORT_NODE:
-            continue
         status = str(getattr(child, "status", ""))
-        result = None
-        with tempfile.TemporaryDirectory() as scratch:
-            folder = _download(client, str(child.name), RESULT_OUTPUT, Path(scratch))
-            if folder is not None:
-                target = run_dir / "steps" / step
-                _copy_tree(folder, target)
-                try:
-                    loaded = json.loads((target / "result.json").read_text(encoding="utf-8"))
-                    result = loaded if isinstance(loaded, dict) else None
-                except (OSError, ValueError):
-                    result = None
-        findings[step] = collect.Finding(state=STATE.get(status, collect.NOT_STARTED if status not in STARTED else collect.RUNNING),
-                                         result=result, where=f"child job {child.name}")
+        for step, output in node_steps(child, expected):
+            result = None
+            with tempfile.TemporaryDirectory() as scratch:
+                folder = _download(client, str(child.name), output, Path(scratch))
+                if folder is not None:
+                    target = run_dir / "steps" / step
+                    _copy_tree(folder, target)
+                    try:
+                        loaded = json.loads((target / "result.json").read_text(encoding="utf-8"))
+                        result = loaded if isinstance(loaded, dict) else None
+                    except (OSError, ValueError):
+                        result = None
+            state = STATE.get(status, collect.NOT_STARTED if status not in STARTED else collect.RUNNING)
+            findings[step] = collect.Finding(state=state, result=result, where=f"child job {child.name}")
     results = collect.assemble(expected, findings, run_id=run_id, title=title,
                                extra={**extra, "reported_by": "backstop on the submitting machine"})
     collect.write(run_dir, results)

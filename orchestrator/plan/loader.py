@@ -191,6 +191,7 @@ class _Loader:
             environments={name: environment.spec(name) for name, environment in environments.items()},
             secret_env=tuple(plan.secret_env),
             warnings=tuple(self.warnings),
+            pack=plan.pack.spec(),
         )
 
     # ------------------------------------------------------------------------------------------- the file

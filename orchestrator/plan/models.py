@@ -30,7 +30,7 @@ from orchestrator.plan.fields import (
 )
 from orchestrator.plan.limits import MAX_RETRIES
 from orchestrator.plan.messages import show
-from orchestrator.plan.spec import EnvironmentSpec, TargetSpec
+from orchestrator.plan.spec import EnvironmentSpec, PackSpec, TargetSpec
 
 
 class _Model(BaseModel):
@@ -228,6 +228,26 @@ class Environment(_Model):
         return EnvironmentSpec(name=name, conda=self.conda, image=self.image, azureml=self.azureml)
 
 
+class Packing(_Model):
+    """Azure ML: short notebooks sharing a target and an environment run together on one node, so each pays
+    the node start-up (queue, VM, image, snapshot, mounts) once per pack instead of once per notebook."""
+
+    max_minutes: float = Field(default=20.0, gt=0, description="Expected work per packed node, at most (minutes).")
+    under_minutes: float | None = Field(
+        default=None, gt=0, description="Only notebooks expected to run under this long are packed (minutes; "
+        "default: max_minutes).", json_schema_extra=not_null,
+    )
+    node_overhead_minutes: float = Field(
+        default=3.0, ge=0, description="What starting one node costs (minutes), for the saving `compile` prints."
+    )
+
+    _no_null = field_validator("under_minutes", mode="before")(reject_null)
+
+    def spec(self) -> PackSpec:
+        return PackSpec(max_minutes=self.max_minutes, under_minutes=self.under_minutes or self.max_minutes,
+                        node_overhead_minutes=self.node_overhead_minutes)
+
+
 # ------------------------------------------------------------------------------------------------- the file
 
 
@@ -260,6 +280,7 @@ class PlanFile(_Model):
         default_factory=list,
         description="Environment variables never passed to a notebook kernel (added to the built-in list).",
     )
+    pack: Packing = Field(default_factory=lambda: Packing(), description="Azure ML: packing short notebooks per node.")
 
     _no_null = field_validator("experiment", "notebooks", mode="before")(reject_null)
 

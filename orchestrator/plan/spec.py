@@ -34,6 +34,15 @@ class EnvironmentSpec:
 
 
 @dataclass(frozen=True)
+class PackSpec:
+    """Azure ML packing: notebooks expected under `under_minutes` share nodes of at most `max_minutes` of work."""
+
+    max_minutes: float = 20.0
+    under_minutes: float = 20.0
+    node_overhead_minutes: float = 3.0  # a node's start-up, for the saving `compile` prints
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """One notebook, fully resolved."""
 
@@ -66,6 +75,7 @@ class ResolvedPlan:
     environments: dict[str, EnvironmentSpec]
     secret_env: tuple[str, ...] = ()  # extra environment variable names never passed to a kernel
     warnings: tuple[str, ...] = ()
+    pack: PackSpec = field(default_factory=PackSpec)
 
     def step(self, step_id: str) -> StepSpec:
         for step in self.steps:
@@ -96,4 +106,5 @@ class ResolvedPlan:
             environments={k: EnvironmentSpec(**v) for k, v in data["environments"].items()},
             secret_env=tuple(data.get("secret_env", ())),
             warnings=tuple(data.get("warnings", ())),
+            pack=PackSpec(**data["pack"]) if isinstance(data.get("pack"), dict) else PackSpec(),
         )
