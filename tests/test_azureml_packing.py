@@ -193,6 +193,7 @@ def test_packed_notebooks_log_child_runs_that_the_report_node_finds(tmp_path: Pa
     from mlflow.tracking import MlflowClient
 
     from orchestrator.azureml import discover
+    from orchestrator.history import HistoryStore, mlflow_import
     from steps import mlflow_log
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
@@ -215,5 +216,62 @@ def test_packed_notebooks_log_child_runs_that_the_report_node_finds(tmp_path: Pa
     assert [r.status for r in found["a"]] == ["FINISHED"] and found["b"][0].status == "FAILED"
     child = client.get_run(found["a"][0].run_id)
     assert child.data.tags["mlflow.parentRunId"] == node and child.data.metrics["acc"] == 0.5
-    assert mlflow_log.PACK_TAG == discover.PACK_TAG
+    assert mlflow_log.PACK_TAG == discover.PACK_TAG == mlflow_import.PACK_TAG
+    assert (mlflow_log.STEP_TAG, mlflow_log.NOTEBOOK_TAG, mlflow_log.STATUS_TAG) == (
+        mlflow_import.STEP_TAG, mlflow_import.NOTEBOOK_TAG, mlflow_import.STATUS_TAG)
+
+    # The same runs read back into the history: the pipeline's run with its commit and branch tags.
+    client.set_tag(pipeline, "commit", "abc123")
+    client.set_tag(pipeline, "branch", "main")
+    client.set_terminated(pipeline, status="FAILED")
+    store = HistoryStore(tmp_path / "h.sqlite")
+    imported = CliRunner().invoke(cli, ["history", "import-mlflow", "packs", "--root", str(tmp_path),
+                                        "--history", str(store.path)])
+    assert imported.exit_code == 0, imported.output
+    assert f"imported {pipeline}: 2 notebooks, failed" in imported.output
+    history = store.notebook_history(root=str(tmp_path.resolve()))
+    (a,) = history["a.ipynb"]
+    assert (a.run_id, a.backend, a.commit, a.branch) == (pipeline, "azureml", "abc123", "main")
+    assert a.record.metrics == {"acc": 0.5} and a.record.duration_s == 1.0 and a.record.status == "passed"
+    assert history["b.ipynb"][0].record.status == "failed"
     shutil.rmtree(tmp_path / "mlruns")
+
+
+def test_a_packed_pipeline_runs_in_the_emulated_workspace_with_one_result_per_notebook(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text(
+        "version: 1\nexperiment: emulated-packs\ndefaults: {retries: 0}\nnotebooks:\n"
+        "  - glob: '*.ipynb'\n    expected_duration: 5s\n  - path: c_after.ipynb\n    after: [b_fail.ipynb]\n"
+        "  - path: d_alone.ipynb\n    pack: false\n", encoding="utf-8")
+    make_notebook(repo / "a_pass.ipynb", "x = 1")
+    make_notebook(repo / "b_fail.ipynb", "raise ValueError('no')")
+    make_notebook(repo / "c_after.ipynb", "x = 1")
+    make_notebook(repo / "d_alone.ipynb", "x = 2")
+    pipeline = tmp_path / "build" / "pipeline.yml"
+    runner = CliRunner()
+    env = {"ORCHESTRATOR_HISTORY": str(tmp_path / "h.sqlite")}
+    compiled = runner.invoke(cli, ["compile", str(repo), "--out", str(pipeline)], env=env)
+    assert compiled.exit_code == 0, compiled.output
+    assert "packing: 4 notebook nodes -> 2 (3 notebooks in 1 packs)" in compiled.output
+    out, workspace = tmp_path / "run", tmp_path / "workspace"
+    done = runner.invoke(cli, ["emulate", str(pipeline), "--out", str(out), "--emulator-dir", str(workspace)], env=env)
+    assert done.exit_code == 1, done.output
+    results = json.loads((out / "results.json").read_text())
+    assert {s["step"]: s["status"] for s in results["steps"]} == {
+        "a_pass": "passed", "b_fail": "failed", "c_after": "skipped", "d_alone": "passed"}
+    assert (out / "junit.xml").read_text().count("<testcase") == 4
+    assert (out / "steps" / "a_pass" / "a_pass.ipynb").is_file()
+
+    client = MlflowClient(tracking_uri=(workspace / "mlruns").resolve().as_uri())
+    [experiment] = [e for e in client.search_experiments() if e.name == "emulated-packs"]
+    runs = client.search_runs([experiment.experiment_id])
+    [pack] = [r for r in runs if r.data.tags.get("orchestrator.pack")]
+    assert pack.data.tags["orchestrator.pack"] == "a_pass,b_fail,c_after"
+    children = {r.data.tags["orchestrator.step"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == pack.info.run_id}
+    assert {k: r.data.tags["orchestrator.status"] for k, r in children.items()} == {
+        "a_pass": "passed", "b_fail": "failed", "c_after": "skipped"}

@@ -50,6 +50,7 @@ from orchestrator.azureml.packing import Node, Packing, pack_steps
 from orchestrator.azureml.sdk import require
 from orchestrator.azureml.snapshot import default_cache, notebook_snapshot, report_snapshot, repository_root
 from orchestrator.errors import InvalidInputError, Problem
+from orchestrator.history.vcs import current_branch
 from orchestrator.plan.spec import ResolvedPlan, StepSpec, TargetSpec
 
 log = logging.getLogger("orchestrator.azureml")
@@ -309,6 +310,9 @@ def _job_tags(plan: ResolvedPlan, repo_root: Path, options: CompileOptions) -> d
     }
     if commit:
         tags["commit"] = commit
+    branch = current_branch(repo_root)
+    if branch:
+        tags["branch"] = branch  # the run history's trends and baselines go by branch (docs/history.md)
     tags.update(options.tags)
     return tags
 

@@ -90,6 +90,30 @@ def import_runs(run_dirs: tuple[Path, ...], history_file: Path | None) -> None:
         raise InvalidInputError(problems)
 
 
+@history_command.command("import-mlflow")
+@click.argument("experiment")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI). For Azure ML: "
+              "`az ml workspace show --query mlflow_tracking_uri`, with azureml-mlflow installed.")
+@click.option("--root", "path", type=click.Path(path_type=Path), default=".", show_default=True,
+              help="The plan folder these runs belong to, as a local run of it records it.")
+@_store_option
+def import_mlflow(experiment: str, tracking_uri: str | None, path: Path, history_file: Path | None) -> None:
+    """Add Azure ML runs of EXPERIMENT to the history, read from what their notebook nodes logged to MLflow."""
+    from orchestrator.history.mlflow_import import runs_from_mlflow
+
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise InvalidInputError([Problem("mlflow", "", "not installed: pip install -e '.[azureml]'")]) from None
+    store = HistoryStore(history_file)
+    runs = runs_from_mlflow(MlflowClient(tracking_uri=tracking_uri), experiment, root=str(_plan_root(path)))
+    for run in runs:
+        store.record(run)
+        click.echo(f"imported {run.run_id}: {len(run.notebooks)} notebooks, {run.status}")
+    if not runs:
+        click.echo(f"no pipeline runs with notebook runs in experiment {experiment}", err=True)
+
+
 def _plan_root(path: Path) -> Path:
     """The folder a run records as its root: PATH itself, or the folder of a plan file or notebook."""
     if not path.exists():
