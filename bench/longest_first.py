@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     repo, history = args.work / "repo", args.work / "history.sqlite"
     write_plan(repo, args.scale)
     history.unlink(missing_ok=True)
+    for previous in ("run-plan-order", "run-longest-first"):
+        shutil.rmtree(args.work / previous, ignore_errors=True)
     results = [
         measure("plan order", run(repo, args.work / "run-plan-order", args.slots, history), args.slots, args.scale),
         measure("longest first", run(repo, args.work / "run-longest-first", args.slots, history), args.slots,

@@ -113,3 +113,31 @@ def test_runs_with_changing_metrics_show_the_trend_and_the_missed_relative_expec
     assert "duration-trend" in page
     # Rebuilding the report later gives the same page body (the history is read as it stood then).
     build_report(tmp_path / "r2", render_notebooks=False)
+
+
+def test_a_notebook_whose_status_alternates_on_unchanged_code_is_flaky_and_tagged_in_the_report(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.history.store import HistoryRun, NotebookOutcome
+    from orchestrator.report.html import write_html
+
+    store = HistoryStore(tmp_path / "h.sqlite")
+    statuses = ["failed", "passed", "failed", "passed"]  # the last is the reported run
+    for n, status in enumerate(statuses):
+        code = "same" if n else "older"  # the first run had other code: not counted
+        outcome = NotebookOutcome("nb", "nb.ipynb", status, 1.0, 1, {}, code)
+        store.record(HistoryRun(f"r{n}", str(tmp_path), "x", "local", status, f"2026-01-0{n + 1}T00:00:00Z", None,
+                                None, "main", (outcome,)))
+    results = {"run_id": "r3", "root": str(tmp_path), "started_at": "2026-01-04T00:00:00Z", "branch": "main",
+               "status": "passed", "steps": [{"step": "nb", "notebook": "nb.ipynb", "status": "passed",
+                                              "duration_s": 1.0}]}
+    trend = notebook_trends(results, store)["nb.ipynb"]
+    assert trend.flaky == "passed, failed, passed over the last 3 runs of this code"
+    write_html(results, tmp_path, tmp_path / "report.html", trends={"nb.ipynb": trend})
+    assert 'class="tag flaky" title="status alternated: passed, failed, passed over' in (tmp_path / "report.html").read_text()
+    # Steady on the same code since: the one failure leaves the window of 6, not flaky any more.
+    for n in range(4, 8):
+        store.record(HistoryRun(f"r{n}", str(tmp_path), "x", "local", "passed", f"2026-01-0{n + 1}T00:00:00Z", None,
+                                None, "main", (NotebookOutcome("nb", "nb.ipynb", "passed", 1.0, 1, {}, "same"),)))
+    later = {**results, "run_id": "r7", "started_at": "2026-01-08T00:00:00Z"}
+    assert notebook_trends(later, store)["nb.ipynb"].flaky is None
