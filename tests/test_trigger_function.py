@@ -17,7 +17,14 @@ from orchestrator.trigger import function_blueprint  # noqa: E402
 from orchestrator.trigger.services import Services  # noqa: E402
 from tests.conftest_devops import devops_server  # noqa: E402,F401  (fixture)
 from tests.devops_server import DevOpsServer  # noqa: E402
-from tests.test_trigger_support import fake_ml, kick_off_body, make_services, notebook_repo  # noqa: E402,F401
+from tests.test_trigger_support import (  # noqa: E402,F401
+    FakeScheduler,
+    fake_ml,
+    kick_off_body,
+    make_services,
+    notebook_repo,
+    task_log,
+)
 FUNCTIONAPP = Path(__file__).resolve().parents[1] / "functionapp"
 
 
@@ -62,23 +69,50 @@ def test_a_wrapped_kick_off_with_str_keys_submits_one_pipeline_and_returns(
     assert len(fake_ml.jobs.created) == 1 and devops_server.task_completed_events() == []
 
 
-def test_a_transient_failure_raises_for_redelivery_below_the_limit_and_closes_the_job_at_it(
+def test_a_transient_failure_is_redelivered_later_and_later_then_closes_the_job_at_the_limit(
         tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
     from azure.core.exceptions import ServiceRequestError
+
+    from orchestrator.trigger.signing import SIGNATURE_PROPERTY
 
     def unreachable(name: str) -> Any:
         raise ServiceRequestError("connection refused")
 
+    fake_ml.jobs.get = unreachable  # an Azure ML outage longer than the whole chain
+    repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
+    body = wrapped(json.dumps(kick_off_body(str(repo.bare), commit, plan=".")))
+    scheduler = services.scheduler
+    assert isinstance(scheduler, FakeScheduler)
+    # Each failed delivery returns (the host completes it) after scheduling the next, twice as late.
+    assert user_function()(message(body, devops_server.message_properties())) is None
+    for _ in range(services.settings.max_deliveries - 1):
+        copy, _at = scheduler.scheduled[-1]
+        assert "AuthToken" not in copy.properties and SIGNATURE_PROPERTY in copy.properties
+        assert devops_server.token not in json.dumps([copy.body, copy.properties])
+        assert user_function()(message(copy.body_bytes, dict(copy.properties))) is None
+    now = services.now()
+    assert [(at - now).total_seconds() for _m, at in scheduler.scheduled] == [30.0, 60.0, 120.0, 240.0]
+    assert [m.properties["OrchestratorAttempt"] for m, _at in scheduler.scheduled] == ["2", "3", "4", "5"]
+    # The last delivery gave up: the job is closed as failed, once, and nothing more is scheduled.
+    [event] = devops_server.task_completed_events()
+    assert event["result"] == "failed" and "gave up after 5 deliveries" in task_log(devops_server)
+    assert len(scheduler.scheduled) == 4 and fake_ml.jobs.created == []
+
+
+def test_when_the_next_delivery_cannot_be_scheduled_the_message_is_abandoned(
+        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+    from azure.core.exceptions import ServiceRequestError
+
+    def unreachable(*args: Any) -> Any:
+        raise ServiceRequestError("connection refused")
+
     fake_ml.jobs.get = unreachable
+    services.scheduler.schedule = unreachable  # type: ignore[method-assign,union-attr]  # Service Bus is down too
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
     body = json.dumps(kick_off_body(str(repo.bare), commit, plan=".")).encode()
-    limit = services.settings.max_deliveries
     with pytest.raises(function_blueprint.RedeliveryRequested, match="cannot reach Azure ML"):
-        user_function()(message(body, devops_server.message_properties(), delivery_count=limit - 1))
+        user_function()(message(body, devops_server.message_properties()))
     assert devops_server.task_completed_events() == []
-    assert user_function()(message(body, devops_server.message_properties(), delivery_count=limit)) is None
-    [event] = devops_server.task_completed_events()
-    assert event["result"] == "failed"
 
 
 def test_a_refusal_returns_and_is_logged_at_error_with_its_reason(

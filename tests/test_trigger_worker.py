@@ -81,6 +81,28 @@ def until_empty(stop: threading.Event) -> FakeReceiver:
     return FakeReceiver(on_empty=stop.set)
 
 
+def with_scheduled_enqueue(stop: threading.Event, services: Any) -> FakeReceiver:
+    """A queue that, once empty, moves the clock to the next scheduled kick_off and delivers it (the watchdog's
+    checks, an endless chain while the fake pipeline runs, are left alone)."""
+    receiver = FakeReceiver()
+    sent: set[str] = set()
+
+    def on_empty() -> None:
+        pending = [(m, at) for m, at in services.scheduler.scheduled
+                   if m.body["job"] == "kick_off" and m.message_id not in sent]
+        if not pending:
+            stop.set()
+            return
+        message, at = pending[0]
+        sent.add(message.message_id)
+        services.clock.now = at
+        receiver.queue.append(Received(message.message_id, [message.body_bytes],
+                                       {k.encode(): v.encode() for k, v in message.properties.items()}))
+
+    receiver.on_empty = on_empty
+    return receiver
+
+
 def test_each_outcome_is_settled_after_handling_and_locks_are_renewed() -> None:
     stop = threading.Event()
     receiver = until_empty(stop)
@@ -134,11 +156,14 @@ def test_a_transient_failure_is_retried_up_to_the_limit_then_dead_lettered_and_t
     fake_ml.jobs.get = unreachable  # Azure ML cannot be reached, every time
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
     services = make_services(tmp_path, max_deliveries=3)
+    started = services.now()
     stop = threading.Event()
-    receiver = until_empty(stop)
+    receiver = with_scheduled_enqueue(stop, services)
     receiver.queue = [received("m", kick_off_body(str(repo.bare), commit, plan="."), devops_server.message_properties())]
     Worker(receiver, lambda raw: handle(raw, services), stop=stop, receive_wait_s=0).run()
-    assert [a for a, _m, _k in receiver.settled] == ["abandon", "abandon", "dead_letter"]
+    # Not abandoned (redelivered at once): completed, each time after scheduling the next delivery later.
+    assert [a for a, _m, _k in receiver.settled] == ["complete", "complete", "dead_letter"]
+    assert [(at - started).total_seconds() for _m, at in services.scheduler.scheduled] == [30.0, 30.0 + 60.0]
     reason = receiver.settled[-1][2]["reason"]
     assert "gave up after 3 deliveries" in reason and "cannot reach Azure ML" in reason
     [event] = devops_server.task_completed_events()
@@ -159,10 +184,10 @@ def test_a_kick_off_that_crashes_after_submitting_is_completed_exactly_once_on_r
 
     monkeypatch.setattr(kickoff, "post_studio_link", crash_once)
     stop = threading.Event()
-    receiver = until_empty(stop)
+    receiver = with_scheduled_enqueue(stop, services)
     receiver.queue = [received("m", kick_off_body(str(repo.bare), commit, plan="."), devops_server.message_properties())]
     Worker(receiver, lambda raw: handle(raw, services), stop=stop, receive_wait_s=0).run()
-    assert [a for a, _m, _k in receiver.settled] == ["abandon", "complete"]
+    assert [a for a, _m, _k in receiver.settled] == ["complete", "complete"]  # rescheduled, then its copy
     assert len(fake_ml.jobs.created) == 1  # the redelivery found the job and submitted nothing
     assert devops_server.task_completed_events() == []  # the pipeline's report node closes it, not the kick-off
 

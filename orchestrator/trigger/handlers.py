@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import DevOpsAuthError
@@ -73,9 +74,29 @@ def _believed(accepted: Accepted, services: Services) -> Accepted | Refusal:
         return accepted
     why = verify(accepted.raw.body, accepted.properties, services.signing_key())
     if why is None:
-        return accepted
+        return _with_stored_token(accepted, services) if isinstance(accepted.message, KickOff) else accepted
     return Refusal(f"the {accepted.message.job} message is not believed: {why}",
                    ("nothing was read from Key Vault and no job was looked at or changed",))
+
+
+def _with_stored_token(accepted: Accepted, services: Services) -> Accepted | Refusal:
+    """A kick_off the trigger rescheduled (redelivery.py): its attempt number from its signed properties, its
+    token from Key Vault under the name derived from its ids."""
+    from orchestrator.devops.context import ServerTask
+    from orchestrator.trigger.redelivery import ATTEMPT_PROPERTY
+    from orchestrator.trigger.secret_store import secret_name_for
+
+    props = accepted.properties
+    counted = str(props.get(ATTEMPT_PROPERTY) or "")
+    raw = replace(accepted.raw, attempt=max(accepted.raw.attempt, int(counted) if counted.isdigit() else 1))
+    if accepted.context is not None:
+        return replace(accepted, raw=raw)
+    token = services.get_secrets().get(secret_name_for(ServerTask.from_properties(props).key))
+    if not token:
+        return Refusal("the job token of this rescheduled kick_off is no longer in Key Vault: its job is over")
+    assert isinstance(accepted.message, KickOff)
+    context = DevOpsContext.from_properties({**props, "AuthToken": token}, accepted.message.body_for_context())
+    return replace(accepted, raw=raw, context=context)
 
 
 def _dispatch(accepted: Accepted, services: Services) -> Outcome:
@@ -116,6 +137,11 @@ def transient(text: str, accepted: Accepted, services: Services) -> Outcome:
     raw, limit = accepted.raw, services.settings.max_deliveries
     text = _scrubber(raw)(text)
     if raw.attempt < limit:
+        from orchestrator.trigger.redelivery import reschedule
+
+        rescheduled = reschedule(accepted, services, text)
+        if rescheduled is not None:
+            return rescheduled
         log.warning("message=%s attempt=%d/%d will be redelivered: %s", raw.message_id, raw.attempt, limit, text)
         return abandon(f"{text} (delivery {raw.attempt} of at most {limit}; it will be redelivered)")
     tries = "1 delivery" if raw.attempt == 1 else f"{raw.attempt} deliveries"

@@ -141,6 +141,10 @@ def read(raw: RawMessage, settings: TriggerSettings) -> Accepted | Refusal:
                        (*_lines(exc), *property_problems), closable)
 
     if isinstance(message, KickOff):
+        if _rescheduled_copy(properties):
+            # The trigger's own copy (redelivery.py): no token; handlers check its signature, then read the
+            # token from Key Vault. Until then there is no context.
+            return Accepted(raw=raw, message=message, properties=properties, context=None)
         if property_problems:
             return Refusal("the message lacks the Azure DevOps properties of a server job "
                            "(PublishToAzureServiceBus sends them: reference/devops.md 1.2)", tuple(property_problems))
@@ -152,6 +156,13 @@ def read(raw: RawMessage, settings: TriggerSettings) -> Accepted | Refusal:
         return Refusal("the wrap_up message lacks its DevOps properties",
                        tuple(f"application_properties.{name}: missing or empty" for name in missing))
     return Accepted(raw=raw, message=message, properties=properties, context=None)
+
+
+def _rescheduled_copy(properties: Mapping[str, Any]) -> bool:
+    from orchestrator.trigger.signing import SIGNATURE_PROPERTY
+
+    ids_present = not [name for name in WRAP_UP_PROPERTIES if not str(properties.get(name) or "").strip()]
+    return SIGNATURE_PROPERTY in properties and ids_present and not str(properties.get("AuthToken") or "").strip()
 
 
 def _closable(properties: Mapping[str, Any]) -> tuple[DevOpsContext | None, list[str]]:

@@ -83,6 +83,7 @@ class TriggerSettings:
     report_identity: str | None = "managed"
     max_body_bytes: int = 64 * 1024
     max_deliveries: int = 5
+    redelivery_delay_s: float = 30.0
     fetch_timeout_s: float = 300.0
     max_repository_bytes: int = 1024 ** 3
     watchdog_interval_s: float = 600.0
@@ -150,6 +151,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORCHESTRATOR_MAX_BODY_BYTES", "max_body_bytes", _positive(int), "Largest message body accepted."),
     Setting("ORCHESTRATOR_MAX_DELIVERIES", "max_deliveries", _positive(int),
             "Deliveries of one message before a transient failure is final (keep below the queue's maxDeliveryCount)."),
+    Setting("ORCHESTRATOR_REDELIVERY_DELAY_S", "redelivery_delay_s", _positive(float),
+            "Delay before a failed kick_off is delivered again; doubled at each failure (at most 1 h)."),
     Setting("ORCHESTRATOR_FETCH_TIMEOUT_S", "fetch_timeout_s", _positive(float), "Time limit of one repository fetch."),
     Setting("ORCHESTRATOR_MAX_REPOSITORY_BYTES", "max_repository_bytes", _positive(int),
             "Size limit of a fetched repository (history and checkout)."),
