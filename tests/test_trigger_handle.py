@@ -5,6 +5,7 @@ no second run, and a recognisable job token appears in no log line, no output, n
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
@@ -18,6 +19,7 @@ from orchestrator.trigger.commands import handle_command
 from tests.builders import make_notebook
 from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
 from tests.git_server import test_certs  # noqa: F401  (fixture)
+from tests.test_trigger_refusals import wrapped
 from tests.test_trigger_support import kick_off_body, notebook_repo, task_log
 
 PLAN = "version: 1\nexperiment: handle-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
@@ -148,7 +150,12 @@ def test_a_kick_off_without_git_on_path_runs_and_closes_its_job(
     with DevOpsServer() as server, GitHttpsServer({"/org/nb.git": repo.bare}, test_certs, token=server.token) as git:
         url = str(repo.bare) if where == "local" else f"{git.url}/org/nb.git"
         extra = ["--allow-local-repos"] if where == "local" else []
-        done = handle(message_file(tmp_path / "m.json", server, url, commit), *extra, "--out", tmp_path / "run")
+        path = message_file(tmp_path / "m.json", server, url, commit)
+        if where == "local":  # and DataContract-wrapped, as the task sends it by default: the same one TaskCompleted
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["body_base64"] = base64.b64encode(wrapped(json.dumps(data.pop("body")))).decode("ascii")
+            path.write_text(json.dumps(data), encoding="utf-8")
+        done = handle(path, *extra, "--out", tmp_path / "run")
         assert done.exit_code == 0, done.output
         assert [e["result"] for e in server.task_completed_events()] == ["succeeded"]
         assert (where == "https") == bool(git.requests)  # the token-holding server served the https case

@@ -174,3 +174,18 @@ def test_a_refusal_that_cannot_reach_devops_is_redelivered_then_dead_lettered_at
     assert [o.action for o in outcomes] == ["abandon", "abandon", "dead_letter"]
     assert "could not be closed" in outcomes[-1].description
     assert devops_server.task_completed_events() == []
+
+
+WRAPPABLE = [(case, payload, words) for case, payload, words in BAD if not isinstance(payload, bytes)]
+
+
+@pytest.mark.parametrize(("case", "payload", "words"), WRAPPABLE, ids=[case for case, _p, _w in WRAPPABLE])
+def test_each_bad_message_wrapped_by_the_data_contract_serializer_ends_the_same_way(
+        case: str, payload: Any, words: tuple[str, ...], tmp_path: Path,
+        devops_server: DevOpsServer) -> None:  # noqa: F811
+    # PublishToAzureServiceBus's default (useDataContractSerializer: true) wraps the same text in binary XML.
+    outcome = via_handle(wrapped(json.dumps(payload)), devops_server.message_properties(), tmp_path)
+    assert outcome.action == "dead_letter", outcome
+    said = f"{outcome.reason} {outcome.description}"
+    assert all(word in said for word in words), said
+    assert [e["result"] for e in devops_server.task_completed_events()] == ["failed"]
