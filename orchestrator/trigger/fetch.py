@@ -130,6 +130,7 @@ def fetch(source: RepositorySource, commit: str, ref: str | None, folder: Path, 
         size, written = write_tree(repo.object_store, repo.object_store[sha.encode("ascii")].tree, folder,
                                    limits.max_bytes)
         write_index(repo, folder, written)
+        repo.close()  # its pack files: a long-running worker must not keep them open
     except (InvalidInputError, FetchError):
         raise
     except Exception as exc:  # noqa: BLE001 - dulwich's and urllib3's errors, classified for a person
@@ -187,7 +188,7 @@ def _fetch(source: RepositorySource, folder: Path, wants: Wants, depth: int, tok
     """A fresh repository in `folder`/.git holding what the server sent for `wants` at `depth` (shallow)."""
     from dulwich.repo import Repo
 
-    shutil.rmtree(folder / ".git", ignore_errors=True)
+    shutil.rmtree(folder / ".git", ignore_errors=True)  # an earlier, shallower try (closed by the caller or GC)
     repo = Repo.init(str(folder), mkdir=False)
 
     def chosen(refs: Mapping[bytes, bytes], depth: int | None = None) -> list[bytes]:
