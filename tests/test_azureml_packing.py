@@ -275,3 +275,21 @@ def test_a_packed_pipeline_runs_in_the_emulated_workspace_with_one_result_per_no
                 if r.data.tags.get("mlflow.parentRunId") == pack.info.run_id}
     assert {k: r.data.tags["orchestrator.status"] for k, r in children.items()} == {
         "a_pass": "passed", "b_fail": "failed", "c_after": "skipped"}
+
+
+def test_a_followed_azure_ml_run_records_the_jobs_commit_and_branch_for_the_history(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator.azureml.backend import azureml_info
+    from orchestrator.azureml.submit import Submitted
+    from orchestrator.history import run_from_folder
+
+    job = SimpleNamespace(tags={"commit": "abc123", "branch": "topic", "plan": "orchestrator.yml"})
+    info = azureml_info(Submitted("job-1", None, True, job), "key", status="Completed")
+    assert (info["commit"], info["branch"], info["azureml"]["job_name"]) == ("abc123", "topic", "job-1")
+    folder = fake_run(tmp_path / "run", run_id="r", started_at="2026-01-01T00:00:00Z", root=tmp_path,
+                      steps=[FakeStep("a.ipynb")], backend="azureml", commit=None, branch=None)
+    data = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**data, **info}))
+    entry = run_from_folder(folder)
+    assert (entry.backend, entry.commit, entry.branch) == ("azureml", "abc123", "topic")

@@ -48,8 +48,11 @@ class AzureMLBackend:
 
 
 def azureml_info(submitted: Submitted, run_key: str, **more: Any) -> dict[str, Any]:
+    # The job's commit and branch tags (compile.py) go to the run record too: the run history files runs by them.
+    tags = getattr(submitted.job, "tags", None) or {}
+    code = {key: tags[key] for key in ("commit", "branch") if isinstance(tags.get(key), str)}
     return {"azureml": {"job_name": submitted.name, "studio_url": submitted.studio_url, "run_key": run_key,
-                        "submitted": submitted.created, **more}}
+                        "submitted": submitted.created, **more}, **code}
 
 
 def follow(client: Any, submitted: Submitted, *, options: RunOptions, progress: Progress,
