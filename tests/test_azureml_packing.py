@@ -293,3 +293,30 @@ def test_a_followed_azure_ml_run_records_the_jobs_commit_and_branch_for_the_hist
     (folder / "results.json").write_text(json.dumps({**data, **info}))
     entry = run_from_folder(folder)
     assert (entry.backend, entry.commit, entry.branch) == ("azureml", "abc123", "topic")
+
+
+def test_a_rerun_of_failed_notebooks_reuses_a_pack_that_passed(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text(
+        "version: 1\nexperiment: emulated-pack-reuse\ndefaults: {retries: 0}\nnotebooks:\n"
+        "  - glob: '*.ipynb'\n    expected_duration: 5s\n  - path: b_fail.ipynb\n    pack: false\n", encoding="utf-8")
+    make_notebook(repo / "a_pass.ipynb", "x = 1")
+    make_notebook(repo / "b_fail.ipynb", "raise ValueError('no')")
+    make_notebook(repo / "c_pass.ipynb", "x = 3")
+    workspace = tmp_path / "workspace"
+    env = {"ORCHESTRATOR_HISTORY": str(tmp_path / "h.sqlite")}
+    common = ["--backend", "azureml", "--emulate", "--emulator-dir", str(workspace), "--wait"]
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", str(repo), "--out", str(tmp_path / "run1"), *common], env=env)
+    assert first.exit_code == 1, first.output
+    job = json.loads((tmp_path / "run1" / "results.json").read_text())["azureml"]["job_name"]
+    again = runner.invoke(cli, ["rerun", job, "--failed", "--out", str(tmp_path / "run2"), *common], env=env)
+    assert again.exit_code == 1, again.output
+    rerun = json.loads((tmp_path / "run2" / "results.json").read_text())
+    assert {s["step"]: s["status"] for s in rerun["steps"]} == {"a_pass": "passed", "b_fail": "failed",
+                                                                "c_pass": "passed"}
+    children = json.loads((workspace / "jobs" / rerun["azureml"]["job_name"] / "state.json").read_text())["children"]
+    [pack] = [name for name in children if name.startswith("pack_")]
+    assert children[pack]["reused_from"] and not children["b_fail"]["reused_from"]
