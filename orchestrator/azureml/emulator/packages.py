@@ -17,6 +17,7 @@ import ast
 import re
 import shlex
 import sys
+import threading
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,9 @@ ALIASES: dict[str, frozenset[str]] = {
 }
 NAMESPACES = frozenset({"azure", "google"})  # namespace packages: the subpackage names the distribution
 _SPEC_NAME = re.compile(r"^(?:[A-Za-z0-9_.\-]+::)?([A-Za-z0-9_.\-]+)")
+# Nodes start in threads, and CPython 3.11's ast.parse is not safe to call from two threads at once
+# ("SystemError: AST constructor recursion depth mismatch").
+_PARSE_LOCK = threading.Lock()
 _OPTIONAL_ERRORS = frozenset({"ImportError", "ModuleNotFoundError"})
 
 
@@ -168,7 +172,8 @@ def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
             continue
         seen.add(path)
         try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            with _PARSE_LOCK:
+                tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except (OSError, SyntaxError, ValueError):
             continue
         roots = [code_root, path.parent]
