@@ -555,11 +555,15 @@ def test_the_kernel_log_tail_is_bounded_whatever_the_kernel_wrote(tmp_path: Path
 def test_a_long_log_is_capped_while_it_arrives_keeping_its_start_and_end(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb",
                        "for i in range(200_000):\n    print(f'line {i:07d} ' + 'y' * 40)",  # 10.8 MB
-                       "from IPython.display import display\nfor i in range(3000):\n    display(i)")
+                       "from IPython.display import display\nfor i in range(3000):\n    display(i)",
+                       # clear_output empties the cell and its budget (nbclient's "Clear Output" notebook)
+                       "from IPython.display import clear_output\nprint('w' * 30_000)\nclear_output()\n"
+                       "print('v' * 30_000)\nclear_output(wait=True)\nprint('after the clears')")
     out = tmp_path / "out"
     result = run(nb, out, output_limit_bytes=20_000)
     assert result["status"] == "passed"
-    log, displays = executed(out).cells
+    log, displays, cleared = executed(out).cells
+    assert [output["text"] for output in cleared.outputs] == ["after the clears\n"]
     assert log.outputs[0]["text"].startswith("line 0000000 ")
     note = next(output["text"] for output in log.outputs if "output truncated" in output.get("text", ""))
     assert "produced 10.8 MB" in note and "removed 10.8 MB of stream text" in note
