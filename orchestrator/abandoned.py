@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.plan.discovery import RUN_MARKER
 from orchestrator.results import RESULTS_FILE, SCHEMA, STATUSES, count_statuses, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, read_holder, step_dir
+from steps.step_result import StepResult, read_result_file
 
 INTERRUPTED_KIND = "interrupted"
 # The status a report shows for a step of a live run that has no result yet; JUnit makes it an error
@@ -87,7 +88,7 @@ def _settle(run_dir: Path, results: dict[str, Any], by: str) -> None:
         finished_at=results.get("finished_at") or last_written,
         interrupted_by=f"the run's process ended without finishing its record{who}; settled by `orchestrator {by}`",
         steps=steps,
-        counts=count_statuses(steps),
+        counts=count_statuses(StepResult.from_json(step) for step in steps),
     )
     write_json_atomic(run_dir / RESULTS_FILE, results)
 
@@ -102,12 +103,9 @@ def _planned_steps(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _written_by_step(run_dir: Path, step_id: str) -> dict[str, Any] | None:
-    try:
-        result = json.loads((step_dir(run_dir, step_id) / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if isinstance(result, dict) and result.get("step") == step_id and result.get("status") in STATUSES:
-        return result
+    result = read_result_file(step_dir(run_dir, step_id))
+    if result is not None and result.step == step_id and result.finished_normally:
+        return result.to_json()
     return None
 
 

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TextIO, cast
 
 from orchestrator.report.text import escape_name, one_line
-from orchestrator.results import STATUSES
+from steps.step_result import STATUSES, StepResult
 
 
 class Progress(Protocol):
     def run_started(self, run_id: str, total: int, run_dir: str) -> None: ...
     def step_started(self, step_id: str, notebook: str, attempt: int) -> None: ...
-    def step_finished(self, result: dict[str, Any]) -> None: ...
+    def step_finished(self, result: StepResult) -> None: ...
     def message(self, text: str) -> None: ...
     def run_finished(self, status: str, counts: dict[str, int], seconds: float) -> None: ...
 
@@ -75,19 +75,18 @@ class PlainProgress:
         retry = f" attempt={attempt}" if attempt > 1 else ""
         self._line(f"step={step_id} status=running notebook={escape_name(notebook)}{retry}")
 
-    def step_finished(self, result: dict[str, Any]) -> None:
-        status = result.get("status", "error")
-        secs = result.get("duration_s") or 0.0
+    def step_finished(self, result: StepResult) -> None:
+        status = result.status
+        secs = result.duration_s or 0.0
         detail = ""
-        error = result.get("error") or {}
+        error = result.error
         if status == "skipped":
-            detail = f" reason={result.get('reason', '')!r}"
-        elif error:
-            cell = error.get("cell_index")
-            where = f" cell={cell}" if cell is not None else ""
-            what = ": ".join(str(part) for part in (error.get("ename"), error.get("evalue")) if part)
-            detail = f"{where} error={what or error.get('kind')!r}"
-        self._line(f"step={result.get('step')} status={status} secs={secs:.1f}{detail}")
+            detail = f" reason={result.reason or ''!r}"
+        elif error is not None:
+            where = f" cell={error.cell_index}" if error.cell_index is not None else ""
+            what = ": ".join(part for part in (error.ename, error.evalue) if part)
+            detail = f"{where} error={what or error.kind!r}"
+        self._line(f"step={result.step} status={status} secs={secs:.1f}{detail}")
 
     def message(self, text: str) -> None:
         self._line(text)
@@ -113,7 +112,7 @@ class LiveProgress:
         self._console = Console(file=stream or sys.stderr)
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, float, int]] = {}
-        self._counts = {status: 0 for status in STATUSES}
+        self._counts: dict[str, int] = {status: 0 for status in STATUSES}
         self._problems: list[str] = []  # one line per notebook that did not pass, in finishing order
         self._total = 0
         self._started = time.monotonic()
@@ -160,19 +159,20 @@ class LiveProgress:
         with self._lock:
             self._running[step_id] = (notebook, time.monotonic(), attempt)
 
-    def step_finished(self, result: dict[str, Any]) -> None:
+    def step_finished(self, result: StepResult) -> None:
         from rich.markup import escape
 
-        status = result.get("status", "error")
+        status = result.status
         line = None
         if status != "passed":
-            error = result.get("error") or {}
-            what = result.get("reason") or ": ".join(str(p) for p in (error.get("ename"), error.get("evalue")) if p)
+            error = result.error
+            what = result.reason or (": ".join(p for p in (error.ename, error.evalue) if p) if error else "")
+            kind = error.kind if error is not None and error.kind is not None else ""
             line = (f"[{self._STYLE.get(status, 'red')}]{status:>9}[/] "
-                    f"{escape(str(result.get('notebook')))}  {escape(str(what or error.get('kind', '')))}")
+                    f"{escape(result.notebook)}  {escape(what or kind)}")
         with self._lock:
-            self._running.pop(str(result.get("step")), None)
-            self._time_left.finished(str(result.get("step")))
+            self._running.pop(result.step, None)
+            self._time_left.finished(result.step)
             self._counts[status] = self._counts.get(status, 0) + 1
             if line is not None:
                 self._problems.append(line)
@@ -248,7 +248,7 @@ class TeeProgress:
         for sink in self._sinks:
             sink.step_started(step_id, notebook, attempt)
 
-    def step_finished(self, result: dict[str, Any]) -> None:
+    def step_finished(self, result: StepResult) -> None:
         for sink in self._sinks:
             sink.step_finished(result)
 

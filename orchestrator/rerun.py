@@ -17,13 +17,15 @@ from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
 from orchestrator.plan.stored import read_stored_plan
 from orchestrator.results import INTERRUPTED_REASON, NOT_PASSED, load_results
+from orchestrator.backends import CarriedResult
 from orchestrator.run_folder import PLAN_FILE, is_live, read_holder, step_dir
+from steps.step_result import StepResult
 
 
 @dataclass(frozen=True)
 class RepairPlan:
     plan: ResolvedPlan
-    carried: dict[str, dict[str, Any]]  # step id -> result to keep (with "_source_dir")
+    carried: dict[str, CarriedResult]  # step id -> result to keep, with its files in the repaired run
     rerun: tuple[str, ...]
     repairs: str  # the run id being repaired
 
@@ -42,7 +44,8 @@ def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
         raise InvalidInputError([Problem(str(run_dir), "", f"the run is still going ({holder or 'a live process'}); "
                                                           "rerun it once it has ended")])
     plan = load_run_plan(run_dir)
-    previous = {step["step"]: step for step in results["steps"] if isinstance(step, dict) and "step" in step}
+    previous = {step["step"]: StepResult.from_json(step) for step in results["steps"]
+                if isinstance(step, dict) and "step" in step}
 
     rerun: set[str] = set()
     for step in plan.steps:
@@ -54,20 +57,18 @@ def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
         if any(dep in rerun for dep in step.after):
             rerun.add(step.id)
 
-    carried = {
-        step_id: {**result, "_source_dir": str(step_dir(run_dir, step_id))}
-        for step_id, result in previous.items()
-        if step_id not in rerun and any(s.id == step_id for s in plan.steps)
-    }
+    carried = {step_id: CarriedResult(result, step_dir(run_dir, step_id)) for step_id, result in previous.items()
+               if step_id not in rerun and any(s.id == step_id for s in plan.steps)}
     ordered = tuple(step.id for step in plan.steps if step.id in rerun)
-    return RepairPlan(plan=plan, carried=carried, rerun=ordered, repairs=str(results.get("run_id", run_dir.name)))
+    return RepairPlan(plan=plan, carried=carried, rerun=ordered,
+                      repairs=str(results.get("run_id", run_dir.name)))
 
 
-def _did_not_run_to_completion(result: dict[str, Any]) -> bool:
-    status = result.get("status")
+def _did_not_run_to_completion(result: StepResult) -> bool:
+    status = result.status
     if status in NOT_PASSED:
         return True
     # A step skipped because the run was interrupted has not run yet. One skipped because a dependency did
     # not pass is rerun with that dependency (see plan_repair); one the plan skips, or a GPU step on a
     # machine without GPUs, stays skipped.
-    return status == "skipped" and result.get("reason") == INTERRUPTED_REASON
+    return status == "skipped" and result.reason == INTERRUPTED_REASON

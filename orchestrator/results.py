@@ -1,53 +1,43 @@
-"""The run record: results.json (DESIGN 5), written atomically and updated as each step finishes.
+"""The run record: results.json (docs/architecture.md#run-folder), written atomically and updated as each step
+finishes.
 
-Step results are the step contract's `result.json` objects (DESIGN 4), kept as plain dicts so that what a
-step wrote is exactly what the run records, whichever backend ran it.
+Its steps are StepResult objects (steps/step_result.py), whichever backend ran them; keys a step wrote that
+this version does not know are kept as written.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from orchestrator.atomic import write_atomic
+from steps.atomic import write_json_atomic
+from steps.step_result import NOT_PASSED, SCHEMA, STATUSES, StepResult, utc_now
 
-StepResult = dict[str, Any]
+__all__ = ["NOT_PASSED", "SCHEMA", "STATUSES", "StepResult", "utc_now", "write_json_atomic", "RunRecord",
+           "load_results", "count_statuses", "overall_status", "RESULTS_FILE", "INTERRUPTED_REASON"]
 
-STATUSES = ("passed", "failed", "timed_out", "crashed", "error", "skipped")
-NOT_PASSED = frozenset({"failed", "timed_out", "crashed", "error"})
 RESULTS_FILE = "results.json"
 # The skip reason of a step that never started because the run was stopped (Ctrl-C, SIGTERM): a repair run
 # reruns these, unlike steps the plan skips.
 INTERRUPTED_REASON = "run interrupted before this step started"
-SCHEMA = 1
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so a reader never sees a half-written file, even if we are killed mid-write."""
-    write_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def count_statuses(steps: list[StepResult]) -> dict[str, int]:
-    counts = {status: 0 for status in STATUSES}
+def count_statuses(steps: Iterable[StepResult]) -> dict[str, int]:
+    counts: dict[str, int] = {status: 0 for status in STATUSES}
     for step in steps:
-        counts[step.get("status", "error")] = counts.get(step.get("status", "error"), 0) + 1
+        counts[step.status] = counts.get(step.status, 0) + 1
     return counts
 
 
-def overall_status(steps: list[StepResult], *, finished: bool, interrupted: bool = False) -> str:
+def overall_status(steps: Iterable[StepResult], *, finished: bool, interrupted: bool = False) -> str:
     """passed | failed | running | interrupted. Skipped steps do not fail a run."""
     if interrupted:
         return "interrupted"
     if not finished:
         return "running"
-    return "failed" if any(s.get("status") in NOT_PASSED for s in steps) else "passed"
+    return "failed" if any(s.not_passed for s in steps) else "passed"
 
 
 class RunRecord:
@@ -91,7 +81,7 @@ class RunRecord:
 
     def record(self, result: StepResult) -> None:
         with self._lock:
-            self._steps[result["step"]] = result
+            self._steps[result.step] = result
             self._write()
 
     def finish(self, *, interrupted: bool = False, **extra: Any) -> dict[str, Any]:
@@ -104,11 +94,11 @@ class RunRecord:
             return dict(self._data)
 
     def _ordered(self) -> list[StepResult]:
-        return sorted(self._steps.values(), key=lambda s: self._order.get(s["step"], len(self._order)))
+        return sorted(self._steps.values(), key=lambda s: self._order.get(s.step, len(self._order)))
 
     def _write(self) -> None:
         steps = self._ordered()
-        self._data["steps"] = steps
+        self._data["steps"] = [step.to_json() for step in steps]
         self._data["counts"] = count_statuses(steps)
         write_json_atomic(self.path, self._data)
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.atomic import new_file_mode
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.discovery import RUN_MARKER
 from orchestrator.results import RESULTS_FILE, utc_now
@@ -145,7 +144,7 @@ def _lock(run_dir: Path, run_id: str) -> None:
     else:
         # O_NOFOLLOW: a notebook may have replaced the marker with a link to a file of the user's, which
         # truncating would destroy; such a folder is refused like any other that cannot be written.
-        fd = os.open(run_dir / RUN_MARKER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, new_file_mode())
+        fd = os.open(run_dir / RUN_MARKER, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # less the umask, as open(2) applies it
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

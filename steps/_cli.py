@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+try:
+    from .step_result import RESULT_FILE, StepResult, read_result_file
+except ImportError:  # imported by run_notebook.py run as a script
+    from step_result import RESULT_FILE, StepResult, read_result_file  # type: ignore[no-redef]
+
 EXIT_BAD_ARGUMENTS = 2
 
 
@@ -39,16 +44,13 @@ def parse_arguments(argv: list[str] | None) -> dict[str, Any]:
         raise BadArguments() from None
 
 
-def read_after_result(path: Path, file_name: str) -> dict[str, Any]:
+def read_after_result(path: Path) -> StepResult:
     """A dependency's result; one that cannot be read counts as not passed (the step is skipped, saying so)."""
-    file = path / file_name if path.is_dir() else path
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return {"step": str(file), "status": f"unreadable: {type(exc).__name__}"}
-    if not isinstance(data, dict):
-        return {"step": str(file), "status": "unreadable: not a JSON object"}
-    return data
+    result = read_result_file(path)
+    if result is not None:
+        return result
+    name = str(path / RESULT_FILE if path.is_dir() else path)
+    return StepResult(step=name, notebook=f"{name} (unreadable)", status="error")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 try:
-    from . import _notebook
+    from .ansi import strip_ansi
 except ImportError:  # run as a script: steps/ is on sys.path
-    import _notebook  # type: ignore[no-redef]
+    from ansi import strip_ansi  # type: ignore[no-redef]
 
 LOG_LIMIT_BYTES = 5_000_000
 LOG_HEAD_BYTES = 1_000_000
@@ -77,7 +77,7 @@ def log_tail(path: Path, max_lines: int = _TAIL_LINES, line_chars: int = _TAIL_L
     lines = data.decode("utf-8", errors="replace").splitlines()
     if size > _TAIL_BYTES and lines:
         lines[0] = f"[...] {lines[0]}"  # the read began inside this line
-    return "\n".join(_shorten(_notebook.strip_ansi(line), line_chars) for line in lines[-max_lines:])
+    return "\n".join(_shorten(strip_ansi(line), line_chars) for line in lines[-max_lines:])
 
 
 def _shorten(line: str, limit: int) -> str:

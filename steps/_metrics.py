@@ -24,6 +24,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+try:
+    from .step_result import Expectation
+except ImportError:  # imported by run_notebook.py run as a script
+    from step_result import Expectation  # type: ignore[no-redef]
+
 METRIC_MIME_TYPES = (
     "application/scrapbook.scrap.json+json",
     "application/scrapbook.scrap.text+json",
@@ -93,13 +98,12 @@ def parse_expectations(expect: Mapping[str, str]) -> dict[str, Rule]:
     return rules
 
 
-def check_expectations(rules: Mapping[str, Rule], metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+def check_expectations(rules: Mapping[str, Rule], metrics: Mapping[str, Any]) -> list[Expectation]:
     """One entry per rule; a metric the notebook never recorded, or recorded as anything but a number (a
     boolean, a string, a list: see `read_recorded`), fails its rule."""
-    return [
-        {"metric": metric, "rule": rule.text, "actual": _shown(metrics.get(metric)), "ok": rule.check(metrics.get(metric))}
-        for metric, rule in rules.items()
-    ]
+    return [Expectation(metric=metric, rule=rule.text, actual=_shown(metrics.get(metric)),
+                        ok=rule.check(metrics.get(metric)))
+            for metric, rule in rules.items()]
 
 
 def _shown(value: Any) -> Any:
@@ -110,18 +114,18 @@ def _shown(value: Any) -> Any:
     return value if len(text) <= 200 else f"a {type(value).__name__} of {len(text)} characters as JSON"
 
 
-def describe_misses(expectations: Iterable[Mapping[str, Any]]) -> str:
+def describe_misses(expectations: Iterable[Expectation]) -> str:
     """'accuracy = 0.85 does not satisfy >= 0.9; loss was not recorded'."""
     parts = []
     for entry in expectations:
-        if entry["ok"]:
+        if entry.ok:
             continue
-        if entry["actual"] is None:
-            parts.append(f"{entry['metric']} was not recorded (expected {entry['rule']})")
-        elif _as_number(entry["actual"]) is None:
-            parts.append(f"{entry['metric']} = {entry['actual']!r} is not a number (expected {entry['rule']})")
+        if entry.actual is None:
+            parts.append(f"{entry.metric} was not recorded (expected {entry.rule})")
+        elif _as_number(entry.actual) is None:
+            parts.append(f"{entry.metric} = {entry.actual!r} is not a number (expected {entry.rule})")
         else:
-            parts.append(f"{entry['metric']} = {entry['actual']!r} does not satisfy {entry['rule']}")
+            parts.append(f"{entry.metric} = {entry.actual!r} does not satisfy {entry.rule}")
     return "; ".join(parts)
 
 

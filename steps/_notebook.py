@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import uuid
 import warnings
@@ -21,6 +20,13 @@ import nbformat
 import nbformat.v4
 import nbformat.validator
 from nbformat import NotebookNode
+
+try:
+    from .ansi import strip_ansi
+    from .atomic import write_text_atomic
+except ImportError:  # imported by run_notebook.py run as a script
+    from ansi import strip_ansi  # type: ignore[no-redef]
+    from atomic import write_text_atomic  # type: ignore[no-redef]
 
 # nbformat has no type hints; these typed names keep mypy --strict meaningful for the code below.
 new_code_cell: Callable[..., NotebookNode] = nbformat.v4.new_code_cell
@@ -47,16 +53,8 @@ WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 RAISES_TAG = "raises-exception"  # nbclient's: the cell is expected to raise, its error does not stop the run
 INJECTED_TAG = "injected-parameters"
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-
-
 class InvalidNotebook(Exception):
     """The file cannot be run as a notebook; the message names the file and what is wrong."""
-
-
-def strip_ansi(text: str) -> str:
-    """Tracebacks from IPython are coloured with ANSI escapes; reports and JUnit want plain text."""
-    return _ANSI.sub("", text)
 
 
 def load_notebook(path: Path, repairs: list[str] | None = None) -> NotebookNode:
@@ -368,23 +366,5 @@ def write_notebook(nb: NotebookNode, path: Path) -> str | None:
             nbformat.validate(nb)
         except nbformat.ValidationError as exc:
             problem = _describe(exc)
-    _write_atomic(path, _writes_json(nb))
+    write_text_atomic(path, _writes_json(nb))
     return problem
-
-
-def write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file + os.replace: a reader (the report, a rerun) never sees half a file, even if we are killed.
-    Opened with "x" rather than mkstemp so that the file gets the usual permissions (mkstemp's are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

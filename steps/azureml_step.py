@@ -16,25 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 if __package__:  # imported as steps.azureml_step (tests, the local tree)
     from . import mlflow_log
+    from .step_result import read_result_file, retry_delay_s, write_result_file
 else:  # run as a script in the node: its folder is sys.path[0]
     import mlflow_log  # type: ignore[no-redef]
+    from step_result import read_result_file, retry_delay_s, write_result_file  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
 log = logging.getLogger("orchestrator.steps.azureml_step")
 
 JSON_PREFIX = "json:"
-TRANSIENT_KINDS = frozenset({"infrastructure"})  # as the local backend: only a kernel that never came up
-RETRY_BACKOFF_S = 5.0
 
 
 def text(value: str) -> str:
@@ -111,22 +109,15 @@ def run(args: argparse.Namespace, root: Path) -> int:
         # The notebook runs with the plan folder as the runner's working directory base; the runner sets
         # the kernel's own working directory (the notebook's folder), as it does locally.
         code = subprocess.call(command, cwd=str(root))
-        result = mlflow_log.read_result(args.output_dir)
-        kind = ((result or {}).get("error") or {}).get("kind")
-        if result is not None and result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= args.retries:
-            log.warning("step=%s transient failure (%s); retrying", args.step, kind)
-            time.sleep(RETRY_BACKOFF_S * attempt)
+        result = read_result_file(args.output_dir)
+        delay = retry_delay_s(result, attempt, args.retries)
+        if delay is not None:
+            log.warning("step=%s transient failure; retrying in %g s", args.step, delay)
+            time.sleep(delay)
             continue
         if result is not None and attempt > 1:
-            _record_attempts(args.output_dir, result, attempt)
+            write_result_file(args.output_dir, result.but(attempts=attempt))
         return code
-
-
-def _record_attempts(output_dir: Path, result: dict[str, Any], attempts: int) -> None:
-    result["attempts"] = attempts
-    tmp = output_dir / ".result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, output_dir / "result.json")
 
 
 def main(argv: list[str] | None = None) -> int:

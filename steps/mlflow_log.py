@@ -27,6 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+if __package__:  # imported as steps.mlflow_log
+    from .step_result import StepResult, read_result_file
+else:  # run as a script in the node: its folder is sys.path[0]
+    from step_result import StepResult, read_result_file  # type: ignore[no-redef]
+
 log = logging.getLogger("orchestrator.steps.mlflow_log")
 
 STEP_TAG = "orchestrator.step"
@@ -58,27 +63,17 @@ def metric_key(name: str) -> str:
     return _BAD_KEY.sub("_", name).strip() or "metric"
 
 
-def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+def numeric_metrics(result: StepResult) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for name, value in (result.get("metrics") or {}).items():
+    for name, value in result.metrics.items():
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, (int, float)) and math.isfinite(value):
             metrics[metric_key(str(name))] = float(value)
-    status = result.get("status")
-    metrics["nb_failed"] = 0.0 if status in ("passed", "skipped") else 1.0
-    duration = result.get("duration_s")
-    if isinstance(duration, (int, float)) and math.isfinite(duration):
-        metrics["nb_seconds"] = float(duration)
+    metrics["nb_failed"] = 0.0 if result.status in ("passed", "skipped") else 1.0
+    if result.duration_s is not None and math.isfinite(result.duration_s):
+        metrics["nb_seconds"] = result.duration_s
     return metrics
-
-
-def read_result(output_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((output_dir / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None = None) -> bool:
@@ -91,7 +86,7 @@ def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None
     if run_id is None:
         log.info("not in an Azure ML job (no MLFLOW_RUN_ID / AZUREML_RUN_ID): nothing logged to MLflow")
         return False
-    result = read_result(output_dir)
+    result = read_result_file(output_dir)
     try:
         from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
@@ -100,10 +95,10 @@ def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None
     except Exception as exc:  # noqa: BLE001 - see the docstring: logging is best effort
         log.warning("could not log the step to MLflow: %s: %s", type(exc).__name__, exc)
         return False
-    tags = {STATUS_TAG: str(result.get("status", "error")) if result else "error"}
+    tags: dict[str, str] = {STATUS_TAG: result.status if result else "error"}
     if result:
-        tags[STEP_TAG] = str(result.get("step", ""))
-        tags[NOTEBOOK_TAG] = str(result.get("notebook", ""))
+        tags[STEP_TAG] = result.step
+        tags[NOTEBOOK_TAG] = result.notebook
     if run_key:
         tags[RUN_KEY_TAG] = run_key
     # What the report needs comes first, each call on its own: the tags that identify the step and its
@@ -120,7 +115,7 @@ def log_step(output_dir: Path, *, run_key: str | None = None, run_id: str | None
         calls.append((notebook.name, partial(client.log_artifact, run_id, str(notebook),
                                              artifact_path=NOTEBOOK_ARTIFACT_DIR)))
     params = [
-        Param(metric_key(str(k)), json.dumps(v)[:_MAX_PARAM]) for k, v in ((result or {}).get("parameters") or {}).items()
+        Param(metric_key(str(k)), json.dumps(v)[:_MAX_PARAM]) for k, v in (result.parameters if result else {}).items()
     ][:100]
     if params:
         calls.append(("parameters", partial(client.log_batch, run_id, params=params)))
@@ -173,8 +168,8 @@ def log_child_step(output_dir: Path, *, run_key: str | None = None, name: str = 
         log.warning("could not start an MLflow child run: %s: %s", type(exc).__name__, exc)
         return False
     logged = log_step(output_dir, run_key=run_key, run_id=child.info.run_id)
-    result = read_result(output_dir) or {}
-    status = "FINISHED" if result.get("status") in ("passed", "skipped") else "FAILED"
+    result = read_result_file(output_dir)
+    status = "FINISHED" if result is not None and result.status in ("passed", "skipped") else "FAILED"
     try:
         client.set_terminated(child.info.run_id, status=status)
     except Exception as exc:  # noqa: BLE001

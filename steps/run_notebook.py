@@ -27,9 +27,8 @@ import time
 import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from jupyter_client.kernelspec import KernelSpec
 from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -37,6 +36,8 @@ from nbformat import NotebookNode
 
 try:
     from . import _cli, _exits, _kernel, _logs, _metrics, _notebook, _outputs
+    from .ansi import strip_ansi
+    from .step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _cli  # type: ignore[no-redef]
@@ -46,14 +47,14 @@ except ImportError:  # run as a script: `python steps/run_notebook.py`, from any
     import _metrics  # type: ignore[no-redef]
     import _notebook  # type: ignore[no-redef]
     import _outputs  # type: ignore[no-redef]
+    from ansi import strip_ansi  # type: ignore[no-redef]
+    from step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file  # type: ignore[no-redef]
 
 log = logging.getLogger("orchestrator.step")
 # nbclient logs what this runner already classifies ("Kernel died while waiting for execute reply"); a named
 # child logger lets the caller quiet it without touching nbclient's other users.
 NBCLIENT_LOG = logging.getLogger("orchestrator.step.nbclient")
 
-SCHEMA = 1
-RESULT_FILE = "result.json"
 KERNEL_LOG = "kernel.log"
 # Files one notebook leaves for another travel through step folders, which both backends keep: the step's
 # output folder (the run folder's steps/<id>/ locally, the node's output on Azure ML, where each node has its
@@ -61,7 +62,7 @@ KERNEL_LOG = "kernel.log"
 # it runs `after`, as {notebook path: folder}.
 STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
 AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
-PASSED = "passed"
+PASSED: Final = "passed"
 EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
 
 # Kernel names found in notebooks that mean an installed kernel under another name: "python" is what some
@@ -93,7 +94,7 @@ class StepRequest:
     secret_env: list[str] = field(default_factory=list)  # extra names removed from the kernel env
     output_limit_bytes: int = 2_000_000  # cap on stored output per cell
     attempt: int = 1
-    after_results: list[dict[str, Any]] = field(default_factory=list)  # results of the steps this runs after
+    after_results: list[StepResult] = field(default_factory=list)  # results of the steps this runs after
     after_outputs: dict[str, Path] = field(default_factory=dict)  # their output folders, by notebook path
     start_timeout_s: float = 60.0  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
     # Seconds the kernel may take to exit by itself after a shutdown request before its process tree is killed.
@@ -109,15 +110,15 @@ class StepRequest:
 class _Outcome:
     """How the execution ended; `cell` is an index in the working notebook (translated for the result)."""
 
-    status: str
-    kind: str | None = None
+    status: Status
+    kind: ErrorKind | None = None
     cell: int | None = None
     ename: str = ""
     evalue: str = ""
     traceback: str = ""
 
 
-async def run_step(request: StepRequest) -> dict[str, Any]:
+async def run_step(request: StepRequest) -> StepResult:
     """Run the notebook; write output_dir/result.json and the executed notebook; return the result.
 
     Never raises for notebook problems. If cancelled (the local backend got Ctrl-C), kills the kernel's
@@ -135,22 +136,21 @@ def preflight(request: StepRequest) -> tuple[str | None, list[str]]:
     return (prepared.evalue if isinstance(prepared, _Outcome) else None), run.warnings
 
 
-def skipped_result(request: StepRequest, reason: str) -> dict[str, Any]:
+def skipped_result(request: StepRequest, reason: str) -> StepResult:
     """A result for a step that did not run (and why); also written to output_dir/result.json."""
-    now = _utc_now()
+    now = utc_now()
     result = _result(request, status="skipped", started_at=now, finished_at=now, duration_s=0.0,
-                     kernel=request.kernel, error=None)
-    result["reason"] = reason
-    result["attempts"] = 0  # it never started
-    _notebook.write_json(Path(request.output_dir) / RESULT_FILE, result)
-    log.info("step=%s status=skipped reason=%s", result["step"], json.dumps(reason))
+                     kernel=request.kernel, error=None).but(reason=reason, attempts=0)  # it never started
+    write_result_file(request.output_dir, result)
+    log.info("step=%s status=skipped reason=%s", result.step, json.dumps(reason))
     return result
+
 
 
 class _StepRun:
     def __init__(self, request: StepRequest) -> None:
         self.request = request
-        self.started_at = _utc_now()
+        self.started_at = utc_now()
         self.t0 = time.monotonic()
         # The whole-notebook clock starts when the kernel is ready (docs/step-runner.md, "Time limits"): on a
         # loaded machine a kernel start can take seconds, and a limit must never run out before the first cell.
@@ -163,7 +163,7 @@ class _StepRun:
         self.client: _outputs.CappedClient | None = None  # once the kernel is ready
         self.running: int | None = None  # working index of the cell being executed
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> StepResult:
         try:
             return await self._run()
         except asyncio.CancelledError:
@@ -182,7 +182,7 @@ class _StepRun:
             return self._finish(_Outcome("error", "infrastructure", self.running, type(exc).__name__,
                                          f"the step runner failed: {exc}", tb.format_exc()))
 
-    async def _run(self) -> dict[str, Any]:
+    async def _run(self) -> StepResult:
         request = self.request
         blocker = _blocking_dependency(request.after_results)
         if blocker is not None:
@@ -407,7 +407,7 @@ class _StepRun:
     def _log_tail(self) -> str:
         return _logs.log_tail(Path(self.request.output_dir) / KERNEL_LOG)
 
-    def _finish(self, outcome: _Outcome, rules: Mapping[str, _metrics.Rule] | None = None) -> dict[str, Any]:
+    def _finish(self, outcome: _Outcome, rules: Mapping[str, _metrics.Rule] | None = None) -> StepResult:
         """Metrics, expectations, the written notebook and result.json, for any outcome."""
         request = self.request
         work = self.work
@@ -415,21 +415,21 @@ class _StepRun:
         metrics = _metrics.read_metrics(cells)
         ran = outcome.status in (PASSED, "failed", "timed_out", "crashed")
         expectations = _metrics.check_expectations(rules, _metrics.read_recorded(cells)) if rules and ran else []
-        if outcome.status == PASSED and not all(entry["ok"] for entry in expectations):
+        if outcome.status == PASSED and not all(entry.ok for entry in expectations):
             outcome = _Outcome("failed", "expectation", None, "ExpectationFailed",
                                _metrics.describe_misses(expectations))
         error = None
         if outcome.kind is not None:  # before the notebook is written: failure markers shift the cells
-            error = {"kind": outcome.kind, "cell_index": self._source(outcome.cell), "ename": outcome.ename,
-                     "evalue": outcome.evalue, "traceback": _notebook.strip_ansi(outcome.traceback)}
+            error = StepError(kind=outcome.kind, cell_index=self._source(outcome.cell), ename=outcome.ename,
+                              evalue=outcome.evalue, traceback=strip_ansi(outcome.traceback))
         output_notebook = self._write_notebook(outcome) if work is not None else None
         finished = time.monotonic()
-        result = _result(request, status=outcome.status, started_at=self.started_at, finished_at=_utc_now(),
-                         duration_s=round(finished - self.t0, 3), kernel=self.kernel_name, error=error)
-        result.update(metrics=metrics, expectations=expectations, output_notebook=output_notebook,
-                      warnings=self.warnings, output_tail=_notebook.output_tail(cells))
-        _notebook.write_json(Path(request.output_dir) / RESULT_FILE, result)
-        log.info("step=%s status=%s secs=%.2f", result["step"], outcome.status, finished - self.t0)
+        result = _result(request, status=outcome.status, started_at=self.started_at, finished_at=utc_now(),
+                         duration_s=round(finished - self.t0, 3), kernel=self.kernel_name, error=error).but(
+            metrics=metrics, expectations=tuple(expectations), output_notebook=output_notebook,
+            warnings=tuple(self.warnings), output_tail=_notebook.output_tail(cells))
+        write_result_file(request.output_dir, result)
+        log.info("step=%s status=%s secs=%.2f", result.step, outcome.status, finished - self.t0)
         return result
 
     def _write_notebook(self, outcome: _Outcome) -> str:
@@ -442,7 +442,7 @@ class _StepRun:
             self.client.set_widgets_metadata()  # the widget state this run produced, as nbclient stores it
         failed_at = outcome.cell if outcome.status != PASSED else None
         meta = work.nb.metadata.setdefault("papermill", {})
-        meta.update(start_time=self.started_at, end_time=_utc_now(), duration=round(time.monotonic() - self.t0, 3),
+        meta.update(start_time=self.started_at, end_time=utc_now(), duration=round(time.monotonic() - self.t0, 3),
                     exception=failed_at is not None, input_path=str(self.request.notebook_path),
                     output_path=str(Path(self.request.output_dir) / Path(self.request.notebook_path).name))
         if failed_at is not None:
@@ -474,37 +474,20 @@ async def _drain(task: asyncio.Future[Any]) -> None:
     await asyncio.wait({task})
 
 
-def _blocking_dependency(after_results: list[dict[str, Any]]) -> str | None:
+def _blocking_dependency(after_results: list[StepResult]) -> str | None:
     for result in after_results:
-        if result.get("status") != PASSED:
-            name = result.get("notebook") or result.get("step") or "a previous step"
-            return f"runs after {name}, which did not pass (status {result.get('status', 'unknown')})"
+        if not result.passed:
+            return f"runs after {result.notebook}, which did not pass (status {result.status})"
     return None
 
 
-def _result(request: StepRequest, *, status: str, started_at: str, finished_at: str, duration_s: float,
-            kernel: str, error: dict[str, Any] | None) -> dict[str, Any]:
+def _result(request: StepRequest, *, status: Status, started_at: str, finished_at: str, duration_s: float,
+            kernel: str, error: StepError | None) -> StepResult:
     notebook = request.notebook_rel or Path(request.notebook_path).name
-    return {
-        "schema": SCHEMA,
-        "step": request.step or slug(notebook),
-        "notebook": notebook,
-        "status": status,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "duration_s": duration_s,
-        "attempts": request.attempt,
-        "target": request.target,
-        "environment": request.environment,
-        "kernel": kernel,
-        "parameters": request.parameters,
-        "error": error,
-        "metrics": {},
-        "expectations": [],
-        "output_notebook": None,
-        "warnings": [],
-        "output_tail": "",
-    }
+    return StepResult(step=request.step or slug(notebook), notebook=notebook, status=status,
+                      started_at=started_at, finished_at=finished_at, duration_s=duration_s,
+                      attempts=request.attempt, target=request.target, environment=request.environment,
+                      kernel=kernel, parameters=request.parameters, error=error)
 
 
 def slug(notebook: str) -> str:
@@ -542,10 +525,6 @@ def _seconds(value: float | None) -> str:
     return f"{value:g} s" if value is not None else "?"
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 # ---------------------------------------------------------------------------------------------- the script
 
 
@@ -555,16 +534,15 @@ def main(argv: list[str] | None = None) -> int:
         fields = _cli.parse_arguments(argv)
     except _cli.BadArguments as exc:
         return exc.exit_code
-    after = [(Path(path), _cli.read_after_result(Path(path), RESULT_FILE)) for path in fields.pop("after_result")]
+    after = [(Path(path), _cli.read_after_result(Path(path))) for path in fields.pop("after_result")]
     fields["after_results"] = [result for _, result in after]
-    fields["after_outputs"] = {str(result["notebook"]): path if path.is_dir() else path.parent
-                               for path, result in after if isinstance(result.get("notebook"), str)}
+    fields["after_outputs"] = {result.notebook: path if path.is_dir() else path.parent for path, result in after}
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     result = asyncio.run(_run_with_signals(StepRequest(**fields)))
-    return EXIT_PASSED if result is not None and result["status"] in (PASSED, "skipped") else EXIT_NOT_PASSED
+    return EXIT_PASSED if result is not None and result.status in (PASSED, "skipped") else EXIT_NOT_PASSED
 
 
-async def _run_with_signals(request: StepRequest) -> dict[str, Any] | None:
+async def _run_with_signals(request: StepRequest) -> StepResult | None:
     """SIGTERM (Azure ML cancelling the job) and Ctrl-C cancel the step: it kills the kernel tree, writes the
     partial notebook and an "interrupted" result, and the process exits non-zero."""
     loop = asyncio.get_running_loop()

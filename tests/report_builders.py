@@ -15,6 +15,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from orchestrator.results import count_statuses
+from steps.step_result import StepResult
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=timezone.utc)
 # A traceback the way nbclient leaves it: ANSI colours, plus characters XML 1.0 forbids.
@@ -114,7 +115,7 @@ def write_run(run_dir: Path, steps: list[dict[str, Any]], *, notebooks: bool = T
             executed_notebook(folder / step["output_notebook"], failing=step.get("status") != "passed")
     results: dict[str, Any] = {
         "schema": 1, "run_id": "20261126-100000-abc123", "backend": "local", "experiment": "demo-notebooks",
-        "status": "failed", "started_at": iso(0), "finished_at": iso(25), "counts": count_statuses(steps),
+        "status": "failed", "started_at": iso(0), "finished_at": iso(25), "counts": count_statuses(StepResult.from_json(s) for s in steps),
         "steps": steps,
     }
     results.update(fields)

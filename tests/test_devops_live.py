@@ -10,6 +10,7 @@ from orchestrator.devops.live import WATCH_INTERVAL_S, CancellationWatcher, Live
 from orchestrator.progress import Progress
 from tests.conftest_devops import FAST, devops_server, server_context  # noqa: F401 - fixture
 from tests.devops_server import DevOpsServer
+from steps.step_result import StepResult
 
 
 def _wait_for(condition, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
@@ -29,7 +30,7 @@ def _drive(reporter: Progress, notebooks: int) -> None:
     reporter.run_started("run-1", notebooks, "/tmp/run-1")
     for i in range(notebooks):
         reporter.step_started(f"nb{i}", f"nb{i}.ipynb", 1)
-        reporter.step_finished({"step": f"nb{i}", "status": "passed", "duration_s": 1.0})
+        reporter.step_finished(StepResult.from_json({"step": f"nb{i}", "status": "passed", "duration_s": 1.0}))
     reporter.run_finished("passed", {"passed": notebooks}, 3.0)
 
 

@@ -15,6 +15,7 @@ from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.live import CancellationWatcher, LiveReporter
 from orchestrator.devops.publish import report_to_devops
 from tests.conftest_devops import BODY, FAST, make_run_folder
+from steps.step_result import StepResult
 from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
 
 
@@ -47,7 +48,7 @@ def test_the_token_appears_nowhere_but_the_authorization_header(tmp_path: Path, 
         watcher = CancellationWatcher(context, lambda reason: None, interval_s=0.01, policy=FAST).start()
         live = LiveReporter(context, interval_s=0.01, policy=FAST)
         live.run_started("run-1", 1, str(run_dir))
-        live.step_finished({"step": "a", "status": "failed", "duration_s": 1.0})
+        live.step_finished(StepResult.from_json({"step": "a", "status": "failed", "duration_s": 1.0}))
         live.run_finished("failed", {"failed": 1}, 1.0)
         outcome = report_to_devops(run_dir, context, policy=FAST)
         watcher.stop()

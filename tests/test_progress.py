@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 
 from orchestrator.progress import LiveProgress, PlainProgress, TeeProgress
+from steps.step_result import StepResult
 
 
 def _text(progress: LiveProgress) -> str:
@@ -21,8 +22,8 @@ def test_live_view_shows_counts_running_notebooks_with_elapsed_time_and_recent_p
     live._total = 3  # run_started would also start the refresh thread; the view is what is tested here
     live.step_started("a", "models/a.ipynb", 1)
     live.step_started("b", "models/b.ipynb", 2)
-    live.step_finished({"step": "a", "notebook": "models/a.ipynb", "status": "failed",
-                        "error": {"ename": "ValueError", "evalue": "bad [markup] value"}})
+    live.step_finished(StepResult.from_json({"step": "a", "notebook": "models/a.ipynb", "status": "failed",
+                        "error": {"ename": "ValueError", "evalue": "bad [markup] value"}}))
     text = _text(live)
     assert "1/3 done" in text and "running=1" in text and "failed=1" in text
     assert "models/b.ipynb (attempt 2)" in text and "s" in text.split("models/b.ipynb")[1]
@@ -35,8 +36,8 @@ def test_live_view_prints_every_problem_once_when_the_run_ends() -> None:
     live = LiveProgress(stream)
     live.run_started("r1", 2, "/tmp/run")
     live.step_started("a", "a.ipynb", 1)
-    live.step_finished({"step": "a", "notebook": "a.ipynb", "status": "skipped", "reason": "no GPU on this machine"})
-    live.step_finished({"step": "b", "notebook": "b.ipynb", "status": "passed"})
+    live.step_finished(StepResult.from_json({"step": "a", "notebook": "a.ipynb", "status": "skipped", "reason": "no GPU on this machine"}))
+    live.step_finished(StepResult.from_json({"step": "b", "notebook": "b.ipynb", "status": "passed"}))
     live.run_finished("passed", {"passed": 1, "skipped": 1}, 1.5)
     output = stream.getvalue()
     assert output.count("no GPU on this machine") == 1
@@ -48,8 +49,8 @@ def test_plain_lines_and_tee() -> None:
     tee = TeeProgress(PlainProgress(first), PlainProgress(second))
     tee.run_started("r1", 1, "/tmp/run")
     tee.step_started("nb", "nb.ipynb", 1)
-    tee.step_finished({"step": "nb", "notebook": "nb.ipynb", "status": "timed_out", "duration_s": 3.04,
-                       "error": {"kind": "timeout", "cell_index": 2, "ename": "TimeoutError", "evalue": "too slow"}})
+    tee.step_finished(StepResult.from_json({"step": "nb", "notebook": "nb.ipynb", "status": "timed_out", "duration_s": 3.04,
+                       "error": {"kind": "timeout", "cell_index": 2, "ename": "TimeoutError", "evalue": "too slow"}}))
     tee.run_finished("failed", {"timed_out": 1}, 3.2)
     for stream in (first, second):
         lines = stream.getvalue().splitlines()

@@ -17,7 +17,8 @@ import pytest
 from orchestrator.errors import InvalidInputError
 from orchestrator.report import build_report, render_notebook_html, write_html
 from orchestrator.report import notebook_html
-from orchestrator.report.model import parse_time, read_run
+from orchestrator.report.model import read_run
+from steps.step_result import parse_time
 from orchestrator.report.notebook_html import RenderJob, render_notebooks
 from orchestrator.report.timeline import build_timeline
 from tests.report_builders import T0, Page, every_status, executed_notebook, iso, squash, step_result, write_run

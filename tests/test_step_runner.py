@@ -25,11 +25,13 @@ from steps._notebook import ERROR_MARKER_TAG, output_tail
 from steps._outputs import CappedClient
 from steps._logs import LOG_LIMIT_BYTES, LogCap, log_tail
 from steps.run_notebook import StepRequest, run_step, skipped_result
+from steps.step_result import StepResult
 from tests.builders import glue_source, make_notebook
 
 
 def run(notebook: Path, out: Path, **fields: Any) -> dict[str, Any]:
-    return asyncio.run(run_step(StepRequest(notebook_path=notebook, output_dir=out, **fields)))
+    """The result as result.json holds it: the step contract these tests check."""
+    return asyncio.run(run_step(StepRequest(notebook_path=notebook, output_dir=out, **fields))).to_json()
 
 
 def read_result(out: Path) -> dict[str, Any]:
@@ -379,8 +381,8 @@ def test_slightly_invalid_notebooks_are_repaired_with_a_warning_and_run(tmp_path
 def test_a_step_after_a_failed_one_is_skipped_without_a_kernel(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", "x = 1")
     out = tmp_path / "out"
-    failed = {"step": "prepare", "notebook": "prepare.ipynb", "status": "failed"}
-    result = run(nb, out, after_results=[{"step": "a", "status": "passed"}, failed])
+    failed = StepResult.from_json({"step": "prepare", "notebook": "prepare.ipynb", "status": "failed"})
+    result = run(nb, out, after_results=[StepResult.from_json({"step": "a", "status": "passed"}), failed])
     assert result["status"] == "skipped"
     assert "prepare.ipynb" in result["reason"] and "failed" in result["reason"]
     assert read_result(out) == result
@@ -389,7 +391,7 @@ def test_a_step_after_a_failed_one_is_skipped_without_a_kernel(tmp_path: Path) -
 
 def test_skipped_result_is_written(tmp_path: Path) -> None:
     request = StepRequest(notebook_path=tmp_path / "nb.ipynb", output_dir=tmp_path / "out", step="s1")
-    result = skipped_result(request, "work in progress")
+    result = skipped_result(request, "work in progress").to_json()
     assert result["status"] == "skipped" and result["reason"] == "work in progress" and result["step"] == "s1"
     assert read_result(tmp_path / "out") == result
 
@@ -498,7 +500,7 @@ def test_invalid_rules(rule: str) -> None:
 
 def test_check_expectations_reports_missing_metric() -> None:
     rules = parse_expectations({"a": ">= 1", "b": "< 1"})
-    assert check_expectations(rules, {"a": 2}) == [
+    assert [e.to_json() for e in check_expectations(rules, {"a": 2})] == [
         {"metric": "a", "rule": ">= 1", "actual": 2, "ok": True},
         {"metric": "b", "rule": "< 1", "actual": None, "ok": False},
     ]
@@ -767,7 +769,7 @@ def test_many_steps_run_concurrently_in_one_event_loop(tmp_path: Path) -> None:
         ])
 
     results = asyncio.run(all_at_once())
-    assert [r["status"] for r in results] == ["passed"] * 5
+    assert [r.status for r in results] == ["passed"] * 5
     assert [r["metrics"]["i"] for r in results] == list(range(5))
 
 

@@ -5,7 +5,8 @@ on the submitting machine by the backstop (findings from the job's downloaded ou
 carries the list of steps it should have (`expected`, a literal input of the report node), so a node that
 never started is reported as such instead of silently missing (issue 3, item 2).
 
-Imports nothing beyond the standard library and orchestrator.results: the report node ships this module.
+Imports nothing beyond the standard library, orchestrator.results and the step result model
+(steps/step_result.py): the report node ships these modules.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from orchestrator.results import SCHEMA, count_statuses, overall_status, utc_now, write_json_atomic
+from steps.step_result import StepError, StepResult
 
 # A literal input larger than this is sent compressed: it is also a command-line argument of the report
 # node, and Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
@@ -34,7 +36,7 @@ class Finding:
     """What is known about one notebook node."""
 
     state: str  # FINISHED | FAILED | CANCELLED | NOT_STARTED | RUNNING
-    result: dict[str, Any] | None = None  # its result.json, when it wrote one
+    result: StepResult | None = None  # its result.json, when it wrote one
     where: str = ""  # where a person can look further (a run id, a studio link)
 
 
@@ -77,37 +79,30 @@ def decode_expected(text: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------- assembling
 
 
-def _base(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "step": entry["step"],
-        "notebook": entry.get("notebook", entry["step"]),
-        "target": entry.get("target"),
-        "environment": entry.get("environment"),
-        "started_at": None,
-        "finished_at": None,
-        "duration_s": None,
-        "attempts": 0,
-    }
+def _base(entry: Mapping[str, Any], status: Literal["skipped", "error"], **fields: Any) -> StepResult:
+    """A result for a node that left none: it never ran (attempts 0) as far as anyone can tell."""
+    target, environment = entry.get("target"), entry.get("environment")
+    return StepResult(step=str(entry["step"]), notebook=str(entry.get("notebook", entry["step"])), status=status,
+                      attempts=0, target=str(target) if target is not None else None,
+                      environment=str(environment) if environment is not None else None, **fields)
 
 
-def skipped(entry: Mapping[str, Any], reason: str) -> dict[str, Any]:
-    return {**_base(entry), "status": "skipped", "reason": reason}
+def skipped(entry: Mapping[str, Any], reason: str) -> StepResult:
+    return _base(entry, "skipped", reason=reason)
 
 
-def errored(entry: Mapping[str, Any], ename: str, evalue: str) -> dict[str, Any]:
-    return {**_base(entry), "status": "error",
-            "error": {"kind": "infrastructure", "ename": ename, "evalue": evalue, "traceback": ""}}
+def errored(entry: Mapping[str, Any], ename: str, evalue: str) -> StepResult:
+    return _base(entry, "error", error=StepError(kind="infrastructure", ename=ename, evalue=evalue))
 
 
-def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping[str, StepResult]) -> StepResult:
     """The result of one expected step, given what was found and the results of the steps before it."""
     if entry.get("skip"):
         return skipped(entry, str(entry["skip"]))
     if finding is not None and finding.result is not None:
-        result = dict(finding.result)
-        result.setdefault("step", entry["step"])
-        result.setdefault("notebook", entry.get("notebook"))
+        result = finding.result
+        if result.notebook == result.step and entry.get("notebook"):  # a file that named no notebook
+            result = result.but(notebook=str(entry["notebook"]))
         return result
     where = f" ({finding.where})" if finding is not None and finding.where else ""
     state = finding.state if finding is not None else NOT_STARTED
@@ -116,8 +111,8 @@ def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping
         # outcome the runner records locally for such a step: skipped, naming the dependency.
         for dep in entry.get("after", ()):
             previous = done.get(dep)
-            if previous is not None and previous.get("status") != "passed":
-                return skipped(entry, f"after {previous.get('notebook', dep)}, which did not pass")
+            if previous is not None and not previous.passed:
+                return skipped(entry, f"after {previous.notebook}, which did not pass")
     if state == NOT_STARTED:
         return errored(entry, "NotStarted", NEVER_STARTED + where)
     if state == CANCELLED:
@@ -133,12 +128,12 @@ def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping
 def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Finding], *, run_id: str,
              title: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """results.json (DESIGN 5) for the expected steps, in plan order."""
-    done: dict[str, dict[str, Any]] = {}
+    done: dict[str, StepResult] = {}
     for entry in expected:
         done[entry["step"]] = step_result(entry, findings.get(entry["step"]), done)
     steps = list(done.values())
-    starts = sorted(s["started_at"] for s in steps if isinstance(s.get("started_at"), str))
-    ends = sorted(s["finished_at"] for s in steps if isinstance(s.get("finished_at"), str))
+    starts = sorted(s.started_at for s in steps if s.started_at is not None)
+    ends = sorted(s.finished_at for s in steps if s.finished_at is not None)
     return {
         "schema": SCHEMA,
         "run_id": run_id,
@@ -148,7 +143,7 @@ def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Findi
         "started_at": starts[0] if starts else utc_now(),
         "finished_at": ends[-1] if ends else utc_now(),
         "counts": count_statuses(steps),
-        "steps": steps,
+        "steps": [step.to_json() for step in steps],
         **dict(extra or {}),
     }
 

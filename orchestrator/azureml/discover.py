@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from orchestrator.azureml.collect import CANCELLED, FAILED, FINISHED, NOT_STARTED, RUNNING, Finding
+from steps.atomic import write_json_atomic
+from steps.step_result import RESULT_FILE, StepResult
 
 log = logging.getLogger("orchestrator.azureml")
 
@@ -215,8 +217,8 @@ def fetch(client: Any, run: StepRun, dest: Path) -> Finding:
             local = Path(client.download_artifacts(run.run_id, RESULT_ARTIFACT, scratch))
             data = json.loads(local.read_text(encoding="utf-8"))
             if isinstance(data, dict):
-                result = data
-                (dest / "result.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                result = StepResult.from_json(data, step_id=dest.name)  # dest: <run folder>/steps/<step id>
+                write_json_atomic(dest / RESULT_FILE, data)
         except Exception as exc:  # noqa: BLE001 - no artifact is a finding, not an error
             log.info("run %s has no readable %s (%s)", run.run_id, RESULT_ARTIFACT, type(exc).__name__)
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from orchestrator.azureml import collect, devops_hook, discover
+from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.azureml")
 
@@ -64,11 +65,12 @@ def log_to_mlflow(client: Any, run_id: str, results: Mapping[str, Any], files: S
     now = int(time.time() * 1000)
     metrics = [Metric(f"notebooks_{status}", float(n), now, 0) for status, n in results.get("counts", {}).items()]
     tags = [RunTag(STATUS_TAG, str(results.get("status")))]
-    for step in results.get("steps", []):
-        sid = str(step.get("step"))
-        tags.append(RunTag(f"status.{sid}", str(step.get("status"))))
-        metrics.append(Metric(f"{sid}.passed", 1.0 if step.get("status") == "passed" else 0.0, now, 0))
-        for name, value in (step.get("metrics") or {}).items():
+    for index, raw in enumerate(results.get("steps", [])):
+        step = StepResult.from_json(raw, index)
+        sid = step.step
+        tags.append(RunTag(f"status.{sid}", step.status))
+        metrics.append(Metric(f"{sid}.passed", 1.0 if step.passed else 0.0, now, 0))
+        for name, value in step.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
                 metrics.append(Metric(f"{sid}.{_metric_key(str(name))}", float(value), now, 0))
     # MLflow's log_batch limits: 1000 metrics and 100 tags per call.

@@ -22,6 +22,7 @@ from orchestrator.azureml.compile import REPORT_NODE
 from orchestrator.azureml.components import PACK_OUTPUT, REPORT_OUTPUT, RESULT_OUTPUT
 from orchestrator.errors import InfrastructureError
 from orchestrator.progress import Progress
+from steps.step_result import Status, StepResult, read_result_file
 
 log = logging.getLogger("orchestrator.azureml")
 
@@ -30,7 +31,7 @@ MAX_POLL_FAILURES = 10  # consecutive failed polls before giving up on waiting (
 TERMINAL = frozenset({"Completed", "Failed", "Canceled", "NotResponding", "Paused"})
 STARTED = frozenset({"Running", "Finalizing", "CancelRequested"})
 # A child job's terminal status -> the status shown while waiting (the report reads result.json instead).
-SHOWN = {"Completed": "passed", "Failed": "failed", "Canceled": "error", "NotResponding": "error", "Paused": "error"}
+SHOWN: dict[str, Status] = {"Completed": "passed", "Failed": "failed", "Canceled": "error", "NotResponding": "error", "Paused": "error"}
 STATE = {"Completed": collect.FINISHED, "Failed": collect.FAILED, "Canceled": collect.CANCELLED,
          "NotResponding": collect.FAILED, "Paused": collect.CANCELLED}
 NAMED_OUTPUTS = "named-outputs"  # where jobs.download puts an output (azure/ai/ml/operations/_job_operations.py)
@@ -106,8 +107,8 @@ def wait(client: Any, name: str, progress: Progress, *, expected: Sequence[Mappi
                     progress.step_started(step, notebooks.get(step, step), 1)
                 if child_status in TERMINAL and step not in finished:
                     finished.add(step)
-                    progress.step_finished({"step": step, "notebook": notebooks.get(step, step),
-                                            "status": SHOWN.get(child_status, "error"), "duration_s": None})
+                    progress.step_finished(StepResult(step=step, notebook=notebooks.get(step, step),
+                                                      status=SHOWN.get(child_status, "error"), attempts=None))
         if status in TERMINAL:
             log.info("job=%s status=%s", name, status)
             return status
@@ -159,11 +160,7 @@ def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mappin
                 if folder is not None:
                     target = run_dir / "steps" / step
                     _copy_tree(folder, target)
-                    try:
-                        loaded = json.loads((target / "result.json").read_text(encoding="utf-8"))
-                        result = loaded if isinstance(loaded, dict) else None
-                    except (OSError, ValueError):
-                        result = None
+                    result = read_result_file(target, step_id=step)
             state = STATE.get(status, collect.NOT_STARTED if status not in STARTED else collect.RUNNING)
             findings[step] = collect.Finding(state=state, result=result, where=f"child job {child.name}")
     results = collect.assemble(expected, findings, run_id=run_id, title=title,

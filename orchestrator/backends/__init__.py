@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
 from orchestrator.progress import Progress
+from steps.step_result import StepResult
 
 # name -> "module:class"
 BACKENDS: dict[str, str] = {
@@ -43,13 +44,22 @@ class StopRequest:
         return self._reason if self._event.is_set() else None
 
 
+@dataclass(frozen=True)
+class CarriedResult:
+    """A result kept from an earlier run instead of running the notebook again, and where its files are."""
+
+    result: StepResult
+    source_dir: Path  # the step folder of the earlier run: executed notebook, kernel.log, HTML page
+    origin: str | None = None  # the run it comes from; None: the run being repaired (RunOptions.repairs)
+
+
 @dataclass
 class RunOptions:
     run_dir: Path
     run_id: str
     jobs: int | None = None  # local slots; None = CPU count
     gpu_fallback: str = "skip"  # "skip" | "cpu": what a GPU step does on a machine without GPUs
-    carried: dict[str, dict[str, Any]] = field(default_factory=dict)  # step id -> result kept from an earlier run
+    carried: dict[str, CarriedResult] = field(default_factory=dict)  # step id -> result kept from an earlier run
     repairs: str | None = None  # run id this run repairs
     wait: bool = True
     stop: StopRequest = field(default_factory=StopRequest)

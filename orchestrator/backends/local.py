@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends import RunOptions, RunOutcome
+from orchestrator.backends import CarriedResult, RunOptions, RunOutcome
 from orchestrator.backends.gpus import visible_gpus
 from orchestrator.backends.priority import ranks
 from orchestrator.backends.slots import RankedSlots
@@ -33,14 +33,11 @@ from orchestrator.report import render_step_page
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
 from steps import run_notebook
+from steps.step_result import StepError, StepResult, read_result_file, retry_delay_s, write_result_file
 
 log = logging.getLogger("orchestrator.local")
 
 NO_GPU_REASON = "no GPU on this machine"
-# The only failure worth retrying: the kernel never came up (a start race, a busy machine). A notebook's own
-# error is deterministic, and retrying it only hides it (reference/peers.md, section 6.1).
-TRANSIENT_KINDS = frozenset({"infrastructure"})
-RETRY_BACKOFF_S = 1.0
 STOP_POLL_S = 0.25
 
 
@@ -74,7 +71,7 @@ class _LocalRun:
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        self.done: dict[str, asyncio.Future[dict[str, Any]]] = {s.id: loop.create_future() for s in self.plan.steps}
+        self.done: dict[str, asyncio.Future[StepResult]] = {s.id: loop.create_future() for s in self.plan.steps}
         # Ready steps wait for a slot in rank order: the longest remaining chain of work first.
         self.ranks = ranks(self.plan, self.options.expected_durations)
         self.cpu_slots = RankedSlots(self.options.jobs or os.cpu_count() or 1)
@@ -138,7 +135,7 @@ class _LocalRun:
         # shield: cancelling this task (Ctrl-C) must not cancel the dependency's own result future.
         after = [await asyncio.shield(self.done[dep]) for dep in step.after]
         request = self._request(step, after)
-        if any(result.get("status") != "passed" for result in after):
+        if not all(result.passed for result in after):
             # The runner turns this into a skip naming the dependency, without starting a kernel.
             self._finish(step, await run_notebook.run_step(request))
             return
@@ -150,8 +147,8 @@ class _LocalRun:
                 return
             request.env["CUDA_VISIBLE_DEVICES"] = ""
             result = await self._attempts(step, request, self.cpu_slots)
-            result.setdefault("warnings", []).append("GPU target ran on the CPU (--gpu-fallback cpu)")
-            write_json_atomic(request.output_dir / "result.json", result)
+            result = result.but(warnings=(*result.warnings, "GPU target ran on the CPU (--gpu-fallback cpu)"))
+            write_result_file(request.output_dir, result)
             self._finish(step, result)
             return
         if gpus_needed:
@@ -159,7 +156,7 @@ class _LocalRun:
             return
         self._finish(step, await self._attempts(step, request, self.cpu_slots))
 
-    async def _on_gpus(self, step: StepSpec, request: run_notebook.StepRequest, count: int) -> dict[str, Any]:
+    async def _on_gpus(self, step: StepSpec, request: run_notebook.StepRequest, count: int) -> StepResult:
         taken = [await self.gpus.get() for _ in range(count)]
         try:
             request.env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
@@ -170,7 +167,7 @@ class _LocalRun:
 
     async def _attempts(
         self, step: StepSpec, request: run_notebook.StepRequest, slots: RankedSlots | None
-    ) -> dict[str, Any]:
+    ) -> StepResult:
         for attempt in range(1, step.retries + 2):
             request.attempt = attempt
             async with _Lease(self.ranks[step.id], self.target_slots.get(step.target), slots) as lease:
@@ -181,18 +178,18 @@ class _LocalRun:
                     result = await run_notebook.run_step(request)
                 except asyncio.CancelledError:
                     # The runner has written the interrupted result before re-raising: keep it.
-                    self._finish(step, _read_result(request.output_dir) or
+                    self._finish(step, read_result_file(request.output_dir) or
                                  run_notebook.skipped_result(request, INTERRUPTED_REASON))
                     raise
-            kind = (result.get("error") or {}).get("kind")
-            if result.get("status") == "error" and kind in TRANSIENT_KINDS and attempt <= step.retries:
-                self.progress.message(f"step={step.id} transient failure ({kind}); retrying")
-                await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+            delay = retry_delay_s(result, attempt, step.retries)
+            if delay is not None:
+                self.progress.message(f"step={step.id} transient failure; retrying in {delay:g} s")
+                await asyncio.sleep(delay)
                 continue
             return result
         raise AssertionError("unreachable: the last attempt always returns")
 
-    def _request(self, step: StepSpec, after: list[dict[str, Any]]) -> run_notebook.StepRequest:
+    def _request(self, step: StepSpec, after: list[StepResult]) -> run_notebook.StepRequest:
         root = self.plan.root
         return run_notebook.StepRequest(
             notebook_path=root / step.notebook,
@@ -214,16 +211,15 @@ class _LocalRun:
             after_outputs={self.plan.step(dep).notebook: step_dir(self.options.run_dir, dep) for dep in step.after},
         )
 
-    def _carry_over(self, step: StepSpec, result: dict[str, Any]) -> dict[str, Any]:
+    def _carry_over(self, step: StepSpec, carried: CarriedResult) -> StepResult:
         """A result kept from the run being repaired: its files come along so the report's links work."""
-        source = Path(result.pop("_source_dir"))
-        origin = result.pop("_carried_from", None) or self.options.repairs  # a run of the history, or the repaired one
         target = step_dir(self.options.run_dir, step.id)
-        if source.is_dir() and source.resolve() != target.resolve():
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        return {**result, "carried_over_from": origin}
+        if carried.source_dir.is_dir() and carried.source_dir.resolve() != target.resolve():
+            shutil.copytree(carried.source_dir, target, dirs_exist_ok=True)
+        # A run of the history (--changed-since), or the run being repaired.
+        return carried.result.but(carried_over_from=carried.origin or self.options.repairs)
 
-    def _finish(self, step: StepSpec, result: dict[str, Any]) -> None:
+    def _finish(self, step: StepSpec, result: StepResult) -> None:
         future = self.done[step.id]
         if future.done():
             return
@@ -233,41 +229,31 @@ class _LocalRun:
             self.progress.step_finished(result)
         except OSError as error:  # the terminal is gone (SIGHUP): the record matters, the display does not
             log.debug("progress not shown: %s", error)
-        if result.get("output_notebook") and "carried_over_from" not in result:
+        if result.output_notebook and result.carried_over_from is None:
             loop = asyncio.get_running_loop()
             self.renders.append(loop.run_in_executor(self.renderer, render_step_page, self.options.run_dir, result))
 
 
-def _not_started(request: run_notebook.StepRequest) -> dict[str, Any]:
+def _not_started(request: run_notebook.StepRequest) -> StepResult:
     try:
         return run_notebook.skipped_result(request, INTERRUPTED_REASON)
     except OSError:  # the step folder is gone or is a file now (a notebook replaced it): record it anyway
-        return {"step": request.step, "notebook": request.notebook_rel, "status": "skipped",
-                "reason": INTERRUPTED_REASON, "attempts": 0}
+        return StepResult(step=request.step, notebook=request.notebook_rel, status="skipped",
+                          reason=INTERRUPTED_REASON, attempts=0)
 
 
-def _runner_failure(request: run_notebook.StepRequest, error: Exception) -> dict[str, Any]:
+def _runner_failure(request: run_notebook.StepRequest, error: Exception) -> StepResult:
     """The result of a step whose running raised (e.g. a notebook replaced its own step folder with a file):
     an error naming the cause, so the run's record is still finished and true."""
     # The traceback goes into the result (and the report), not onto the terminal.
     log.debug("step=%s failed outside the notebook", request.step, exc_info=error)
-    return {
-        "step": request.step, "notebook": request.notebook_rel, "status": "error", "attempts": request.attempt,
-        "target": request.target, "environment": request.environment, "kernel": request.kernel,
-        "parameters": request.parameters, "metrics": {}, "expectations": [], "output_notebook": None,
-        "warnings": [], "output_tail": "",
-        "error": {"kind": "infrastructure", "cell_index": None, "ename": type(error).__name__,
-                  "evalue": f"the orchestrator could not run or record this step: {error}",
-                  "traceback": "".join(traceback.format_exception(error))},
-    }
-
-
-def _read_result(output_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((output_dir / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return StepResult(
+        step=request.step, notebook=request.notebook_rel, status="error", attempts=request.attempt,
+        target=request.target, environment=request.environment, kernel=request.kernel,
+        parameters=request.parameters,
+        error=StepError(kind="infrastructure", ename=type(error).__name__,
+                        evalue=f"the orchestrator could not run or record this step: {error}",
+                        traceback="".join(traceback.format_exception(error))))
 
 
 class _Lease:

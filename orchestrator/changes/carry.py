@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.backends import CarriedResult
 from orchestrator.changes.selection import Selection
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.run_folder import DEFAULT_RUNS_DIR, step_dir
+from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.changes")
 
 
 @dataclass(frozen=True)
 class Carried:
-    results: dict[str, dict[str, Any]]  # step id -> result, with "_source_dir" and "_carried_from"
+    results: dict[str, CarriedResult]  # step id -> the result kept, its files, the run it comes from
     notes: tuple[str, ...]  # one line per prerequisite: carried from which run, or why it runs
 
 
@@ -44,7 +46,7 @@ def carry_from_history(plan: ResolvedPlan, selection: Selection, *, runs_dir: Pa
     except Exception as error:  # noqa: BLE001 - any sqlite trouble: run the notebooks instead
         log.warning("run history not read (%s): the notebooks selected ones come after run again", error)
         return Carried({}, tuple(f"{notebook}: runs (the run history cannot be read)" for notebook in needed))
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, CarriedResult] = {}
     notes = []
     for notebook in needed:
         step = steps[notebook]
@@ -53,11 +55,11 @@ def carry_from_history(plan: ResolvedPlan, selection: Selection, *, runs_dir: Pa
             notes.append(f"{notebook}: runs (no passing run of this code at {selection.base[:12]} in the history)")
             continue
         results[step.id] = found
-        notes.append(f"{notebook}: carried over from run {found['_carried_from']} (passed at {selection.base[:12]})")
+        notes.append(f"{notebook}: carried over from run {found.origin} (passed at {selection.base[:12]})")
     return Carried(results, tuple(notes))
 
 
-def _from_history(step: StepSpec, past: list[Any], base: str, root: Path, runs_dir: Path) -> dict[str, Any] | None:
+def _from_history(step: StepSpec, past: list[Any], base: str, root: Path, runs_dir: Path) -> CarriedResult | None:
     code = _current_code(root / step.notebook, step)
     for run in past:  # newest first
         record = run.record
@@ -65,8 +67,7 @@ def _from_history(step: StepSpec, past: list[Any], base: str, root: Path, runs_d
             continue
         result = _passed_result(runs_dir / run.run_id, step.id)
         if result is not None:
-            return {**result, "_source_dir": str(step_dir(runs_dir / run.run_id, step.id)),
-                    "_carried_from": run.run_id}
+            return CarriedResult(StepResult.from_json(result), step_dir(runs_dir / run.run_id, step.id), run.run_id)
     return None
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from orchestrator.devops.context import DevOpsContext
     from orchestrator.devops.testrun import TestRunOutcome
     from orchestrator.plan.spec import ResolvedPlan
+    from orchestrator.backends import CarriedResult
 
 log = logging.getLogger("orchestrator")
 
@@ -52,7 +53,7 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
     """Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."""
     context = devops_context(devops, callback)
     plan = load_from_options(path, plan_file, only, params)
-    carried: dict[str, dict[str, Any]] = {}
+    carried: dict[str, CarriedResult] = {}
     if changed_since is not None:
         from orchestrator.changes import apply_selection, select_changed
 
@@ -114,7 +115,7 @@ def rerun(run_dir: Path, failed: bool, backend: str, jobs: int | None, out: Path
 
 
 def execute(plan: ResolvedPlan, *, backend: str, out: Path | None, jobs: int | None, gpu_fallback: str, wait: bool,
-            carried: dict[str, dict[str, Any]] | None = None, repairs: str | None = None,
+            carried: dict[str, CarriedResult] | None = None, repairs: str | None = None,
             devops: DevOpsContext | None = None, settings: dict[str, Any] | None = None) -> None:
     """Run the plan into a new run folder, report it (even after a crash), exit with the run's code."""
     from orchestrator.backends import RunOptions, get_backend

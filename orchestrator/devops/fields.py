@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 from orchestrator.devops.context import DevOpsContext
-from orchestrator.report.model import Run, Step
+from orchestrator.report.model import Run
+from steps.step_result import StepResult
 
 # Step status (DESIGN 4) -> TestCaseResult.outcome (devops.md 3.3). A status outside the contract (a
 # partial record read mid-run says "running") never shows as passed.
@@ -26,7 +27,7 @@ def attachment_name(name: str) -> str:
     return cleaned[:200] or "attachment"
 
 
-def error_message(step: Step) -> str:
+def error_message(step: StepResult) -> str:
     """What a person reads first in the DevOps results grid for a notebook that did not pass."""
     if step.status == "skipped":
         return f"skipped: {step.reason}" if step.reason else "skipped"
@@ -48,7 +49,7 @@ def error_message(step: Step) -> str:
     return "; ".join(parts)
 
 
-def result_comment(step: Step) -> str:
+def result_comment(step: StepResult) -> str:
     bits = [f"step {step.id}"]
     if step.attempts and step.attempts > 1:
         bits.append(f"attempts {step.attempts}")

@@ -18,6 +18,7 @@ from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError, RetryPolicy, utc_iso
 from orchestrator.devops.taskclient import TaskClient
 from orchestrator.progress import PlainProgress
+from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.devops")
 
@@ -62,7 +63,7 @@ class LiveReporter:
     def step_started(self, step_id: str, notebook: str, attempt: int) -> None:
         self._format.step_started(step_id, notebook, attempt)
 
-    def step_finished(self, result: dict[str, Any]) -> None:
+    def step_finished(self, result: StepResult) -> None:
         self._format.step_finished(result)
 
     def message(self, text: str) -> None:

@@ -48,7 +48,8 @@ from orchestrator.devops.fields import (
 from orchestrator.errors import MissingExtraError
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.junit import test_identity
-from orchestrator.report.model import Run, Step, read_run
+from orchestrator.report.model import Run, read_run
+from steps.step_result import StepResult
 from orchestrator.results import load_results
 
 log = logging.getLogger("orchestrator.devops")
@@ -246,7 +247,7 @@ class _Publisher:
         log.info("devops test results added run=%s results=%d", run_id, self.outcome.results)
         return ids
 
-    def _result_model(self, step: Step) -> Any:
+    def _result_model(self, step: StepResult) -> Any:
         # PublishTestResults@2's names for junit.xml's testcase (report/junit.py test_identity), and its type:
         # the same test history whichever of the two publishes a run.
         identity = test_identity(step)

@@ -20,6 +20,7 @@ from orchestrator.report.junit import write_junit
 from orchestrator.report.model import read_run
 from orchestrator.report.notebook_html import RenderJob, needs_render, render_notebook_html
 from orchestrator.results import load_results
+from steps.step_result import StepResult
 
 __all__ = ["ReportFiles", "build_report", "render_notebook_html", "render_step_page", "write_html", "write_junit"]
 
@@ -100,10 +101,10 @@ def _render_job(run_dir: Path, step_id: str, output_notebook: str | None) -> Ren
     return RenderJob(ipynb, ipynb.with_suffix(".html"), back_link=f"../../{HTML_FILE}#step-{step_id}")
 
 
-def render_step_page(run_dir: Path, result: dict[str, Any]) -> Path | None:
+def render_step_page(run_dir: Path, result: StepResult) -> Path | None:
     """Render one finished step's executed notebook now (the local backend calls this as each step ends,
     so the pages are made while other notebooks run and the final build_report has none left to render)."""
-    job = _render_job(run_dir, str(result.get("step", "")), result.get("output_notebook"))
+    job = _render_job(run_dir, result.step, result.output_notebook)
     if job is None or not needs_render(job.ipynb, job.html):
         return None
     return render_notebook_html(job.ipynb, job.html, back_link=job.back_link)

@@ -22,7 +22,8 @@ from markupsafe import Markup
 from orchestrator.history.sparkline import sparkline
 from orchestrator.history.trends import NotebookTrend, Series
 from orchestrator.report.files import executed_notebook, write_atomic
-from orchestrator.report.model import Run, Step, read_run
+from orchestrator.report.model import Run, read_run
+from steps.step_result import StepResult
 from orchestrator.report.text import show_duration, show_value, truncate_middle, truncate_tail
 from orchestrator.report.timeline import Row, build_timeline, offset_label
 
@@ -94,7 +95,7 @@ def write_html(results: dict[str, Any], run_dir: Path, path: Path, *, now: datet
     log.debug("html written path=%s steps=%d", path, len(run.steps))
 
 
-def _links(step: Step, run_dir: Path, page_dir: Path) -> StepLinks:
+def _links(step: StepResult, run_dir: Path, page_dir: Path) -> StepLinks:
     ipynb = executed_notebook(run_dir, step.id, step.output_notebook)
     if ipynb is None:
         return StepLinks(None, None)
@@ -111,13 +112,13 @@ def _relative_url(target: Path, page_dir: Path) -> str:
     return "/".join(quote(part) for part in relative.parts)
 
 
-def _traceback_text(step: Step) -> str:
+def _traceback_text(step: StepResult) -> str:
     if step.error is None:
         return ""
     return truncate_middle(step.error.traceback, TRACEBACK_LIMIT, "the executed notebook")
 
 
-def _metric_rows(step: Step) -> list[dict[str, Any]]:
+def _metric_rows(step: StepResult) -> list[dict[str, Any]]:
     """One row per metric: its value, and the rule it was held to if any (expectations first)."""
     rows: list[dict[str, Any]] = []
     for e in step.expectations:

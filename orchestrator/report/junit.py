@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report.files import write_atomic
-from orchestrator.report.model import Run, Step, read_run
+from orchestrator.report.model import Run, read_run
 from orchestrator.report.text import clip, one_line, show_value, truncate_middle, truncate_tail, xml_safe
+from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.report")
 
@@ -69,12 +70,12 @@ class TestIdentity:
     classname: str
 
 
-def test_identity(step: Step) -> TestIdentity:
+def test_identity(step: StepResult) -> TestIdentity:
     # One line: a newline in a notebook's file name must not split a test title in a CI's results view.
     return TestIdentity(name=xml_safe(one_line(step.file_name)), classname=xml_safe(classname(step)))
 
 
-def classname(step: Step) -> str:
+def classname(step: StepResult) -> str:
     """The notebook's folder with dots ("examples/models" -> "examples.models").
 
     JUnit readers split classname on dots into packages, so dots inside a folder name become "_".
@@ -104,7 +105,7 @@ def build_junit(run: Run) -> ET.Element:
     return root
 
 
-def _testcase(step: Step) -> ET.Element:
+def _testcase(step: StepResult) -> ET.Element:
     identity = test_identity(step)
     case = ET.Element("testcase", {
         "classname": identity.classname,
@@ -120,7 +121,7 @@ def _testcase(step: Step) -> ET.Element:
     return case
 
 
-def _case_properties(step: Step) -> list[tuple[str, Any]]:
+def _case_properties(step: StepResult) -> list[tuple[str, Any]]:
     props: list[tuple[str, Any]] = [("step", step.id), ("notebook", step.notebook), ("status", step.status)]
     for key in ("attempts", "target", "environment", "kernel"):
         value = getattr(step, key)
@@ -128,8 +129,8 @@ def _case_properties(step: Step) -> list[tuple[str, Any]]:
             props.append((key, value))
     if step.output_notebook:
         props.append(("output_notebook", f"steps/{step.id}/{step.output_notebook}"))
-    if step.carried_from:
-        props.append(("carried_over_from", step.carried_from))
+    if step.carried_over_from:
+        props.append(("carried_over_from", step.carried_over_from))
     props += [(f"parameter.{name}", value) for name, value in step.parameters.items()]
     props += [(f"metric.{name}", value) for name, value in step.metrics.items()]
     props += [(f"expectation.{e.metric}", f"{e.rule} (actual {_actual(e.actual)}: "
@@ -138,7 +139,7 @@ def _case_properties(step: Step) -> list[tuple[str, Any]]:
     return props
 
 
-def _outcome(step: Step) -> ET.Element | None:
+def _outcome(step: StepResult) -> ET.Element | None:
     if step.status == "passed":
         return None
     if step.status == "skipped":

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.report.model import Run, Step
+from orchestrator.report.model import Run
+from steps.step_result import StepResult
 
 # Tick spacings a person reads at a glance, in seconds.
 _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -24,7 +25,7 @@ class Bar:
 
 @dataclass(frozen=True)
 class Row:
-    step: Step
+    step: StepResult
     bar: Bar | None
     note: str  # why there is no bar
 
@@ -46,7 +47,7 @@ class Timeline:
 def build_timeline(run: Run, now: datetime) -> Timeline:
     # Results carried over by a repair run ran during the earlier run: placing them here would stretch
     # the axis back by hours or days, so they get a row with a note instead of a bar.
-    timed = [s for s in run.steps if s.started is not None and s.carried_from is None]
+    timed = [s for s in run.steps if s.started is not None and s.carried_over_from is None]
     starts = [s.started for s in timed if s.started is not None]
     # The earliest of the run's start and its steps' starts: on Azure ML the run record and the steps are
     # stamped by different machines, and a bar must never start left of the axis.
@@ -63,7 +64,7 @@ def build_timeline(run: Run, now: datetime) -> Timeline:
 
     rows = []
     for step in run.steps:
-        if step.started is None or step.carried_from is not None:
+        if step.started is None or step.carried_over_from is not None:
             rows.append(Row(step, None, _no_bar_note(step)))
             continue
         start_s = (step.started - origin).total_seconds()
@@ -74,9 +75,9 @@ def build_timeline(run: Run, now: datetime) -> Timeline:
     return Timeline(rows, _ticks(span), span, origin)
 
 
-def _no_bar_note(step: Step) -> str:
-    if step.carried_from is not None:
-        return f"carried over from run {step.carried_from}"
+def _no_bar_note(step: StepResult) -> str:
+    if step.carried_over_from is not None:
+        return f"carried over from run {step.carried_over_from}"
     if step.status == "skipped":
         return "skipped"
     return "did not start"
