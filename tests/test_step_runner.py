@@ -770,7 +770,7 @@ def test_many_steps_run_concurrently_in_one_event_loop(tmp_path: Path) -> None:
 
     results = asyncio.run(all_at_once())
     assert [r.status for r in results] == ["passed"] * 5
-    assert [r["metrics"]["i"] for r in results] == list(range(5))
+    assert [r.metrics["i"] for r in results] == list(range(5))
 
 
 def test_kernel_stdout_goes_to_kernel_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
