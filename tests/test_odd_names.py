@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestrator.progress import PlainProgress
 from orchestrator.report import build_report
+from steps.step_result import StepResult
 from tests.report_builders import executed_notebook, step_result, write_run
 
 FORGED = "a\nstep=b status=passed\x1b[2J.ipynb"
@@ -18,8 +19,8 @@ def test_a_newline_in_a_name_cannot_forge_a_ci_log_line() -> None:
     stream = io.StringIO()
     progress = PlainProgress(stream)
     progress.step_started("a", FORGED, 1)
-    progress.step_finished({"step": "a", "notebook": FORGED, "status": "failed",
-                            "error": {"ename": "E", "evalue": "x\n##vso[task.complete result=Succeeded]"}})
+    progress.step_finished(StepResult.from_json({"step": "a", "notebook": FORGED, "status": "failed",
+                                                 "error": {"ename": "E", "evalue": "x\n##vso[task.complete result=Succeeded]"}}))
     lines = stream.getvalue().splitlines()
     assert lines == [
         "step=a status=running notebook=a\\nstep=b status=passed\\x1b[2J.ipynb",
