@@ -26,6 +26,7 @@ from orchestrator.rerun import plan_repair
 from orchestrator.results import RunRecord
 from orchestrator.run_folder import prepare_run_dir, release_run_dir
 from steps import run_notebook
+from steps.step_result import StepResult
 from tests.builders import make_notebook
 from tests.report_builders import step_result, write_run
 
@@ -210,8 +211,8 @@ def test_sighup_stops_the_run_like_sigterm(tmp_path: Path, monkeypatch: pytest.M
 
 def test_a_second_ctrl_c_while_the_record_is_written_still_finishes_it(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    async def passes(request: run_notebook.StepRequest) -> dict[str, Any]:
-        return run_notebook.skipped_result(request, "fake") | {"status": "passed"}
+    async def passes(request: run_notebook.StepRequest) -> StepResult:
+        return run_notebook.skipped_result(request, "fake").but(status="passed")
 
     finish = RunRecord.finish
 
@@ -226,7 +227,7 @@ def test_a_second_ctrl_c_while_the_record_is_written_still_finishes_it(tmp_path:
 
 def test_a_step_folder_replaced_by_a_file_still_leaves_a_finished_record(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    async def replaces_its_folder(request: run_notebook.StepRequest) -> dict[str, Any]:
+    async def replaces_its_folder(request: run_notebook.StepRequest) -> StepResult:
         Path(request.output_dir).mkdir(parents=True, exist_ok=True)
         os.rmdir(request.output_dir)
         Path(request.output_dir).write_text("not a folder")
