@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 try:
+    from .settings import STEP_SETTINGS, StepSetting
     from .step_result import RESULT_FILE, StepResult, read_result_file
 except ImportError:  # imported by run_notebook.py run as a script
+    from settings import STEP_SETTINGS, StepSetting  # type: ignore[no-redef]
     from step_result import RESULT_FILE, StepResult, read_result_file  # type: ignore[no-redef]
 
 EXIT_BAD_ARGUMENTS = 2
@@ -67,11 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--parameters", default="{}", metavar="JSON", help="papermill parameters, a JSON object")
     add("--kernel", default="python3", help="kernel when the notebook names none or one not installed here")
     add("--kernel-required", action="store_true", help="use --kernel whatever the notebook names")
-    add("--timeout", type=_seconds, default=None, metavar="SECONDS", help="whole-notebook limit, counted from when the kernel is ready")
-    add("--cell-timeout", type=_seconds, default=None, metavar="SECONDS", help="per-cell limit")
-    add("--start-timeout", type=_seconds, default=60.0, metavar="SECONDS", help="kernel start limit, apart from --timeout (default 60)")
-    add("--shutdown-grace", type=float, default=5.0, metavar="SECONDS",
-        help="time the kernel may take to exit by itself before it is killed (default 5)")
+    for setting in STEP_SETTINGS:
+        add_setting(parser, setting)
     add("--cwd", type=Path, default=None, help="working directory of the kernel (default: the notebook's folder)")
     add("--target", default="cpu")
     add("--environment", default="default")
@@ -80,18 +79,25 @@ def _parser() -> argparse.ArgumentParser:
         help="folder put first on the kernel's PYTHONPATH (repeatable)")
     add("--env", action="append", default=[], metavar="NAME=VALUE", help="extra kernel environment (repeatable)")
     add("--secret-env", action="append", default=[], metavar="NAME", help="never pass NAME to the kernel")
-    add("--output-limit", type=int, default=2_000_000, metavar="BYTES", help="stored output cap per cell")
     add("--attempt", type=int, default=1)
     add("--after-result", type=Path, action="append", default=[], metavar="PATH",
         help="result.json (or its folder) of a step this one runs after; if it did not pass, this one is skipped")
     return parser
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
+def add_setting(parser: argparse.ArgumentParser, setting: StepSetting) -> None:
+    """The option of one step setting (steps/settings.py), checked as it is parsed."""
+
+    def convert(text: str) -> int | float:
+        value = setting.type(text)
+        if value < 0 or (setting.positive and value == 0) or value != value:
+            raise argparse.ArgumentTypeError(f"expected a number {'> 0' if setting.positive else '>= 0'}, got {text!r}")
+        return value
+
+    shown = f" (default {setting.default:g})" if isinstance(setting.default, float) else (
+        f" (default {setting.default})" if setting.default is not None else "")
+    parser.add_argument(setting.option, type=convert, default=setting.default,
+                        metavar="BYTES" if setting.type is int else "SECONDS", help=setting.help + shown)
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,8 +124,6 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "parameters": parameters,
         "kernel": args.kernel,
         "kernel_required": args.kernel_required,
-        "timeout_s": args.timeout,
-        "cell_timeout_s": args.cell_timeout,
         "cwd": args.cwd.resolve() if args.cwd else None,
         "target": args.target,
         "environment": args.environment,
@@ -127,11 +131,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "pythonpath": [path.resolve() for path in args.pythonpath],
         "env": env,
         "secret_env": list(args.secret_env),
-        "output_limit_bytes": args.output_limit,
         "attempt": args.attempt,
-        "start_timeout_s": args.start_timeout,
-        "shutdown_grace_s": args.shutdown_grace,
         "after_result": list(args.after_result),
+        **{setting.field: getattr(args, setting.dest) for setting in STEP_SETTINGS},
     }
 
 

@@ -1,10 +1,10 @@
 """The command of every Azure ML notebook node: run one notebook with steps/run_notebook.py, then log it.
 
-Thin by design (reference/style.md, habit 8): it turns the node's inputs into the runner's command line
-(the same step contract as the local backend, DESIGN 4), retries transient failures (Azure ML command nodes
-have no retry of their own, reference/aml.md 1.7), logs the outcome to the job's MLflow run
+Thin by design (docs/architecture.md#thin-entry-points): it turns the node's inputs into the runner's command line
+(the same step contract as the local backend, docs/architecture.md#step-contract), retries transient failures (Azure ML command nodes
+have no retry of their own, docs/azureml-sdk.md#retries), logs the outcome to the job's MLflow run
 (steps/mlflow_log.py) and exits with the runner's code: 0 when the notebook passed, 1 when it did not, so
-studio shows the node red and reuse never keeps a failed result (aml.md 1.8).
+studio shows the node red and reuse never keeps a failed result (docs/azureml-sdk.md#reuse).
 
 Depends on the standard library only; mlflow is imported by mlflow_log when present.
 Input values that could not be written safely on a shell command line arrive as `json:<JSON string>`
@@ -23,9 +23,11 @@ from pathlib import Path
 
 if __package__:  # imported as steps.azureml_step (tests, the local tree)
     from . import mlflow_log
+    from .settings import COMPONENT_SETTINGS
     from .step_result import read_result_file, retry_delay_s, write_result_file
 else:  # run as a script in the node: its folder is sys.path[0]
     import mlflow_log  # type: ignore[no-redef]
+    from settings import COMPONENT_SETTINGS  # type: ignore[no-redef]
     from step_result import read_result_file, retry_delay_s, write_result_file  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
@@ -48,19 +50,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--expect", type=json.loads, default={})
     p.add_argument("--kernel", type=text, required=True)
     p.add_argument("--kernel-required", type=lambda v: v.strip().lower() in ("true", "1", "yes"), default=False)
-    p.add_argument("--timeout", type=float, default=None)
-    p.add_argument("--cell-timeout", type=float, default=None)
     p.add_argument("--retries", type=int, default=0)
     p.add_argument("--target", type=text, required=True)
     p.add_argument("--environment", type=text, required=True)
     p.add_argument("--pythonpath", type=json.loads, default=[])
-    p.add_argument("--output-limit", type=int, required=True)
     p.add_argument("--run-key", type=text, default=None)
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--secret-env", action="append", default=[])
     p.add_argument("--after-result", action="append", default=[], type=Path)
     p.add_argument("--runner", type=Path, default=HERE / "run_notebook.py", help=argparse.SUPPRESS)
     p.add_argument("--code-root", type=Path, default=None, help=argparse.SUPPRESS)
+    for setting in COMPONENT_SETTINGS:  # passed on to the runner only when the node's input is set
+        p.add_argument(setting.option, type=setting.type, default=None, help=setting.help)
     return p.parse_args(argv)
 
 
@@ -81,14 +82,13 @@ def runner_command(args: argparse.Namespace, root: Path) -> list[str]:
         "--target", args.target,
         "--environment", args.environment,
         "--expect", json.dumps(args.expect),
-        "--output-limit", str(args.output_limit),
     ]  # fmt: skip
     if args.kernel_required:
         command.append("--kernel-required")
-    if args.timeout is not None:
-        command += ["--timeout", repr(args.timeout)]
-    if args.cell_timeout is not None:
-        command += ["--cell-timeout", repr(args.cell_timeout)]
+    for setting in COMPONENT_SETTINGS:
+        value = getattr(args, setting.dest)
+        if value is not None:
+            command += [setting.option, repr(value)]
     for folder in args.pythonpath:
         command += ["--pythonpath", str(plan_root / folder)]
     for name in args.secret_env:

@@ -1,4 +1,4 @@
-"""Run one notebook: the step contract (DESIGN 4).
+"""Run one notebook: the step contract (docs/architecture.md#step-contract).
 
     python steps/run_notebook.py NOTEBOOK --output-dir DIR [--parameters JSON] [--timeout S] ...
 
@@ -11,7 +11,7 @@ The same code runs in two ways: as this script on every Azure ML node, and impor
 which awaits many `run_step` coroutines concurrently in one event loop. So `run_step` has no process-wide
 side effects: no chdir, no os.environ changes, no signal handlers, no atexit hooks.
 
-Depends only on papermill, nbformat, nbclient, jupyter_client and the standard library (DESIGN 2).
+Depends only on papermill, nbformat, nbclient, jupyter_client and the standard library (docs/architecture.md#parts-and-data-flow).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from nbformat import NotebookNode
 try:
     from . import _cli, _exits, _kernel, _logs, _metrics, _notebook, _outputs
     from .ansi import strip_ansi
+    from .settings import DEFAULT_OUTPUT_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_START_TIMEOUT
     from .step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +49,7 @@ except ImportError:  # run as a script: `python steps/run_notebook.py`, from any
     import _notebook  # type: ignore[no-redef]
     import _outputs  # type: ignore[no-redef]
     from ansi import strip_ansi  # type: ignore[no-redef]
+    from settings import DEFAULT_OUTPUT_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_START_TIMEOUT  # type: ignore[no-redef]
     from step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file  # type: ignore[no-redef]
 
 log = logging.getLogger("orchestrator.step")
@@ -92,15 +94,15 @@ class StepRequest:
     pythonpath: list[Path] = field(default_factory=list)  # prepended to the kernel's PYTHONPATH
     env: dict[str, str] = field(default_factory=dict)  # extra kernel env, e.g. CUDA_VISIBLE_DEVICES
     secret_env: list[str] = field(default_factory=list)  # extra names removed from the kernel env
-    output_limit_bytes: int = 2_000_000  # cap on stored output per cell
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT  # cap on stored output per cell (steps/settings.py)
     attempt: int = 1
     after_results: list[StepResult] = field(default_factory=list)  # results of the steps this runs after
     after_outputs: dict[str, Path] = field(default_factory=dict)  # their output folders, by notebook path
-    start_timeout_s: float = 60.0  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
+    start_timeout_s: float = DEFAULT_START_TIMEOUT  # kernel start (nbclient's startup_timeout); a miss is `infrastructure`
     # Seconds the kernel may take to exit by itself after a shutdown request before its process tree is killed.
     # A clean exit is what papermill and nbmake give: it flushes files a notebook left open (`f = open(...)`
     # with no close loses its data to a kill) and runs atexit handlers (mlflow, wandb). 0 kills at once.
-    shutdown_grace_s: float = 5.0
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE
     # Called once when the cells are done and the kernel is about to be shut down. The local backend frees
     # the notebook's slot here, so the next kernel starts while this one exits.
     on_cells_done: Callable[[], None] | None = None

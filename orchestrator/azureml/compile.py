@@ -1,19 +1,19 @@
-"""ResolvedPlan -> Azure ML v2 PipelineJob, built offline (reference/aml.md 7: the recommended shape).
+"""ResolvedPlan -> Azure ML v2 PipelineJob, built offline (docs/azureml-sdk.md#pipeline-shape: the recommended shape).
 
 - one command node per notebook, named by its step id, labelled by its notebook path, running
   steps/azureml_step.py (which runs steps/run_notebook.py, the same step contract as locally);
-- compute from the step's target: a cluster name, or serverless with an instance type (aml.md 1.4);
+- compute from the step's target: a cluster name, or serverless with an instance type (docs/azureml-sdk.md#compute);
 - one environment object per distinct definition, one code snapshot for every notebook node;
-- `after` as data edges: a node takes each dependency's `result` folder as an input (aml.md 1.5), which the
+- `after` as data edges: a node takes each dependency's `result` folder as an input (docs/azureml-sdk.md#inputs-and-outputs), which the
   runner reads with --after-result;
 - a `run_key` pipeline input bound into every notebook node: same key, completed nodes are reused; new
-  key, all run (aml.md 1.8);
+  key, all run (docs/azureml-sdk.md#reuse);
 - node `limits.timeout` from the whole-notebook timeout plus a grace period: the runner enforces the real
-  limit and records `timed_out`; Azure ML's limit only stops a runner that hangs (aml.md 1.6);
+  limit and records `timed_out`; Azure ML's limit only stops a runner that hangs (docs/azureml-sdk.md#timeouts);
 - an isolated report node set as `settings.on_finalize`, so it runs whether notebooks pass, fail or the
   run is cancelled; it takes only `run_key` and literals, and finds its siblings through MLflow at run time
-  (aml.md 2.1, 2.2 case C, 2.4);
-- `continue_on_step_failure` on, so one failing notebook does not cancel the others (aml.md 2.3).
+  (docs/azureml-sdk.md#on_finalize, case C; docs/azureml-sdk.md#learning-each-steps-outcome);
+- `continue_on_step_failure` on, so one failing notebook does not cancel the others (docs/azureml-sdk.md#continue_on_step_failure).
 
 Steps the plan skips, and steps after them, get no node: they cannot run, and a node costs a compute start.
 The report lists them as skipped, with the reason.
@@ -52,13 +52,14 @@ from orchestrator.azureml.snapshot import default_cache, notebook_snapshot, repo
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.history.vcs import current_branch
 from orchestrator.plan.spec import ResolvedPlan, StepSpec, TargetSpec
+from steps.settings import COMPONENT_SETTINGS
 
 log = logging.getLogger("orchestrator.azureml")
 
 REPORT_NODE = "orchestrator_report"
 SERVERLESS = "serverless"
 # Serverless GPU steps need an instance type; this one is the smallest common NVIDIA T4 VM size
-# (the example in reference/aml.md 1.4). Set targets.<name>.azureml.instance_type to choose another.
+# (the example in docs/azureml-sdk.md#compute). Set targets.<name>.azureml.instance_type to choose another.
 DEFAULT_GPU_INSTANCE = "Standard_NC4as_T4_v3"
 # Added to a node's Azure ML time limit on top of the notebook's own: environment activation, kernel start
 # and uploading the outputs and MLflow artifacts happen inside the node's time too.
@@ -159,7 +160,7 @@ def _check(plan: ResolvedPlan, runnable: list[StepSpec], report_name: str) -> No
 
 
 def apply_compute(node: Any, target: TargetSpec) -> None:
-    """A cluster by name, or serverless with an instance type (aml.md 1.4)."""
+    """A cluster by name, or serverless with an instance type (docs/azureml-sdk.md#compute)."""
     from azure.ai.ml.entities import JobResourceConfiguration
 
     if target.azureml_compute:
@@ -265,7 +266,7 @@ def compile_pipeline(plan: ResolvedPlan, options: CompileOptions | None = None) 
 
 def _report_node(plan: ResolvedPlan, runnable: list[StepSpec], envs: EnvironmentSet, skips: Mapping[str, str],
                  cache: Path, options: CompileOptions) -> Any:
-    """The isolated report node: only the run_key binding and literals as inputs (aml.md 2.2, case C)."""
+    """The isolated report node: only the run_key binding and literals as inputs (docs/azureml-sdk.md#on_finalize, case C)."""
     from azure.ai.ml.entities import ManagedIdentityConfiguration, UserIdentityConfiguration
 
     report_target = _report_target(plan, runnable)
@@ -342,12 +343,11 @@ def _notebook_node(step: StepSpec, component: Any, outputs: Mapping[str, Any], t
         "target": shell_arg(step.target),
         "environment": shell_arg(step.environment),
         "pythonpath": json_arg(list(step.pythonpath)),
-        "output_limit": step.output_limit_bytes,
     }
-    if step.timeout_s is not None:
-        inputs["timeout"] = step.timeout_s
-    if step.cell_timeout_s is not None:
-        inputs["cell_timeout"] = step.cell_timeout_s
+    for setting in COMPONENT_SETTINGS:  # steps/settings.py: the settings that cross to the node
+        value = getattr(step, setting.field)
+        if value is not None:
+            inputs[str(setting.component_input)] = value
     for index, dep in enumerate(step.after):
         inputs[AFTER_INPUT.format(index)] = outputs[dep]
     node = component(**inputs)

@@ -1,10 +1,10 @@
 """The two command components of a compiled pipeline: the contract between it and steps/*.py.
 
 One notebook component per distinct environment, reused by every notebook node of that environment
-(reference/aml.md 1.1, option B): Azure ML registers it once per submission instead of once per notebook,
+(docs/azureml-sdk.md#nodes, option B): Azure ML registers it once per submission instead of once per notebook,
 which matters for plans with hundreds of notebooks. Each node gives it that notebook's inputs; what a node
 differs in (notebook, parameters, dependencies) is an input, so only the nodes whose inputs change lose
-their reuse (aml.md 1.8).
+their reuse (docs/azureml-sdk.md#reuse).
 
 Quoting: Azure ML substitutes `${{inputs.x}}` into the command text, which then runs in a shell. String
 inputs are single-quoted, and their values are made quote-safe when compiled (`names.shell_arg` /
@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.azureml.names import shell_arg
 from orchestrator.azureml.snapshot import RUNTIME_DIR
+from steps.settings import COMPONENT_SETTINGS, StepSetting
 
 NOTEBOOK_COMPONENT = "orchestrator_notebook"
 REPORT_COMPONENT = "orchestrator_report"
@@ -42,20 +43,24 @@ def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots
         "--expect '${{inputs.expect}}'",
         "--kernel '${{inputs.kernel}}'",
         "--kernel-required ${{inputs.kernel_required}}",
-        "$[[--timeout ${{inputs.timeout}}]]",
-        "$[[--cell-timeout ${{inputs.cell_timeout}}]]",
         "--retries ${{inputs.retries}}",
         "--target '${{inputs.target}}'",
         "--environment '${{inputs.environment}}'",
         "--pythonpath '${{inputs.pythonpath}}'",
-        "--output-limit ${{inputs.output_limit}}",
+        *(_setting_argument(setting) for setting in COMPONENT_SETTINGS),
         "--run-key '${{inputs.run_key}}'",
         "--output-dir '${{outputs.result}}'",
     ]
-    # Names of variables kept from the kernel; names only, values never enter the pipeline (DESIGN 8).
+    # Names of variables kept from the kernel; names only, values never enter the pipeline (docs/architecture.md#secrets-policy).
     parts.extend(f"--secret-env {name}" for name in secret_env)
     parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
     return " ".join(parts)
+
+
+def _setting_argument(setting: StepSetting) -> str:
+    """A step setting on the node's command line; one without a default is left out when its input is unset."""
+    argument = f"{setting.option} ${{{{inputs.{setting.component_input}}}}}"
+    return f"$[[{argument}]]" if setting.default is None else argument
 
 
 def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_env: tuple[str, ...],
@@ -71,13 +76,12 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         "expect": Input(type="string", description="Metric rules, JSON"),
         "kernel": Input(type="string"),
         "kernel_required": Input(type="string", description="true: a missing kernel is an error"),
-        "timeout": Input(type="number", optional=True, description="Whole-notebook limit, seconds"),
-        "cell_timeout": Input(type="number", optional=True, description="Per-cell limit, seconds"),
         "retries": Input(type="integer", description="Retries after transient failures only"),
         "target": Input(type="string"),
         "environment": Input(type="string"),
         "pythonpath": Input(type="string", description="Folders relative to the plan put on PYTHONPATH, JSON"),
-        "output_limit": Input(type="integer", description="Cap on stored output per cell, bytes"),
+        **{str(s.component_input): Input(type=s.input_type, optional=s.default is None, description=s.help)
+           for s in COMPONENT_SETTINGS},
     }
     for index in range(after_slots):
         inputs[AFTER_INPUT.format(index)] = Input(
@@ -89,10 +93,10 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         description="Runs one notebook with papermill (steps/run_notebook.py) and logs it to MLflow.",
         command=notebook_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots),
         inputs=inputs,
-        outputs={RESULT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},  # a partial notebook survives (aml.md 1.5)
+        outputs={RESULT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},  # a partial notebook survives (docs/azureml-sdk.md#inputs-and-outputs)
         environment=environment,
         code=str(code),
-        is_deterministic=True,  # reuse is what makes "rerun failed only" work (aml.md 1.8)
+        is_deterministic=True,  # reuse is what makes "rerun failed only" work (docs/azureml-sdk.md#reuse)
     )
 
 
@@ -170,5 +174,5 @@ def report_component(*, code: Path, environment: Any) -> Any:
         outputs={REPORT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},
         environment=environment,
         code=str(code),
-        is_deterministic=False,  # the report must look at this run's notebooks every time (aml.md 1.8)
+        is_deterministic=False,  # the report must look at this run's notebooks every time (docs/azureml-sdk.md#reuse)
     )

@@ -1,4 +1,4 @@
-"""Pydantic models of orchestrator.yml (DESIGN 3): what may be written, with types, defaults and help.
+"""Pydantic models of orchestrator.yml (docs/architecture.md#plan-file): what may be written, with types, defaults and help.
 
 These validate the *shape* of the file; references between its parts (target names, `after`, files on
 disk) are resolved by `orchestrator.plan.loader`. Field descriptions become the JSON Schema's help text
@@ -31,6 +31,7 @@ from orchestrator.plan.fields import (
 from orchestrator.plan.limits import MAX_RETRIES
 from orchestrator.plan.messages import show
 from orchestrator.plan.spec import EnvironmentSpec, PackSpec, TargetSpec
+from steps.settings import DEFAULT_OUTPUT_LIMIT
 
 
 class _Model(BaseModel):
@@ -169,7 +170,7 @@ class Defaults(_Model):
         description="Folders (relative to the plan) put on the kernel's PYTHONPATH, so notebooks import the "
         "repository's own package without installing it.",
     )
-    output_limit: Size = Field(default=2_000_000, description="Cap on stored output per cell, e.g. 2MB.")
+    output_limit: Size = Field(default=DEFAULT_OUTPUT_LIMIT, description="Cap on stored output per cell, e.g. 2MB.")
 
 
 # ------------------------------------------------------------------------------------ targets and environments
@@ -252,7 +253,7 @@ class Packing(_Model):
 
 
 class PlanFile(_Model):
-    """orchestrator.yml: which notebooks run, where, and how (DESIGN 3)."""
+    """orchestrator.yml: which notebooks run, where, and how (docs/architecture.md#plan-file)."""
 
     model_config = ConfigDict(title="orchestrator.yml")
 

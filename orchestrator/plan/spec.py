@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steps.settings import DEFAULT_OUTPUT_LIMIT
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -59,7 +61,7 @@ class StepSpec:
     after: tuple[str, ...] = ()  # step ids this step runs after
     skip: str | None = None  # reason, when the plan skips it
     pythonpath: tuple[str, ...] = ()  # folders relative to the plan root
-    output_limit_bytes: int = 2_000_000  # cap on stored output per cell
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT  # cap on stored output per cell (steps/settings.py)
     kernel_required: bool = False  # the plan names `kernel` for this notebook: use it, error if missing
     expected_duration_s: float | None = None  # the plan's estimate, used until the run history has measured it
     pack: bool | None = None  # Azure ML node sharing: None = by target (CPU yes, GPU no), False = never, True = yes
