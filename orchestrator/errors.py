@@ -1,4 +1,4 @@
-"""One exception root with structured children (reference/style.md, habit 1).
+"""One exception root with structured children (docs/architecture.md#one-error-root).
 
 Each entry point (the CLI, the trigger) turns these into an exit code and a message in exactly one place.
 A failing notebook is never an exception: it is a step result with a status.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-# Exit codes (DESIGN 6).
+# Exit codes (docs/architecture.md#commands-and-exit-codes).
 EXIT_PASSED = 0
 EXIT_NOT_PASSED = 1
 EXIT_INVALID_INPUT = 2

@@ -1,7 +1,7 @@
 """Progress of a run as it happens: a live view on a terminal, plain one-line events otherwise.
 
 Backends call a `Progress`; they never print. The plain form is what a CI log wants (one line per event,
-`step=... status=... secs=...`, reference/style.md habit 11); the live form is what a person at a terminal
+`step=... status=... secs=...`, docs/architecture.md#one-named-logger); the live form is what a person at a terminal
 wants (counts, and which notebooks are running and for how long).
 """
 

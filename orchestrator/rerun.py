@@ -1,4 +1,4 @@
-"""Repair runs (Databricks' "repair run", reference/peers.md 2.12): rerun what did not pass, keep the rest.
+"""Repair runs (Databricks' "repair run", docs/prior-art.md#repair-runs): rerun what did not pass, keep the rest.
 
 A repair run reads the run folder it repairs: `plan.json` (the resolved plan that run used, so the repair
 runs the same selection with the same settings) and `results.json` (what passed). Steps that did not pass

@@ -1,4 +1,4 @@
-"""Where a run's files live (DESIGN 5): creating run folders, their ids, and finding the pieces in one.
+"""Where a run's files live (docs/architecture.md#run-folder): creating run folders, their ids, and finding the pieces in one.
 
 Every run folder holds a marker, `.orchestrator-run`, which is also its lock:
 - the marker says "this tool wrote this folder", so `--out` reuses (and empties) only such folders, never a

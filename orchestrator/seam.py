@@ -1,4 +1,4 @@
-"""The one overridable place that builds each remote client (reference/style.md, habit 6)."""
+"""The one overridable place that builds each remote client (docs/architecture.md#one-client-factory)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
-# Never passed to a notebook kernel (DESIGN 8): the DevOps job token, PATs, service principal secrets.
+# Never passed to a notebook kernel (docs/architecture.md#secrets-policy): the DevOps job token, PATs, service principal secrets.
 SECRET_ENV = ("SYSTEM_ACCESSTOKEN", "AZURE_DEVOPS_EXT_PAT", "AZURE_CLIENT_SECRET", "ORCHESTRATOR_DEVOPS_TOKEN")
 
 # An in-memory IPython history: concurrent kernels otherwise contend for one sqlite file (the same default

@@ -1,4 +1,4 @@
-"""Metrics a notebook records, and the plan's expectations about them (DESIGN 4).
+"""Metrics a notebook records, and the plan's expectations about them (docs/architecture.md#step-contract).
 
 Metrics are read from the executed notebook's display outputs, so neither scrapbook nor microsoft/recommenders
 needs to be installed where the orchestrator runs:
@@ -8,7 +8,7 @@ needs to be installed where the orchestrator runs:
   {"name", "data", "encoder"} (recommenders/utils/notebook_utils.py).
 
 The rule grammar is the one `orchestrator validate` checks (orchestrator/plan/rules.py); it is repeated here
-because a step depends on no orchestrator module (DESIGN 2):
+because a step depends on no orchestrator module (docs/architecture.md#parts-and-data-flow):
     <op> NUMBER            op: >=, <=, >, <, ==, !=
     NUMBER .. NUMBER       inclusive range, low <= high
     ~= NUMBER +- NUMBER    approximately equal, tolerance >= 0 (also written ±)

@@ -196,7 +196,7 @@ def _set_cell_ids(cells: list[Any]) -> int:
 class WorkingNotebook:
     """The notebook as run: the source cells (papermill markers of an earlier run removed) plus injected
     and marker cells. `source_index[i]` is cell i's index in the source file, None for cells added here, so
-    that a failing cell is reported by its position in the file the author edits (DESIGN 4)."""
+    that a failing cell is reported by its position in the file the author edits (docs/architecture.md#step-contract)."""
 
     nb: NotebookNode
     source_index: list[int | None]

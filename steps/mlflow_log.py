@@ -1,10 +1,10 @@
 """Log one notebook step to the Azure ML job's MLflow run: status, metrics, result.json, executed notebook.
 
 Runs inside an Azure ML notebook node, after steps/run_notebook.py (called by steps/azureml_step.py).
-Depends on the standard library and mlflow only, never on the orchestrator package (DESIGN 2).
+Depends on the standard library and mlflow only, never on the orchestrator package (docs/architecture.md#parts-and-data-flow).
 
 Inside an Azure ML job the tracking URI and the job's run are set up by the platform (MLFLOW_TRACKING_URI,
-MLFLOW_RUN_ID; reference/aml.md 2.4, 4). This module logs to that run by id through `MlflowClient` and never
+MLFLOW_RUN_ID; docs/azureml-sdk.md#learning-each-steps-outcome, docs/azureml-sdk.md#metrics-and-logs). This module logs to that run by id through `MlflowClient` and never
 starts or ends a run: the job's status stays Azure ML's to set (a failed notebook fails the node).
 
 What it logs is what the report node looks for (orchestrator/azureml/discover.py reads the same names):

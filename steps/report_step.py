@@ -2,7 +2,7 @@
 
 This script ships in the report node's own code snapshot next to the orchestrator package (see
 orchestrator/azureml/snapshot.py), so the report is built by the same code as a local run's report. It only
-puts that package on the import path and calls it (reference/style.md, habit 8).
+puts that package on the import path and calls it (docs/architecture.md#thin-entry-points).
 """
 
 from __future__ import annotations

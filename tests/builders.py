@@ -1,5 +1,5 @@
 """Builders for test notebooks: tiny, generated in tmp folders, named for the behaviour they exercise
-(reference/style.md, habit 10)."""
+(docs/architecture.md#tiny-named-test-data)."""
 
 from __future__ import annotations
 

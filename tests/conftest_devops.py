@@ -36,7 +36,7 @@ LONG_TRACEBACK = "\x1b[0;31mTraceback (most recent call last)\x1b[0m\n" + "".joi
 
 
 def step(notebook: str, status: str, **extra: Any) -> dict[str, Any]:
-    """A step result as the step contract writes it (DESIGN 4)."""
+    """A step result as the step contract writes it (docs/architecture.md#step-contract)."""
     data: dict[str, Any] = {
         "schema": 1, "step": re.sub(r"[^A-Za-z0-9]+", "_", notebook.removesuffix(".ipynb")).strip("_").lower(),
         "notebook": notebook, "status": status, "started_at": "2026-11-26T10:00:00.000000Z",
@@ -67,7 +67,7 @@ def default_steps() -> list[dict[str, Any]]:
 def make_run_folder(root: Path, steps: list[dict[str, Any]] | None = None, *, status: str | None = None,
                     run_id: str = "20261126-100000-abc123", html: bool = True,
                     notebook_bytes: int = 0, files: bool = True) -> Path:
-    """A finished run folder (DESIGN 5): results.json, junit.xml, report.html and steps/<id>/ with
+    """A finished run folder (docs/architecture.md#run-folder): results.json, junit.xml, report.html and steps/<id>/ with
     result.json, the executed notebook and (html=True) its HTML page. notebook_bytes pads each notebook;
     files=False writes results.json alone (for runs of a thousand steps)."""
     steps = default_steps() if steps is None else steps

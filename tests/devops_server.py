@@ -1,11 +1,14 @@
 """A strict, real HTTP implementation of the Azure DevOps endpoints the orchestrator calls, for tests.
 
 It listens on 127.0.0.1 (random port) and implements, with the routes and api-versions of
-../shared/reference/devops.md:
+docs/devops-protocol.md:
 - route discovery for the azure-devops SDK: OPTIONS `{collection}/_apis` (the ApiResourceLocation list, with
-  route templates that give the documented paths) and GET `_apis/ResourceAreas` (2.7, 3.1);
-- the test API: create/update run, add results, run and result attachments (3.2-3.5);
-- the server task's callback API: plan events, feed, logs, timeline records (2.2-2.6).
+  route templates that give the documented paths) and GET `_apis/ResourceAreas` (docs/devops-protocol.md#python-sdk-coverage,
+  docs/devops-protocol.md#test-client);
+- the test API: create/update run, add results, run and result attachments (docs/devops-protocol.md#creating-a-test-run
+  to docs/devops-protocol.md#completing-a-run);
+- the server task's callback API: plan events, feed, logs, timeline records (docs/devops-protocol.md#task-events to
+  docs/devops-protocol.md#timeline-records).
 
 Strict: a wrong Authorization header is 401; a missing, malformed or undocumented api-version (from the
 query string or, as the SDK sends it, from `Accept: application/json;api-version=...`) is 400; a body that
@@ -64,8 +67,8 @@ RUN_UPDATE_FIELDS = {
     "errorMessage", "iteration", "logEntries", "name", "releaseEnvironmentUri", "releaseUri", "runSummary",
     "sourceWorkflow", "startedDate", "state", "substate", "tags", "testEnvironmentId", "testSettings"}
 RESULT_TEXT_LIMITS = {"stackTrace": 1000, "comment": 1000}  # "maxSize= 1000 chars" (SDK docstrings)
-FEED_MAX_LINES, FEED_MAX_CHARS = 100, 1024                 # the agent's limits (devops.md 2.4)
-MAX_ATTACHMENT_BYTES = 75 * 1024 ** 2                       # the agent's limit (devops.md 3.4)
+FEED_MAX_LINES, FEED_MAX_CHARS = 100, 1024                 # the agent's limits (docs/devops-protocol.md#live-feed)
+MAX_ATTACHMENT_BYTES = 75 * 1024 ** 2                       # the agent's limit (docs/devops-protocol.md#attachments)
 
 # location id -> (area, resourceName, routeTemplate, resourceVersion): what OPTIONS {collection}/_apis lists.
 LOCATIONS = {
@@ -251,7 +254,7 @@ class DevOpsServer:
         self.stop()
 
     def message_properties(self, **overrides: Any) -> dict[str, Any]:
-        """The application properties PublishToAzureServiceBus@1 attaches (devops.md 1.2)."""
+        """The application properties PublishToAzureServiceBus@1 attaches (docs/devops-protocol.md#message-properties)."""
         props: dict[str, Any] = {
             "PlanUrl": self.url, "ProjectId": self.project_id, "HubName": self.plan.hub, "PlanId": self.plan_id,
             "JobId": self.job_id, "TimelineId": self.timeline_id, "TaskInstanceName": "PublishToAzureServiceBus",
@@ -375,7 +378,7 @@ class DevOpsServer:
         return 200, answer, {}
 
     def _authorized(self, header: str | None) -> bool:
-        """Basic with any user name and the token as password, or Bearer token (devops.md 2.1)."""
+        """Basic with any user name and the token as password, or Bearer token (docs/devops-protocol.md#callback-base-and-authentication)."""
         if not header:
             return False
         scheme, _, value = header.partition(" ")

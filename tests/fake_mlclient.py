@@ -1,5 +1,5 @@
 """A fake `azure.ai.ml.MLClient` for the Azure ML backend's tests: installed at the client factory
-(`orchestrator.azureml.client.set_client_factory`), so no test can reach Azure (reference/style.md, habit 6).
+(`orchestrator.azureml.client.set_client_factory`), so no test can reach Azure (docs/architecture.md#one-client-factory).
 
 It behaves like the service where the orchestrator depends on it:
 - `jobs.get` raises ResourceNotFoundError for an unknown name, and returns a *fresh* job object (the

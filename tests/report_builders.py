@@ -1,6 +1,6 @@
 # mypy: disallow-untyped-calls=False
 # (nbformat.v4 has no type hints.)
-"""Builders for fake run folders (DESIGN 5): results.json, step folders and tiny executed notebooks, for
+"""Builders for fake run folders (docs/architecture.md#run-folder): results.json, step folders and tiny executed notebooks, for
 the report tests. No kernel runs: the notebooks are written with nbformat, outputs included."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def iso(seconds: float | None) -> str | None:
 
 def step_result(notebook: str, status: str, *, start: float | None = 0.0, duration: float | None = 10.0,
                 output: bool = True, **extra: Any) -> dict[str, Any]:
-    """A step contract result (DESIGN 4) for `notebook`, started `start` seconds after T0."""
+    """A step contract result (docs/architecture.md#step-contract) for `notebook`, started `start` seconds after T0."""
     step_id = notebook.removesuffix(".ipynb").replace("/", "_").replace(".", "_")
     finished = None if start is None or duration is None else start + duration
     result: dict[str, Any] = {

@@ -1,5 +1,5 @@
 """Builders shared by the Azure ML backend's tests (no tests here): notebook repositories and plans made in
-tmp folders, named for what they exercise (reference/style.md, habit 10)."""
+tmp folders, named for what they exercise (docs/architecture.md#tiny-named-test-data)."""
 
 from __future__ import annotations
 

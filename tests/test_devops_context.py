@@ -58,7 +58,7 @@ def test_the_token_never_shows_in_repr_or_str() -> None:
 
 @pytest.mark.parametrize("length", [50, 123, 300, 70000])
 def test_a_data_contract_wrapped_body_is_unwrapped(length: int) -> None:
-    # 123 = 0x7B = "{": the length byte that fools a slice-from-the-first-brace decoder (devops.md 1.3).
+    # 123 = 0x7B = "{": the length byte that fools a slice-from-the-first-brace decoder (docs/devops-protocol.md#message-body-encoding).
     text = json.dumps({"job": "kick_off", "pad": ""})
     text = text[:-2] + "x" * (length - len(text)) + '"}'
     assert len(text) == length

@@ -77,7 +77,7 @@ def test_the_server_job_publishes_a_kick_off_and_waits(pipeline: dict[str, Any])
     (task,) = _tasks(stage, "PublishToAzureServiceBus@1")
     inputs = task["inputs"]
     assert inputs["useDataContractSerializer"] is False and inputs["waitForCompletion"] is True
-    # What DevOps sends once it expands the macros (devops.md 1.3: server tasks expand $(...) in inputs).
+    # What DevOps sends once it expands the macros (docs/devops-protocol.md#message-body-encoding: server tasks expand $(...) in inputs).
     values = {"Build.Repository.Uri": "https://dev.azure.com/org/proj/_git/repo", "Build.SourceVersion": "abc123",
               "Build.SourceBranch": "refs/pull/7/merge", "Build.BuildId": "1234", "Build.BuildNumber": "20261126.3"}
     macros = set(re.findall(r"\$\(([\w.]+)\)", inputs["messageBody"]))

@@ -1,4 +1,4 @@
-"""DESIGN 8: the job token appears nowhere but in the Authorization header - not in the run folder, not in a
+"""docs/architecture.md#secrets-policy: the job token appears nowhere but in the Authorization header - not in the run folder, not in a
 log line (the SDK's debug logs included), not in any request's path, query, other headers or body."""
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_api_version_is_also_read_from_the_accept_header_as_the_sdk_sends_it(dev
 
 
 @pytest.mark.parametrize("body, says", [
-    ({"name": "r", "is_automated": True}, "unknown field"),          # the wrong name devops.md 4 warns about
+    ({"name": "r", "is_automated": True}, "unknown field"),          # the wrong name docs/devops-protocol.md#pitfalls warns about
     ({"name": "r", "state": "Completed"}, "cannot be created"),      # create accepts NotStarted/InProgress/Waiting
     ({"name": "r", "build": {"id": "1"}, "pipelineReference": {"pipelineId": 2}}, "pipelineId"),
     ({"automated": True}, "name"),

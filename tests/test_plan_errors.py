@@ -1,5 +1,5 @@
 """Plan problems: each names its file, line and key path, says what was expected and what it got, and all of
-them are reported at once (DESIGN 3; reference/style.md habit 9)."""
+them are reported at once (docs/architecture.md#plan-file; docs/architecture.md#validate-before-running)."""
 
 from __future__ import annotations
 

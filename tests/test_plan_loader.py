@@ -1,4 +1,4 @@
-"""Resolving plans: notebook selection, layering of settings, ordering, --only and --param (DESIGN 3)."""
+"""Resolving plans: notebook selection, layering of settings, ordering, --only and --param (docs/architecture.md#plan-file)."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_a_plan_without_notebooks_key_runs_every_notebook_with_its_defaults(tmp_
     assert {(s.timeout_s, s.retries, json.dumps(s.parameters)) for s in plan.steps} == {(5400.0, 2, '{"seed": 7}')}
 
 
-# ------------------------------------------------------------------------------------------- the design plan
+# ------------------------------------------------------------- the example plan of docs/architecture.md#plan-file
 
 DESIGN_PLAN = """\
 version: 1

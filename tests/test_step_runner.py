@@ -1,5 +1,5 @@
 """The step runner (steps/run_notebook.py) as a library, with real kernels: one behaviour per test, each on a
-tiny notebook generated in tmp_path (reference/style.md, habit 10)."""
+tiny notebook generated in tmp_path (docs/architecture.md#tiny-named-test-data)."""
 
 from __future__ import annotations
 
@@ -785,7 +785,7 @@ def test_kernel_stdout_goes_to_kernel_log_not_the_terminal(tmp_path: Path, capfd
 
 
 def test_the_runner_imports_without_the_orchestrator_package() -> None:
-    # DESIGN 2: a step image needs papermill/nbformat/nbclient only. Make `import orchestrator` fail, then load
+    # docs/architecture.md#parts-and-data-flow: a step image needs papermill/nbformat/nbclient only. Make `import orchestrator` fail, then load
     # the runner both ways it is used.
     code = (
         "import sys; sys.modules['orchestrator'] = None\n"

@@ -23,7 +23,7 @@ from tests.test_trigger_refusals import wrapped
 from tests.test_trigger_support import kick_off_body, notebook_repo, task_log
 
 PLAN = "version: 1\nexperiment: handle-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
-# The kernel must never see the job token (DESIGN 8): the passing notebook checks its own environment.
+# The kernel must never see the job token (docs/architecture.md#secrets-policy): the passing notebook checks its own environment.
 NO_TOKEN_IN_ENV = ("import os\nleaked = [k for k, v in os.environ.items() if 'RECOGNISABLE' in v]\n"
                    "assert not leaked, leaked\nprint('fine')")
 

@@ -1,4 +1,4 @@
-"""Messages that cannot be understood or acted on (DESIGN 7): each is dead-lettered with a reason a person can
+"""Messages that cannot be understood or acted on (docs/architecture.md#queue-messages): each is dead-lettered with a reason a person can
 read, and its waiting DevOps job is closed as failed with that reason in its log: exactly one TaskCompleted.
 
 The table runs through `handlers.handle` (as the worker and `orchestrator handle` call it, properties with
@@ -26,7 +26,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def wrapped(text: str) -> bytes:
-    """The body as PublishToAzureServiceBus sends it by default: DataContractSerializer, binary XML (devops.md 1.3)."""
+    """The body as PublishToAzureServiceBus sends it by default: DataContractSerializer, binary XML (docs/devops-protocol.md#message-body-encoding)."""
     namespace = b"http://schemas.microsoft.com/2003/10/Serialization/"
     data = text.encode("utf-8")
     return b"@\x06string\x08" + bytes([len(namespace)]) + namespace + b"\x9b" + struct.pack("<H", len(data)) + data
@@ -82,7 +82,7 @@ def _as_bytes(value: Any) -> bytes:
 
 
 def via_handle(data: bytes, properties: dict[str, Any], tmp_path: Path) -> Outcome:
-    # azure-servicebus hands keys and string values as bytes (devops.md 1.2).
+    # azure-servicebus hands keys and string values as bytes (docs/devops-protocol.md#message-properties).
     props = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in properties.items()}
     return handle(RawMessage(message_id="bad-1", body=data, properties=props), make_services(tmp_path, allow_local=False))
 

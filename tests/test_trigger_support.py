@@ -1,6 +1,6 @@
 """Builders and fakes shared by the trigger's tests (no tests here): notebook repositories as local bare git
 repositories made in tmp folders, kick_off messages, a controllable clock, and fakes for the trigger's seams
-(scheduled enqueue, Key Vault). Named for what they do (reference/style.md, habits 6 and 10)."""
+(scheduled enqueue, Key Vault). Named for what they do (docs/architecture.md#one-client-factory, docs/architecture.md#tiny-named-test-data)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class FakeScheduler:
     def due(self, now: datetime) -> list[RawMessage]:
         ready = [(m, at) for m, at in self.scheduled[self.delivered:] if at <= now]
         self.delivered += len(ready)
-        # Service Bus hands application properties to azure-servicebus with bytes keys (devops.md 1.2).
+        # Service Bus hands application properties to azure-servicebus with bytes keys (docs/devops-protocol.md#message-properties).
         return [RawMessage(message_id=m.message_id, body=m.body_bytes,
                            properties={k.encode(): v.encode() for k, v in m.properties.items()}) for m, _at in ready]
 

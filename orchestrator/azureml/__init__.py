@@ -1,4 +1,4 @@
-"""The Azure ML backend: each run is one Azure ML v2 pipeline job (DESIGN 1, 2; reference/aml.md 7).
+"""The Azure ML backend: each run is one Azure ML v2 pipeline job (docs/architecture.md#ways-in, docs/architecture.md#parts-and-data-flow; docs/azureml-sdk.md#pipeline-shape).
 
 Modules, one responsibility each:
 - `compile`: ResolvedPlan -> PipelineJob, built offline (nodes, edges, compute, the finalize report node);
@@ -12,5 +12,5 @@ Modules, one responsibility each:
 - `commands`, `backend`: the CLI commands and the `Backend` the CLI runs.
 
 Importing this package imports no Azure SDK; each module imports azure.ai.ml inside the functions that
-need it (DESIGN 2), through `orchestrator.azureml.sdk.require`.
+need it (docs/architecture.md#parts-and-data-flow), through `orchestrator.azureml.sdk.require`.
 """

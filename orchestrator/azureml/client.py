@@ -1,4 +1,4 @@
-"""The one place an Azure ML client is made (reference/style.md, habit 6), and where the workspace comes from.
+"""The one place an Azure ML client is made (docs/architecture.md#one-client-factory), and where the workspace comes from.
 
 Tests replace the factory with a fake (`set_client_factory`), so nothing in the test suite can reach Azure.
 
@@ -24,7 +24,7 @@ from orchestrator.azureml.sdk import require
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.seam import Seam
 
-# Setting -> environment variables read for it, in order (declared once, here; habit 7).
+# Setting -> environment variables read for it, in order (declared once, here; docs/architecture.md#settings-declared-once).
 ENVIRONMENT_VARIABLES: dict[str, tuple[str, ...]] = {
     "subscription_id": ("AZUREML_ARM_SUBSCRIPTION", "AZURE_SUBSCRIPTION_ID"),
     "resource_group": ("AZUREML_ARM_RESOURCEGROUP", "AZURE_RESOURCE_GROUP", "AZUREML_RESOURCE_GROUP"),

@@ -127,7 +127,7 @@ def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping
 
 def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Finding], *, run_id: str,
              title: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """results.json (DESIGN 5) for the expected steps, in plan order."""
+    """results.json (docs/architecture.md#run-folder) for the expected steps, in plan order."""
     done: dict[str, StepResult] = {}
     for entry in expected:
         done[entry["step"]] = step_result(entry, findings.get(entry["step"]), done)

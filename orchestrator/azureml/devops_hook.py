@@ -1,4 +1,4 @@
-"""The report node's hook into Azure DevOps publishing (DESIGN 1, ways in 1 and 2; DESIGN 8).
+"""The report node's hook into Azure DevOps publishing (docs/architecture.md#ways-in, ways in 1 and 2; docs/architecture.md#secrets-policy).
 
 The pipeline carries DevOps *settings* only: the callback's routing properties (PlanUrl, PlanId, JobId, ...)
 and the NAME of a Key Vault secret holding the token, never a token. The report node reads the secret at
@@ -38,7 +38,7 @@ _SECRET_KEYS = frozenset({"authtoken", "accesstoken", "system_accesstoken", "tok
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The DevOps settings, refused if any key, at any depth, would carry a secret value (DESIGN 8).
+    """The DevOps settings, refused if any key, at any depth, would carry a secret value (docs/architecture.md#secrets-policy).
 
     Shape: {"key_vault_url": ..., "token_secret": NAME, "properties": {PlanUrl, ProjectId, HubName, PlanId,
     JobId, TimelineId, TaskInstanceId, ...}, "body": {build, repository}} for a server job waiting for its

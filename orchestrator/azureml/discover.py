@@ -1,17 +1,17 @@
 """How the report node finds the notebook nodes of its pipeline at run time: MLflow sibling runs.
 
 `settings.on_finalize` requires the report node to be isolated: it may not take the notebooks' outputs as
-inputs (reference/aml.md 2.1, 2.2). So it discovers them. Of the options in aml.md 2.4 this uses MLflow:
+inputs (docs/azureml-sdk.md#on_finalize). So it discovers them. Of the options in docs/azureml-sdk.md#learning-each-steps-outcome this uses MLflow:
 
 1. siblings: the runs whose `mlflow.parentRunId` is the report node's own parent, the pipeline run. That
    is the documented way to list a pipeline's child jobs from inside a job (how-to-track-experiments-mlflow.md),
    it needs no identity beyond the job's own token (MLClient would need a user or managed identity,
-   aml.md 6.10), and each notebook node has already logged its result.json and executed notebook there
+   docs/azureml-sdk.md#pitfalls), and each notebook node has already logged its result.json and executed notebook there
    (steps/mlflow_log.py), so nothing else needs reading;
 2. reused nodes: a node Azure ML reuses from an earlier pipeline may not appear as a fresh sibling with its
    own artifacts [unverified on the service], so for steps still missing, the runs of the same experiment
    tagged with this pipeline's `run_key` are searched: a reused node is exactly a completed run of the same
-   step with the same run_key (aml.md 1.8).
+   step with the same run_key (docs/azureml-sdk.md#reuse).
 
 Steps found neither way never started; `collect` reports them as such.
 """

@@ -2,8 +2,8 @@
 
 Each distinct environment is one image build in the workspace, so two plan environments with the same
 definition (same image, same conda content) become ONE object, and every node using either references it
-(reference/aml.md 0.1, 1.3). Inline environments are anonymous: Azure ML names them by a hash of their
-content, so recompiling an unchanged plan gives the same environment and keeps node reuse (aml.md 1.8).
+(docs/azureml-sdk.md#pipeline-shape, docs/azureml-sdk.md#environments). Inline environments are anonymous: Azure ML names them by a hash of their
+content, so recompiling an unchanged plan gives the same environment and keeps node reuse (docs/azureml-sdk.md#reuse).
 
 Defaults, so that a plan written for the local backend compiles as it is:
 - an environment with nothing set (the built-in `default`) is the orchestrator's stock environment,
@@ -195,10 +195,10 @@ class EnvironmentSet:
     @staticmethod
     def _build(definition: EnvironmentDefinition, conda: dict[str, Any] | None, env_name: str) -> Any:
         if definition.registered:
-            # A registered environment is referenced by name; its image is already built (aml.md 1.3).
+            # A registered environment is referenced by name; its image is already built (docs/azureml-sdk.md#environments).
             return definition.registered
         from azure.ai.ml.entities import Environment
 
-        # No name or description: inline environments are registered anonymously by content (aml.md 1.3),
+        # No name or description: inline environments are registered anonymously by content (docs/azureml-sdk.md#environments),
         # and anything besides image + conda would only risk a second build of the same image.
         return Environment(image=definition.image, conda_file=conda)

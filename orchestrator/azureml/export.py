@@ -3,7 +3,7 @@
 Fixes over `PipelineJob.dump()`:
 - `settings.on_finalize` is put back. azure-ai-ml declares on_init/on_finalize in its YAML schema only when
   AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED is set *when the SDK is imported* (_schema/pipeline/settings.py),
-  so `dump()` silently drops them (reference/aml.md 0.4, 2.1, 6.9). Loading keeps them either way: that
+  so `dump()` silently drops them (docs/azureml-sdk.md#on_finalize, docs/azureml-sdk.md#pitfalls). Loading keeps them either way: that
   schema has `unknown = INCLUDE`, so the key passes through into PipelineJobSettings (tested).
 - each node's `display_name` and `tags` are put back (dump() drops them; load_job keeps them);
 - literal pipeline inputs are written as plain values. `dump()` writes a literal holding an expression,

@@ -21,7 +21,7 @@ JSON_PREFIX = "json:"
 def job_name_for_key(key: str) -> str:
     """A deterministic, valid Azure ML job name for a caller's submission key.
 
-    The same key always gives the same name, which is what makes submission idempotent (DESIGN 7: a
+    The same key always gives the same name, which is what makes submission idempotent (docs/architecture.md#queue-messages: a
     message delivered twice must not start two pipelines). A readable slug of the key is kept for people
     browsing studio; the hash keeps distinct keys distinct after slugging and truncation.
     """

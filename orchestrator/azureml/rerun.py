@@ -2,7 +2,7 @@
 
 `--failed` keeps the original job's `run_key`: every notebook node that completed has identical inputs,
 code and environment, so Azure ML reuses it, and the failed, cancelled and never-started nodes run again
-(reference/aml.md 1.8, 3.3). Without `--failed` the rerun gets a new run_key and everything runs.
+(docs/azureml-sdk.md#reuse, docs/azureml-sdk.md#reruns). Without `--failed` the rerun gets a new run_key and everything runs.
 
 The job is cloned from the workspace (`jobs.get`), not recompiled from a checkout: a recompiled snapshot
 that differs by one file would change every node's reuse hash. This is what studio's Clone + Submit does.
@@ -84,7 +84,7 @@ def prepare_clone(original: Any, *, failed: bool, job_name: str) -> tuple[Any, s
     fetched = original.settings
     settings = PipelineJobSettings(
         continue_on_step_failure=getattr(fetched, "continue_on_step_failure", True) is not False,
-        force_rerun=False,  # reuse is the point (aml.md 1.8)
+        force_rerun=False,  # reuse is the point (docs/azureml-sdk.md#reuse)
     )
     finalize = getattr(fetched, "on_finalize", None)
     if finalize:

@@ -1,9 +1,9 @@
-"""Azure ML schedules for a compiled pipeline (reference/aml.md 3.1).
+"""Azure ML schedules for a compiled pipeline (docs/azureml-sdk.md#schedules).
 
 The scheduled pipeline's `run_key` is the trigger time, `${{creation_context.trigger_time}}`, the one
 expression Azure ML resolves in string inputs of a scheduled pipeline job (how-to-schedule-pipeline-job.md,
 "Use supported expressions in schedules"): every trigger gets a new key, so every scheduled run executes
-every notebook instead of reusing yesterday's results (aml.md 1.8).
+every notebook instead of reusing yesterday's results (docs/azureml-sdk.md#reuse).
 
 A schedule holds the pipeline as compiled when the schedule was made, code snapshot included: to pick up
 new commits, run `orchestrator schedule` again (same --name updates it).

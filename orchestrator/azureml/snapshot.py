@@ -5,13 +5,13 @@ Every notebook node shares ONE snapshot: the repository root (the nearest folder
 it ships what git tracks, less `.amlignore` exclusions: git already decided what belongs to the code (a
 tracked file matching a `.gitignore` pattern is code; an untracked file is not). Elsewhere the folder is
 filtered by `.amlignore`/`.gitignore` files and a built-in list. Sharing one folder means it is hashed and uploaded once and
-the reuse hash of every node depends on the same content (reference/aml.md 1.2, 0.1).
+the reuse hash of every node depends on the same content (docs/azureml-sdk.md#code-snapshot, docs/azureml-sdk.md#pipeline-shape).
 
 Why a staged copy instead of pointing `code=` at the repository: the step scripts live in the orchestrator,
 not in the notebooks' repository, and a node's `code` is one folder. The copy is content-addressed
 (`<cache>/<kind>-<digest>`), so compiling an unchanged repository twice reuses the same folder and gives
-Azure ML the same snapshot hash, which keeps node reuse working (aml.md 1.8). The copy also applies ignore
-files the way git does (nested `.gitignore` files too), where Azure ML reads only the root one (aml.md 1.2);
+Azure ML the same snapshot hash, which keeps node reuse working (docs/azureml-sdk.md#reuse). The copy also applies ignore
+files the way git does (nested `.gitignore` files too), where Azure ML reads only the root one (docs/azureml-sdk.md#code-snapshot);
 an empty `.amlignore` written at the root of the copy stops Azure ML from filtering it a second time.
 
 The report node gets a second, small snapshot: the step scripts and the orchestrator package (it builds the
@@ -39,7 +39,7 @@ RUNTIME_DIR = ".orchestrator-runtime"  # inside the notebooks' snapshot: the ste
 MARKER = ".orchestrator-snapshot"  # in every staged folder; the walker never descends into one
 DEFAULT_CACHE = Path(".orchestrator") / "azureml" / "snapshots"
 KEEP_PER_KIND = 4  # staged snapshots kept per kind; older ones are pruned
-# Above these, every submission and every step start gets slow (aml.md 1.2, 6.3); worth a warning.
+# Above these, every submission and every step start gets slow (docs/azureml-sdk.md#code-snapshot, docs/azureml-sdk.md#pitfalls); worth a warning.
 WARN_FILES = 2000
 WARN_BYTES = 100 * 1024 * 1024
 WARN_FILE_BYTES = 10 * 1024 * 1024  # one file this large is named even in a small snapshot
@@ -280,7 +280,7 @@ def _package_files(package_dir: Path, dest_prefix: str) -> list[tuple[Path, str]
 
 
 def runtime_files(dest_prefix: str) -> list[tuple[Path, str]]:
-    """The step scripts (steps/*.py): standard library + papermill/nbformat/mlflow only (DESIGN 2)."""
+    """The step scripts (steps/*.py): standard library + papermill/nbformat/mlflow only (docs/architecture.md#parts-and-data-flow)."""
     return [(path, f"{dest_prefix}/{path.name}") for path in sorted(_steps_dir().glob("*.py"))]
 
 

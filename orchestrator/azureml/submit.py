@@ -2,7 +2,7 @@
 
 Idempotent: the caller's key (a trigger message's PlanId+JobId+TaskInstanceId, a run id, ...) becomes a
 deterministic job name (`names.job_name_for_key`). Submitting looks that name up first and returns the job
-that exists instead of starting a second one (DESIGN 7: delivery is at least once). Two submitters racing
+that exists instead of starting a second one (docs/architecture.md#queue-messages: delivery is at least once). Two submitters racing
 with the same key: the second create fails, finds the first's job, and returns it.
 """
 

@@ -3,8 +3,8 @@
 Waiting polls the job and its child jobs (`jobs.get`, `jobs.list(parent_job_name=...)`) rather than
 `jobs.stream`, which prints raw logs: polling turns child job states into the same progress events as a
 local run. When the job ends, the run folder comes from the report node's output when it wrote one; if it
-did not (on_finalize is preview: reference/aml.md 0.4, 2.1; or the report node itself failed), the backstop
-downloads each notebook node's `result` output and builds the same run record here (aml.md 2.4, option 4).
+did not (on_finalize is preview: docs/azureml-sdk.md#on_finalize; or the report node itself failed), the backstop
+downloads each notebook node's `result` output and builds the same run record here (docs/azureml-sdk.md#learning-each-steps-outcome, option 4).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def from_report_node(client: Any, name: str, run_dir: Path) -> dict[str, Any] | 
 
 def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mapping[str, Any]], run_id: str, title: str,
              extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Build the run record here from each notebook node's own output (aml.md 2.4, option 4)."""
+    """Build the run record here from each notebook node's own output (docs/azureml-sdk.md#learning-each-steps-outcome, option 4)."""
     findings: dict[str, collect.Finding] = {}
     for child in children(client, name):
         status = str(getattr(child, "status", ""))

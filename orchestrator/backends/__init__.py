@@ -1,4 +1,4 @@
-"""Backends behind one small interface, chosen by name (reference/style.md, habit 4).
+"""Backends behind one small interface, chosen by name (docs/architecture.md#backends-behind-one-interface).
 
 Each backend module is imported only when chosen, so the local path never imports an Azure SDK.
 """

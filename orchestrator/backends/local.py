@@ -3,7 +3,7 @@
 Every step runs the step contract's own code (`steps/run_notebook.py`), in-process: one asyncio event loop
 drives all kernels, so a step costs one kernel start and nothing else (no interpreter per step). Steps wait
 for the steps they come `after`, then for a slot: CPU slots (`--jobs`, default the CPU count) or GPUs, one
-notebook per GPU through CUDA_VISIBLE_DEVICES (reference/peers.md 4.14: notebooks sharing a GPU run out of
+notebook per GPU through CUDA_VISIBLE_DEVICES (docs/prior-art.md#gpu-sharing: notebooks sharing a GPU run out of
 memory).
 """
 

@@ -6,7 +6,7 @@ auth rules shared by every call), fields (what a notebook becomes in a test resu
 through the azure-devops SDK), taskclient (the server task's callback API), live (feed while running,
 cancellation watcher), publish (the order and idempotency of a whole report).
 
-Names are loaded on first use, so `import orchestrator.devops` stays light (DESIGN 2).
+Names are loaded on first use, so `import orchestrator.devops` stays light (docs/architecture.md#parts-and-data-flow).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Where a DevOps report goes and with what credential: one `DevOpsContext`, from one of three sources.
 
-1. A server job's Service Bus message (reference/devops.md 1.2): the application properties PlanUrl,
+1. A server job's Service Bus message (docs/devops-protocol.md#message-properties): the application properties PlanUrl,
    ProjectId, HubName, PlanId, JobId, TimelineId, TaskInstanceName, TaskInstanceId and AuthToken, keys
    possibly bytes; plus the build id, commit and repository from the message *body*, because the
    properties carry none of them (1.2, 3.6). Such a context can close the waiting server task.
 2. A DevOps agent job's environment (SYSTEM_ACCESSTOKEN, SYSTEM_COLLECTIONURI, SYSTEM_TEAMPROJECTID,
    BUILD_BUILDID, ...). An agent job has no server task waiting for a callback: publish test results only.
-3. Explicit options (a collection URL, a project, a token read from a file named by an option, DESIGN 8).
+3. Explicit options (a collection URL, a project, a token read from a file named by an option, docs/architecture.md#secrets-policy).
 
 The token is held in a `Secret`, whose repr and str never show it, so logging a context is harmless.
 """
@@ -23,7 +23,7 @@ from orchestrator.devops.hosts import check_devops_url
 from orchestrator.devops.message import QueueMessage, decode_properties, read_message_file
 from orchestrator.errors import InvalidInputError, Problem
 
-# Required to close a server task: the checklist in reference/devops.md 6, plus TaskInstanceId, which is
+# Required to close a server task: the checklist in docs/devops-protocol.md#service-checklist, plus TaskInstanceId, which is
 # the `taskId` of TaskCompleted (2.2) and so cannot be done without.
 REQUIRED_PROPERTIES = ("PlanUrl", "ProjectId", "PlanId", "JobId", "TimelineId", "TaskInstanceId", "AuthToken")
 # The helper library's default when HubName is absent [X-Props]; the task itself always sends it (1.2).
@@ -75,13 +75,13 @@ class ServerTask:
 
     @property
     def key(self) -> str:
-        """Delivery is at least once: (PlanId, JobId, TaskInstanceId) names one task (devops.md 4, 6)."""
+        """Delivery is at least once: (PlanId, JobId, TaskInstanceId) names one task (docs/devops-protocol.md#pitfalls, docs/devops-protocol.md#service-checklist)."""
         return f"{self.plan_id}/{self.job_id}/{self.task_instance_id}"
 
 
 @dataclass(frozen=True)
 class PipelineRef:
-    """Where in a YAML pipeline the run belongs (RunCreateModel.pipelineReference, devops.md 3.2)."""
+    """Where in a YAML pipeline the run belongs (RunCreateModel.pipelineReference, docs/devops-protocol.md#creating-a-test-run)."""
 
     stage_name: str | None = None
     stage_attempt: int | None = None
@@ -155,7 +155,7 @@ class DevOpsContext:
 
     @classmethod
     def from_message_file(cls, path: Path) -> DevOpsContext:
-        """From a message rendered as JSON (`--callback MESSAGE.json`, DESIGN 7)."""
+        """From a message rendered as JSON (`--callback MESSAGE.json`, docs/architecture.md#queue-messages)."""
         return cls.from_message(read_message_file(path), where=str(path))
 
     @classmethod
@@ -211,7 +211,7 @@ class DevOpsContext:
 
 
 def token_from_file(path: Path) -> str:
-    """Read a token from a file named by an option (DESIGN 8); the error never quotes the file's content."""
+    """Read a token from a file named by an option (docs/architecture.md#secrets-policy); the error never quotes the file's content."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:

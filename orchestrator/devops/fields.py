@@ -1,5 +1,5 @@
 """What one notebook becomes in an Azure DevOps test result: outcome, error message, comment and file
-names, kept within the documented limits (reference/devops.md 3.3, 3.4). Pure functions, no I/O."""
+names, kept within the documented limits (docs/devops-protocol.md#adding-results, docs/devops-protocol.md#attachments). Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from orchestrator.devops.context import DevOpsContext
 from orchestrator.report.model import Run
 from steps.step_result import StepResult
 
-# Step status (DESIGN 4) -> TestCaseResult.outcome (devops.md 3.3). A status outside the contract (a
+# Step status (docs/architecture.md#step-contract) -> TestCaseResult.outcome (docs/devops-protocol.md#adding-results). A status outside the contract (a
 # partial record read mid-run says "running") never shows as passed.
 OUTCOMES = {"passed": "Passed", "failed": "Failed", "timed_out": "Timeout", "crashed": "Aborted",
             "error": "Error", "skipped": "NotExecuted"}
@@ -21,7 +21,7 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
 def attachment_name(name: str) -> str:
-    """A file name the attachments API accepts: no ':' (the agent's rule, devops.md 3.4), no separators or
+    """A file name the attachments API accepts: no ':' (the agent's rule, docs/devops-protocol.md#attachments), no separators or
     control characters; letters, digits, '.', '_', '-' and spaces kept."""
     cleaned = _UNSAFE_NAME.sub("_", name).strip(" .")
     return cleaned[:200] or "attachment"

@@ -2,9 +2,9 @@
 feed, logs, timeline records) and by the azure-devops SDK's calls (test runs), so both obey the same rules:
 
 - 429, 408 and 5xx, connection errors and timeouts are transient: retried with exponential backoff,
-  honouring Retry-After, within a bounded total time (reference/devops.md 4: "retry with backoff");
+  honouring Retry-After, within a bounded total time (docs/devops-protocol.md#pitfalls: "retry with backoff");
 - 401, 403 and 203 (an HTML sign-in page), or HTML where JSON was due, are terminal: the job token
-  expired or the job is gone (reference/devops.md 2.1, 2.3, 4). Never retried;
+  expired or the job is gone (docs/devops-protocol.md#callback-base-and-authentication, docs/devops-protocol.md#timeouts-token-lifetime-cancellation, docs/devops-protocol.md#pitfalls). Never retried;
 - any other 4xx is a request the server will never accept: not retried, reported with its message.
 
 The token travels only in the Authorization header; nothing here logs headers or bodies.
@@ -232,7 +232,7 @@ _ACCEPT_VERSION = re.compile(r"api-version=([0-9][0-9A-Za-z.\-]*)")
 def _version_in_query(request: requests.PreparedRequest) -> None:
     """The azure-devops SDK negotiates the api-version and sends it only in the Accept header
     (`application/json;api-version=7.1-preview.3`); the REST reference writes it as the `api-version`
-    query parameter (reference/devops.md 3.x). DevOps accepts either; we send the same value in both, so a
+    query parameter (docs/devops-protocol.md#test-client.x). DevOps accepts either; we send the same value in both, so a
     server that reads only the query string gets it too."""
     match = _ACCEPT_VERSION.search(str(request.headers.get("Accept", "")))
     if match is None or request.url is None or "api-version=" in request.url:
@@ -257,7 +257,7 @@ def guard_session(session: requests.Session, policy: RetryPolicy) -> requests.Se
 
 class DevOpsHttp:
     """A requests session for the raw REST calls: Basic auth with an empty user name and the token as
-    password (reference/devops.md 2.1), JSON in and out, retries per the policy."""
+    password (docs/devops-protocol.md#callback-base-and-authentication), JSON in and out, retries per the policy."""
 
     def __init__(self, token: str, policy: RetryPolicy = DEFAULT_POLICY,
                  session: requests.Session | None = None) -> None:

@@ -2,8 +2,8 @@
 notices when DevOps has cancelled (or timed out) that job.
 
 Both work from background threads, so a slow or failing DevOps never slows the notebooks, and both stop
-for good, with one clear log line, when DevOps refuses the token (reference/devops.md 2.3, 4): a stale
-callback must never fail the run itself (DESIGN 1.3).
+for good, with one clear log line, when DevOps refuses the token (docs/devops-protocol.md#timeouts-token-lifetime-cancellation, docs/devops-protocol.md#pitfalls): a stale
+callback must never fail the run itself (docs/architecture.md#ways-in).
 """
 
 from __future__ import annotations

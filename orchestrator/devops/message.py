@@ -1,12 +1,12 @@
 """A queue message as the DevOps code needs it: its body decoded to JSON and its properties with str keys.
 
-Two encodings reach us (reference/devops.md 1.3): the UTF-8 JSON of `messageBody` when the pipeline sets
+Two encodings reach us (docs/devops-protocol.md#message-body-encoding): the UTF-8 JSON of `messageBody` when the pipeline sets
 `useDataContractSerializer: false`, and, with the task's default `true`, the same text wrapped by .NET's
 DataContractSerializer in binary XML ([MC-NBFX]): a `string` element in the Serialization namespace, then
 the text in one or more length-prefixed records. We read those records rather than slicing from the first
 `{`, which breaks when the text length is 123 (0x7B, "{") and the preamble itself ends in a brace.
 
-The message file (`--callback MESSAGE.json`, DESIGN 7):
+The message file (`--callback MESSAGE.json`, docs/architecture.md#queue-messages):
 `{"message_id": "...", "body": <object or JSON text> | "body_base64": "<raw bytes>", "application_properties": {...}}`
 """
 
@@ -129,7 +129,7 @@ def decode_properties(properties: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def read_message_file(path: Path) -> QueueMessage:
-    """Read a message rendered as JSON (DESIGN 7). Raises InvalidInputError naming the file and key."""
+    """Read a message rendered as JSON (docs/architecture.md#queue-messages). Raises InvalidInputError naming the file and key."""
     where = str(path)
     data = read_json_object(path)
     problems: list[Problem] = []

@@ -1,10 +1,10 @@
-"""Report a finished run to Azure DevOps, in the one order that works (reference/devops.md 2.3 "Ordering"):
+"""Report a finished run to Azure DevOps, in the one order that works (docs/devops-protocol.md#timeouts-token-lifetime-cancellation "Ordering"):
 the test run first, then the task's persisted log, then exactly one TaskCompleted - last, because after it
 the pipeline moves on and the token's further life is unspecified.
 
 Idempotent, because delivery is at least once and a report step can run twice (a rerun from the studio,
 a watchdog, a retried CLI): RUN_DIR/devops.json records what was done, keyed by the run and by
-(PlanId, JobId, TaskInstanceId) (devops.md 4, 6), and before closing the task we ask DevOps whether its
+(PlanId, JobId, TaskInstanceId) (docs/devops-protocol.md#pitfalls, docs/devops-protocol.md#service-checklist), and before closing the task we ask DevOps whether its
 timeline record is already `completed` (as crank does). A second attempt to complete the same task then
 sends nothing. The marker holds ids and results, never the token.
 
@@ -54,7 +54,7 @@ class PublishOutcome:
 
 
 def task_result_for(run_status: str) -> str:
-    """results.json status -> TaskResult (devops.md 2.2). Anything unfinished or unknown fails the task."""
+    """results.json status -> TaskResult (docs/devops-protocol.md#task-events). Anything unfinished or unknown fails the task."""
     return {"passed": "succeeded", "interrupted": "canceled", "canceled": "canceled",
             "cancelled": "canceled"}.get(run_status, "failed")
 
@@ -128,7 +128,7 @@ def report_to_devops(run_dir: Path, context: DevOpsContext, *, result: str | Non
                      publish_tests: bool = True, notes: list[str] | None = None) -> PublishOutcome:
     """The whole report: the test run, then (when a server task waits) its log and TaskCompleted.
 
-    Call it in a `finally` once the run is over, so the waiting job is closed on every path (devops.md 4).
+    Call it in a `finally` once the run is over, so the waiting job is closed on every path (docs/devops-protocol.md#pitfalls).
     """
     notes = list(notes or [])
     test_run = None
@@ -138,7 +138,7 @@ def report_to_devops(run_dir: Path, context: DevOpsContext, *, result: str | Non
         except MissingExtraError as exc:
             if context.task is None:
                 raise
-            # The waiting job must still be closed, or it hangs until its timeout (devops.md 4).
+            # The waiting job must still be closed, or it hangs until its timeout (docs/devops-protocol.md#pitfalls).
             notes.append(f"problem: test results not published: {exc}")
             log.error("devops test results not published: %s", exc)
     if context.task is None:

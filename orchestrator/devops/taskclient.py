@@ -1,7 +1,7 @@
 """The server task's callback API: plan events, the live feed, the persisted log and timeline records.
 
 Plain HTTP, because the Python SDK has no plan-event or feed method and its `update_records` cannot
-serialise its own body (reference/devops.md 2.2, 2.7). Every route hangs off
+serialise its own body (docs/devops-protocol.md#task-events, docs/devops-protocol.md#python-sdk-coverage). Every route hangs off
 `BASE = {PlanUrl}/{ProjectId}/_apis/distributedtask/hubs/{HubName}/plans/{PlanId}` (2.), with the
 api-versions Microsoft's samples and crank use against the live service:
 - events `2.0-preview.1` (2.2; the REST reference also documents 7.1-preview.1),
@@ -35,7 +35,7 @@ EVENTS_API = "2.0-preview.1"
 FEED_API = "4.1"
 LOGS_API = "4.1"
 RECORDS_API = "4.1"
-# The agent's limits for feed posts (devops.md 2.4).
+# The agent's limits for feed posts (docs/devops-protocol.md#live-feed).
 FEED_LINES_PER_POST = 100
 FEED_LINE_CHARS = 1024
 # The helper library pages logs at 8 MB (2.5); our log is a summary, so one page, cut in the middle if need be.
@@ -111,7 +111,7 @@ class TaskClient:
 
     def task_completed(self, result: str) -> bool:
         """Send TaskCompleted. Returns False, sending nothing more, when a retry finds that the task is
-        already completed: a timed-out or 5xx POST may have been applied (delivery ambiguity, devops.md 4)."""
+        already completed: a timed-out or 5xx POST may have been applied (delivery ambiguity, docs/devops-protocol.md#pitfalls)."""
         if result not in TASK_RESULTS:
             raise ValueError(f"unknown task result {result!r}; expected one of {', '.join(TASK_RESULTS)}")
         body = {"name": "TaskCompleted", "taskId": self.task.task_instance_id, "jobId": self.task.job_id,

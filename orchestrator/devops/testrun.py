@@ -1,6 +1,6 @@
 """Publish a run folder as one Azure DevOps test run, through the azure-devops SDK (v7_1 TestClient).
 
-The sequence mirrors the agent's own publisher (reference/devops.md 3): create the run (automated, linked to
+The sequence mirrors the agent's own publisher (docs/devops-protocol.md#test-client): create the run (automated, linked to
 the build, state InProgress: 3.2), add one result per notebook in batches of at most 1000 (3.3), attach each
 executed notebook and its HTML page to its result and junit.xml and report.html to the run (3.4), then PATCH
 the run to Completed (3.5). Each result is named as the agent's JUnit reader names junit.xml's testcase
@@ -56,7 +56,7 @@ log = logging.getLogger("orchestrator.devops")
 
 T = TypeVar("T")
 
-BATCH_SIZE = 1000                      # the agent's batch, and the most devops.md 3.3 recommends
+BATCH_SIZE = 1000                      # the agent's batch, and the most docs/devops-protocol.md#adding-results recommends
 MAX_ATTACHMENT_BYTES = 75 * 1024 ** 2  # the agent skips larger files (3.4)
 ATTACHMENT_TYPE = "GeneralAttachment"
 
@@ -99,7 +99,7 @@ def require_sdk() -> Any:
 
 
 def _credentials(token: str, policy: RetryPolicy) -> Any:
-    """msrest BasicAuthentication('', token) (devops.md 3.1) whose sessions also classify every response and
+    """msrest BasicAuthentication('', token) (docs/devops-protocol.md#test-client) whose sessions also classify every response and
     use our timeouts. The SDK signs each request's session through this object, including the ones
     Connection makes on its own to discover routes, so this is the one seam that covers all of them."""
     from msrest.authentication import BasicAuthentication
@@ -113,7 +113,7 @@ def _credentials(token: str, policy: RetryPolicy) -> Any:
 
 def open_test_client(context: DevOpsContext, policy: RetryPolicy = DEFAULT_POLICY) -> Any:
     """The v7_1 TestClient for the context's collection. Connection first reads `_apis/ResourceAreas` to find
-    the test area's host, then each client reads its routes with OPTIONS `{url}/_apis` (devops.md 2.7, 3.1)."""
+    the test area's host, then each client reads its routes with OPTIONS `{url}/_apis` (docs/devops-protocol.md#python-sdk-coverage, docs/devops-protocol.md#test-client)."""
     require_sdk()
     from azure.devops.connection import Connection
 
@@ -198,7 +198,7 @@ class _Publisher:
         if ctx.build_id:
             model.build = m.ShallowReference(id=str(ctx.build_id))
             if ctx.pipeline is not None and ctx.build_id.isdigit():
-                # Must satisfy pipelineId == build.id (devops.md 3.2).
+                # Must satisfy pipelineId == build.id (docs/devops-protocol.md#creating-a-test-run).
                 p = ctx.pipeline
                 model.pipeline_reference = m.PipelineReference(
                     pipeline_id=int(ctx.build_id),
@@ -239,7 +239,7 @@ class _Publisher:
             added = self._call(f"add test results {start + 1}-{start + len(batch)}",
                                lambda: self.client.add_test_results_to_test_run(models, self.context.project, run_id))
             added = list(added or [])
-            # The agent relies on the answer keeping the request's order (devops.md 3.3); check it by name.
+            # The agent relies on the answer keeping the request's order (docs/devops-protocol.md#adding-results); check it by name.
             for step, model, result in zip(batch, models, added):
                 if getattr(result, "automated_test_name", None) in (None, model.automated_test_name) and result.id:
                     ids[step.id] = int(result.id)

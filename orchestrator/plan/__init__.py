@@ -1,4 +1,4 @@
-"""The plan: orchestrator.yml + notebook metadata, validated and resolved (DESIGN 3)."""
+"""The plan: orchestrator.yml + notebook metadata, validated and resolved (docs/architecture.md#plan-file)."""
 
 from orchestrator.plan.loader import load_plan, validate_plan
 from orchestrator.plan.schema import plan_json_schema

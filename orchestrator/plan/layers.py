@@ -1,4 +1,4 @@
-"""Merging a notebook's settings: defaults < notebook metadata < plan entries in order (DESIGN 3).
+"""Merging a notebook's settings: defaults < notebook metadata < plan entries in order (docs/architecture.md#plan-file).
 
 A later layer overrides only the keys it writes; `parameters` and `expect` merge key by key, and `after`
 accumulates, so `glob: examples/**` with defaults for all and `path: examples/01.ipynb` with one more

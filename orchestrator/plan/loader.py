@@ -1,4 +1,4 @@
-"""From a folder, plan file or notebook to a `ResolvedPlan` (DESIGN 3), reporting every problem at once.
+"""From a folder, plan file or notebook to a `ResolvedPlan` (docs/architecture.md#plan-file), reporting every problem at once.
 
 The order of work: read the plan file (shape errors from the models), select notebooks (entries in order,
 glob matches sorted), read each notebook's metadata, check references (targets, environments, files,

@@ -2,7 +2,7 @@
 
 Plans cover hundreds of notebooks, so this parses the JSON once with the standard library and looks only at
 the metadata: no nbformat validation, no upgrade of old formats. A notebook that cannot be read is not a
-plan problem: the step reports it as `error` / `invalid_notebook` when it runs (DESIGN 4).
+plan problem: the step reports it as `error` / `invalid_notebook` when it runs (docs/architecture.md#step-contract).
 """
 
 from __future__ import annotations

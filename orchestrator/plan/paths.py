@@ -2,7 +2,7 @@
 
 Globs follow the pathlib convention users know: `*` and `?` stay inside one folder, `**` spans folders,
 and a pattern that names a folder (`examples/scratch`, `examples/scratch/**`) covers every notebook below it
-(DESIGN 3: `glob: "examples/scratch/**"` skips that whole folder).
+(docs/architecture.md#plan-file: `glob: "examples/scratch/**"` skips that whole folder).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Syntax of expectation rules (`expect: {accuracy: ">= 0.9"}`), checked when the plan loads.
 
-The step script evaluates the rules after the notebook ran (it depends on no orchestrator module, DESIGN 2);
+The step script evaluates the rules after the notebook ran (it depends on no orchestrator module, docs/architecture.md#parts-and-data-flow);
 checking the syntax here means a typo fails `orchestrator validate` instead of an hour-long run.
 Grammar (spaces between tokens are optional):
     <op> NUMBER            op: >=, <=, >, <, ==, !=

@@ -39,7 +39,7 @@ from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.report")
 
-# The DevOps test-result API documents 1000 characters for errorMessage-like fields (reference/devops.md
+# The DevOps test-result API documents 1000 characters for errorMessage-like fields (docs/devops-protocol.md
 # 3.3); the agent passes `message` through untouched, so we keep it inside that.
 MESSAGE_LIMIT = 1000
 # Long enough for any real Python traceback; a runaway one (a recursion, a Spark JVM dump) is cut in the

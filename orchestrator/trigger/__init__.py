@@ -1,4 +1,4 @@
-"""The Service Bus trigger (DESIGN 1 way in 1, DESIGN 7): a `kick_off` message from an Azure DevOps server job
+"""The Service Bus trigger (docs/architecture.md#ways-in way in 1, docs/architecture.md#queue-messages): a `kick_off` message from an Azure DevOps server job
 becomes one Azure ML pipeline (or, with `orchestrator handle --backend local`, one local run), and a scheduled
 `wrap_up` message watches it until the DevOps job is closed. See docs/trigger.md.
 
@@ -13,5 +13,5 @@ Modules, one responsibility each:
 - `kickoff`, `localrun`, `watchdog`: what a kick_off (Azure ML or local) and a wrap_up do;
 - `function_blueprint`, `worker`, `commands`: the three front ends (Azure Function, container, CLI).
 
-Importing this package imports no Azure SDK (DESIGN 2); only the front ends and the production seams do.
+Importing this package imports no Azure SDK (docs/architecture.md#parts-and-data-flow); only the front ends and the production seams do.
 """

@@ -1,4 +1,4 @@
-"""`orchestrator handle` and `orchestrator worker` (DESIGN 6). Thin: build Services, call the handler or the
+"""`orchestrator handle` and `orchestrator worker` (docs/architecture.md#commands-and-exit-codes). Thin: build Services, call the handler or the
 worker loop, translate the outcome into a message and an exit code.
 
 `handle` exit codes: the message was handled: 0 (every notebook passed, or the pipeline was submitted), 1
@@ -36,7 +36,7 @@ log = logging.getLogger("orchestrator.trigger")
 def handle_command(message_file: Path, backend: str, allow_local_repos: bool, out: Path | None, jobs: int | None,
                    subscription: str | None, resource_group: str | None, workspace: str | None,
                    workspace_config: Path | None) -> None:
-    """Process one queue message (a message file, DESIGN 7) as the Function would."""
+    """Process one queue message (a message file, docs/architecture.md#queue-messages) as the Function would."""
     from orchestrator.progress import make_progress
     from orchestrator.trigger.handlers import handle
     from orchestrator.trigger.intake import RawMessage

@@ -1,5 +1,5 @@
-"""One pipeline per DevOps task, however often its message is delivered (DESIGN 7: delivery is at least once;
-reference/devops.md 4, 6: key on PlanId + JobId + TaskInstanceId).
+"""One pipeline per DevOps task, however often its message is delivered (docs/architecture.md#queue-messages: delivery is at least once;
+docs/devops-protocol.md#pitfalls, docs/devops-protocol.md#service-checklist: key on PlanId + JobId + TaskInstanceId).
 
 - Azure ML: the key becomes the pipeline job's *name* (orchestrator.azureml.names.job_name_for_key), and
   submission looks that name up first and never creates a second job with it (azureml/submit.py). The record

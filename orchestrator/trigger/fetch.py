@@ -1,6 +1,6 @@
 """The notebook repository at the message's commit: fetched without a git executable (the Azure Functions
 Python image has none), shallow, only the history needed, from allow-listed hosts, within size and time limits
-(DESIGN 7; docs/trigger.md, "Fetching the repository").
+(docs/architecture.md#queue-messages; docs/trigger.md, "Fetching the repository").
 
 The URL comes from a queue message, so it is hostile until checked:
 - https only, and the host must be on ORCHESTRATOR_ALLOWED_HOSTS; `file://`, `ssh://`, `git://`, scp-like

@@ -1,7 +1,7 @@
 """The Azure Function: a Service Bus queue trigger in the Python v2 programming model, as a Blueprint that
-functionapp/function_app.py registers (reference/style.md, "Azure Functions, v2 programming model").
+functionapp/function_app.py registers (docs/architecture.md#code-habits, "Azure Functions, v2 programming model").
 
-Thin (habit 8): the message becomes a RawMessage, `handlers.handle` decides, and the outcome is carried out
+Thin (docs/architecture.md#thin-entry-points): the message becomes a RawMessage, `handlers.handle` decides, and the outcome is carried out
 with what the standard binding offers. With `autoCompleteMessages` on (host.json; the only mode the Python
 worker's standard binding settles messages in), the host completes the message when this function returns
 and abandons it when it raises. So:
@@ -11,7 +11,7 @@ and abandons it when it raises. So:
 - dead-letter -> return, after the handler has closed the DevOps job with the reason and logged the refusal
   at ERROR. The standard Python binding has no dead-letter action (settlement from Python needs the preview
   SDK-type binding extension); docs/trigger.md says how to read refusals, and the worker dead-letters for
-  real. Raising instead would make the refusal a retry loop, which DESIGN 7 forbids.
+  real. Raising instead would make the refusal a retry loop, which docs/architecture.md#queue-messages forbids.
 `connection` is the NAME of the app setting holding the Service Bus connection, never the secret itself.
 """
 

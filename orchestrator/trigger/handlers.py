@@ -1,7 +1,7 @@
-"""The one entry every front end calls: `handle(raw, services) -> Outcome` (reference/style.md, habit 8: the
+"""The one entry every front end calls: `handle(raw, services) -> Outcome` (docs/architecture.md#thin-entry-points: the
 Function, the worker and `orchestrator handle` only translate its outcome).
 
-It is also the one place where exceptions become outcomes (habit 1), by these rules (DESIGN 7):
+It is also the one place where exceptions become outcomes (docs/architecture.md#one-error-root), by these rules (docs/architecture.md#queue-messages):
 - a message that cannot be understood or acted on (a bad body, a refused repository, an invalid plan) is
   dead-lettered with a reason a person can read, and its waiting DevOps job, when the properties name one,
   is closed as failed with that reason in its log;
@@ -166,7 +166,7 @@ def refuse(refusal: Refusal, raw: RawMessage, services: Services, *, exit_code: 
         if not (closed.task_completed or closed.already_completed):
             trouble = scrub("; ".join(closed.problems) or "unknown problem")
             if _TOKEN_REFUSED not in trouble and raw.attempt < services.settings.max_deliveries:
-                # Closing the job is the point of a refusal (devops.md 6): let the message come back for it.
+                # Closing the job is the point of a refusal (docs/devops-protocol.md#service-checklist): let the message come back for it.
                 log.warning("message=%s refusal not reported to DevOps, will be redelivered: %s", raw.message_id, trouble)
                 return abandon(f"{reason}; the DevOps job could not be closed yet ({trouble})")
             note = f"; the DevOps job could not be closed: {trouble}"

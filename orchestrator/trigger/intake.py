@@ -1,10 +1,10 @@
-"""A raw queue message -> a validated message, or a refusal a person can read (DESIGN 7).
+"""A raw queue message -> a validated message, or a refusal a person can read (docs/architecture.md#queue-messages).
 
 Three front ends hand messages over in three shapes: the Function (`azure.functions.ServiceBusMessage`), the
 worker (`azure.servicebus.ServiceBusReceivedMessage`, whose property keys and string values are bytes,
-reference/devops.md 1.2) and `orchestrator handle` (a message file, DESIGN 7). Each becomes one `RawMessage`,
+docs/devops-protocol.md#message-properties) and `orchestrator handle` (a message file, docs/architecture.md#queue-messages). Each becomes one `RawMessage`,
 and `read` applies the same rules to all: size first (before decoding anything), then the body, plain or
-DataContractSerializer-wrapped (devops.md 1.3, decoded by orchestrator.devops.message), then the model, then
+DataContractSerializer-wrapped (docs/devops-protocol.md#message-body-encoding, decoded by orchestrator.devops.message), then the model, then
 the DevOps properties. Every problem found is listed, and the DevOps job to close is kept whenever the
 properties name one, so that even an unreadable body closes its waiting job.
 """
@@ -27,7 +27,7 @@ from orchestrator.jsonfile import read_json_object
 from orchestrator.trigger.messages import KickOff, Message, WrapUp, parse_body
 from orchestrator.trigger.settings import TriggerSettings
 
-# A wrap_up carries the routing properties but never the token (it is read from Key Vault, DESIGN 8).
+# A wrap_up carries the routing properties but never the token (it is read from Key Vault, docs/architecture.md#secrets-policy).
 WRAP_UP_PROPERTIES = tuple(name for name in REQUIRED_PROPERTIES if name != "AuthToken")
 
 
@@ -68,7 +68,7 @@ class RawMessage:
 
     @classmethod
     def from_file(cls, path: Path) -> RawMessage:
-        """A message rendered as JSON (DESIGN 7): `{"message_id", "body" | "body_base64", "application_properties"}`.
+        """A message rendered as JSON (docs/architecture.md#queue-messages): `{"message_id", "body" | "body_base64", "application_properties"}`.
         A file that is not such an object is an input error (exit 2); a body that cannot be decoded becomes a
         refusal, so the job named by the properties is still closed."""
         where = str(path)
@@ -147,7 +147,7 @@ def read(raw: RawMessage, settings: TriggerSettings) -> Accepted | Refusal:
             return Accepted(raw=raw, message=message, properties=properties, context=None)
         if property_problems:
             return Refusal("the message lacks the Azure DevOps properties of a server job "
-                           "(PublishToAzureServiceBus sends them: reference/devops.md 1.2)", tuple(property_problems))
+                           "(PublishToAzureServiceBus sends them: docs/devops-protocol.md#message-properties)", tuple(property_problems))
         context = DevOpsContext.from_properties(properties, message.body_for_context())
         return Accepted(raw=raw, message=message, properties=properties, context=context)
     assert isinstance(message, WrapUp)
@@ -179,7 +179,7 @@ def _lines(exc: InvalidInputError) -> list[str]:
 
 def routing_properties(context: DevOpsContext) -> dict[str, str]:
     """The server job's properties without its token: what the report node and the watchdog carry
-    (orchestrator/azureml/devops_hook.py `properties`; DESIGN 8)."""
+    (orchestrator/azureml/devops_hook.py `properties`; docs/architecture.md#secrets-policy)."""
     task = context.task
     assert task is not None
     properties = {"PlanUrl": context.collection_url, "ProjectId": context.project, "HubName": task.hub_name,

@@ -1,12 +1,12 @@
-"""kick_off on Azure ML (the Function and the worker; DESIGN 1 way in 1, DESIGN 7).
+"""kick_off on Azure ML (the Function and the worker; docs/architecture.md#ways-in way in 1, docs/architecture.md#queue-messages).
 
 In this order, each step safe to repeat when the message comes back after a crash:
-1. ask DevOps whether the task is still open (as crank does, devops.md 1.4): a cancelled job starts nothing;
+1. ask DevOps whether the task is still open (as crank does, docs/devops-protocol.md#consuming-messages): a cancelled job starts nothing;
 2. dedupe: the pipeline job's name comes from (PlanId, JobId, TaskInstanceId); when a job with that name
    exists, the pipeline was submitted by an earlier delivery, and nothing is submitted again (dedupe.py);
 3. fetch the repository at the commit and load its plan with the message's `only` and `parameters`;
 4. compile and validate the pipeline offline (a plan Azure ML would refuse is refused here, job closed);
-5. put the job token in Key Vault under a name derived from the ids, for the report node (DESIGN 8);
+5. put the job token in Key Vault under a name derived from the ids, for the report node (docs/architecture.md#secrets-policy);
 6. schedule the first wrap_up check (watchdog.py): before submitting, so that a pipeline never runs
    unwatched; a check that finds no pipeline yet waits for it (ORCHESTRATOR_SUBMIT_GRACE_S);
 7. submit, under the deterministic name (idempotent: azureml/submit.py);
@@ -100,7 +100,7 @@ def _compile_options(message: KickOff, context: DevOpsContext, folder: Any, comm
         repository=repository,
         commit=commit,
         display_name=f"{message.repository.ref or commit[:12]} build {build.number}" if build and build.number else None,
-        # Names only, never the token (DESIGN 8): the report node reads the secret by this name.
+        # Names only, never the token (docs/architecture.md#secrets-policy): the report node reads the secret by this name.
         # With `properties` the report node closes the server task; without (waitForCompletion: false) it
         # publishes the test run only (azureml/devops_hook.py).
         devops={"key_vault_url": vault, "token_secret": secret, "properties": routing_properties(context),
@@ -145,7 +145,7 @@ def task_disposition(context: DevOpsContext, services: Services) -> Disposition:
     """Run with a callback (the task is open), run without one (`waitForCompletion: false`: the task completed
     itself, succeeded, as soon as it sent the message), or start nothing (the job was cancelled or ended).
     When DevOps cannot be read, the work goes on: closing the job later matters more than this early look
-    (devops.md 1.4)."""
+    (docs/devops-protocol.md#consuming-messages)."""
     client = TaskClient(context, services.devops_policy)
     try:
         state = client.state()
@@ -166,7 +166,7 @@ def task_disposition(context: DevOpsContext, services: Services) -> Disposition:
 
 
 def post_studio_link(context: DevOpsContext, name: str, url: str | None, *, again: bool = False) -> None:
-    """One line on the job's live feed (devops.md 2.4): where to watch the notebooks run. Best effort."""
+    """One line on the job's live feed (docs/devops-protocol.md#live-feed): where to watch the notebooks run. Best effort."""
     reporter = LiveReporter(context, interval_s=0.0, task_started=not again)
     reporter.message(f"Azure ML pipeline {name}{' (submitted earlier)' if again else ''}: {url or 'no studio link'}")
     reporter.close()

@@ -1,5 +1,5 @@
 """kick_off on this machine (`orchestrator handle MESSAGE.json --backend local`): the whole DevOps -> queue ->
-pipeline -> DevOps loop without a cloud account, the end-to-end demonstration of DESIGN 1 way in 1.
+pipeline -> DevOps loop without a cloud account, the end-to-end demonstration of docs/architecture.md#ways-in way in 1.
 
 fetch -> plan -> the local backend runs the notebooks (live feed lines on the server job, and a watcher that
 stops the run when DevOps cancels the job) -> report -> test run, task log and exactly one TaskCompleted:

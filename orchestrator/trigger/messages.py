@@ -1,4 +1,4 @@
-"""The two message bodies this queue carries (DESIGN 7), validated with precise errors.
+"""The two message bodies this queue carries (docs/architecture.md#queue-messages), validated with precise errors.
 
 `kick_off` is written by a person, in a pipeline's `PublishToAzureServiceBus` messageBody, so every mistake is
 reported at once with its key path ("body.repository.commit: ..."): the text lands in the DevOps job's log,
@@ -149,7 +149,7 @@ class KickOff(_Strict):
         return value
 
     def body_for_context(self) -> dict[str, Any]:
-        """What DevOpsContext reads from a body: build, repository, release, pipeline (devops.md 1.2, 3.6)."""
+        """What DevOpsContext reads from a body: build, repository, release, pipeline (docs/devops-protocol.md#message-properties, docs/devops-protocol.md#tests-tab)."""
         return self.model_dump(include={"build", "repository", "release", "pipeline"}, exclude_none=True)
 
 

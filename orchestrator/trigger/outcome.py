@@ -26,7 +26,7 @@ class Outcome:
     detail: str = ""          # complete: what was done
     run_status: str | None = None          # local: the run's status; Azure ML: "submitted"
     rescheduled_at: datetime | None = None  # a wrap_up that scheduled its next check
-    exit_code: int = EXIT_PASSED           # for `orchestrator handle` (DESIGN 6)
+    exit_code: int = EXIT_PASSED           # for `orchestrator handle` (docs/architecture.md#commands-and-exit-codes)
 
     def summary(self) -> str:
         if self.action == COMPLETE:

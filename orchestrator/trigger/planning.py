@@ -1,5 +1,5 @@
 """From a kick_off message to a resolved plan: fetch the repository at the commit, then load its plan with the
-message's `only` and `parameters` (DESIGN 3, 7). Shared by the Azure ML and the local kick-off."""
+message's `only` and `parameters` (docs/architecture.md#plan-file, docs/architecture.md#queue-messages). Shared by the Azure ML and the local kick-off."""
 
 from __future__ import annotations
 

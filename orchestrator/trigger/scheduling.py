@@ -1,8 +1,8 @@
 """Scheduled messages: the wrap_up watchdog is a message this trigger sends to its own queue, to be delivered
-later (Service Bus scheduled enqueue; DESIGN 7). A seam like the others: production sends through
+later (Service Bus scheduled enqueue; docs/architecture.md#queue-messages). A seam like the others: production sends through
 azure-servicebus, tests install a fake with `set_scheduler_factory` and deliver its messages themselves.
 
-A scheduled wrap_up carries the routing properties of the DevOps job but never its token (DESIGN 8): the
+A scheduled wrap_up carries the routing properties of the DevOps job but never its token (docs/architecture.md#secrets-policy): the
 watchdog reads the token from Key Vault by the name in the body. Its message id is deterministic (key and
 check number), so a queue with duplicate detection on drops a second copy sent by a redelivered kick_off.
 """
@@ -32,7 +32,7 @@ class OutgoingMessage:
 
     def __post_init__(self) -> None:
         if any(name.lower() == "authtoken" for name in self.properties):
-            raise ValueError("a message this trigger sends never carries the job token (DESIGN 8)")
+            raise ValueError("a message this trigger sends never carries the job token (docs/architecture.md#secrets-policy)")
 
     @property
     def body_bytes(self) -> bytes:

@@ -1,7 +1,7 @@
 """Where the DevOps job token waits for the pipeline's report step: Key Vault, by a secret NAME derived from
-the job's ids (DESIGN 8; orchestrator/azureml/devops_hook.py reads it there with the node's identity).
+the job's ids (docs/architecture.md#secrets-policy; orchestrator/azureml/devops_hook.py reads it there with the node's identity).
 
-The store is a seam (reference/style.md, habit 6): production uses Key Vault with DefaultAzureCredential (the
+The store is a seam (docs/architecture.md#one-client-factory): production uses Key Vault with DefaultAzureCredential (the
 function app's managed identity needs `set` and `get` on secrets); tests install a fake with
 `set_secret_store_factory`. Nothing here logs a value.
 """

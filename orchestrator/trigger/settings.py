@@ -1,10 +1,10 @@
 """The trigger's app settings, declared once and read from the environment in this one module
-(reference/style.md, habit 7). In Azure Functions they are the function app's application settings; for the
+(docs/architecture.md#settings-declared-once). In Azure Functions they are the function app's application settings; for the
 worker container and `orchestrator handle`, plain environment variables. docs/trigger.md lists them.
 
 Every setting but one holds a name or a limit, never a secret: the Service Bus connection is given by the NAME
 of the setting that holds it (the Functions convention for `connection=`), and the DevOps job token only ever
-goes to Key Vault, under a name derived from the job's ids (DESIGN 8). The one is ORCHESTRATOR_SIGNING_KEY
+goes to Key Vault, under a name derived from the job's ids (docs/architecture.md#secrets-policy). The one is ORCHESTRATOR_SIGNING_KEY
 (signing.py), held as a `Secret` so that no repr of the settings shows it; in Azure make it a Key Vault
 reference, or leave it unset and keep the key in Key Vault under ORCHESTRATOR_SIGNING_KEY_SECRET.
 """
@@ -72,7 +72,7 @@ def _text(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class TriggerSettings:
-    # Where repositories may come from (DESIGN 7). Exact names or `*.suffix`; https only.
+    # Where repositories may come from (docs/architecture.md#queue-messages). Exact names or `*.suffix`; https only.
     allowed_hosts: tuple[str, ...] = ("dev.azure.com", "*.visualstudio.com")
     # Azure Repos hosts: only these are sent the job token when fetching (never an allow-listed third party).
     token_hosts: tuple[str, ...] = ("dev.azure.com", "*.visualstudio.com")
@@ -124,7 +124,7 @@ class TriggerSettings:
         if not self.key_vault_url:
             raise ConfigurationError(
                 "the trigger is not configured: ORCHESTRATOR_KEY_VAULT_URL is not set, so the pipeline's report "
-                "step could not read the DevOps job token (DESIGN 8); an operator must set it")
+                "step could not read the DevOps job token (docs/architecture.md#secrets-policy); an operator must set it")
         return self.key_vault_url
 
 

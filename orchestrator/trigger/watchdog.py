@@ -1,4 +1,4 @@
-"""wrap_up: the watchdog that makes sure a submitted pipeline's DevOps job gets closed (DESIGN 2, 7).
+"""wrap_up: the watchdog that makes sure a submitted pipeline's DevOps job gets closed (docs/architecture.md#parts-and-data-flow, docs/architecture.md#queue-messages).
 
 The pipeline's report node closes the job itself when all goes well. This check, scheduled every
 ORCHESTRATOR_WATCHDOG_INTERVAL_S by the kick_off and then by itself, covers everything else:
@@ -9,7 +9,7 @@ ORCHESTRATOR_WATCHDOG_INTERVAL_S by the kick_off and then by itself, covers ever
 | open        | not found yet       | wait (submit grace), then close the task as failed                |
 | open        | finished            | the report node did not close it: build the report from the job's |
 |             |                     | outputs here (azureml/watch.collect_run), publish it, close it    |
-| completed   | running             | cancelled or timed out in DevOps (no one tells us, devops.md 2.3): |
+| completed   | running             | cancelled or timed out in DevOps (no one tells us, docs/devops-protocol.md#timeouts-token-lifetime-cancellation): |
 |             |                     | cancel the pipeline (at once when the record says canceled, else  |
 |             |                     | at the next check, so a report node that just closed it can end)  |
 | completed   | finished / missing  | nothing more to do                                                |

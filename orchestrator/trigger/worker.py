@@ -1,5 +1,5 @@
 """`orchestrator worker`: the same handlers over azure-servicebus, for teams that run a container instead of
-a Function (DESIGN 6, 7; reference/devops.md 1.4, 6).
+a Function (docs/architecture.md#commands-and-exit-codes, docs/architecture.md#queue-messages; docs/devops-protocol.md#consuming-messages, docs/devops-protocol.md#service-checklist).
 
 - PEEK_LOCK receive, one message at a time, no prefetch: a prefetched message's lock is not renewed and would
   expire while the current one is handled, to be redelivered for nothing;
