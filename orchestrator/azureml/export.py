@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from steps.atomic import write_text_atomic
+
 HEADER = """\
 # Compiled by orchestrator from {source}.
 # settings.on_finalize names the report node, which runs after every notebook, passed or failed. The
@@ -99,11 +101,8 @@ def schedule_dict(schedule: Any, pipeline_file: str) -> dict[str, Any]:
 
 
 def _write(data: dict[str, Any], path: Path, source: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = HEADER.format(source=source) + yaml.safe_dump(data, sort_keys=False, width=120, allow_unicode=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_pipeline(job: Any, path: Path, *, source: str) -> None:

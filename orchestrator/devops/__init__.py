@@ -12,7 +12,23 @@ Names are loaded on first use, so `import orchestrator.devops` stays light (docs
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real types for mypy; at run time each name is imported on first use (__getattr__)
+    from orchestrator.devops.context import DevOpsContext, Secret, ServerTask, token_from_file
+    from orchestrator.devops.http import DevOpsAuthError, DevOpsError, RetryPolicy
+    from orchestrator.devops.live import CancellationWatcher, LiveReporter
+    from orchestrator.devops.message import decode_body, read_message_file
+    from orchestrator.devops.publish import (
+        PublishOutcome,
+        close_server_task,
+        complete_server_job,
+        publish_run,
+        report_to_devops,
+        task_result_for,
+    )
+    from orchestrator.devops.taskclient import TaskClient
+    from orchestrator.devops.testrun import PublishOptions, TestRunOutcome, require_sdk
 
 _EXPORTS = {
     "DevOpsContext": "context", "Secret": "context", "ServerTask": "context", "token_from_file": "context",
@@ -25,7 +41,10 @@ _EXPORTS = {
     "report_to_devops": "publish", "close_server_task": "publish", "task_result_for": "publish",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["CancellationWatcher", "DevOpsAuthError", "DevOpsContext", "DevOpsError", "LiveReporter",
+           "PublishOptions", "PublishOutcome", "RetryPolicy", "Secret", "ServerTask", "TaskClient", "TestRunOutcome",
+           "close_server_task", "complete_server_job", "decode_body", "publish_run", "read_message_file",
+           "report_to_devops", "require_sdk", "task_result_for", "token_from_file"]
 
 
 def __getattr__(name: str) -> Any:

@@ -128,33 +128,52 @@ def decode_properties(properties: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
-def read_message_file(path: Path) -> QueueMessage:
-    """Read a message rendered as JSON (docs/architecture.md#queue-messages). Raises InvalidInputError naming the file and key."""
+@dataclass(frozen=True)
+class MessageFile:
+    """A message file as read, before its body is decoded: what `orchestrator handle` and `--callback` share."""
+
+    message_id: str
+    body: bytes  # the raw body, as a queue would deliver it
+    properties: dict[str, Any] = field(repr=False)  # holds the token: never shown
+    body_problem: Problem | None = None  # the body could not even be read as bytes
+
+
+def load_message_file(path: Path) -> MessageFile:
+    """The one reader of the message file format (docs/architecture.md#queue-messages):
+    `{"message_id", "body" | "body_base64", "application_properties"}`, `body` an object or its text.
+
+    A file that is not such an object raises InvalidInputError naming the file and key. A body that cannot be
+    read is returned as `body_problem`, so that the trigger can still close the job the properties name."""
     where = str(path)
-    data = read_json_object(path)
-    problems: list[Problem] = []
+    data = read_json_object(path, expected="a JSON object with body and application_properties")
     properties = data.get("application_properties") or {}
     if not isinstance(properties, dict):
-        problems.append(Problem(where, "application_properties", "expected a mapping"))
-        properties = {}
-    body: dict[str, Any] = {}
+        raise InvalidInputError([Problem(where, "application_properties", "expected a JSON object")])
+    body, problem = b"", None
     if "body" in data and "body_base64" in data:
-        problems.append(Problem(where, "body", "give one of body and body_base64, not both"))
+        problem = Problem(where, "body", "give one of body and body_base64, not both")
     elif "body_base64" in data:
         try:
-            body = decode_body(base64.b64decode(str(data["body_base64"]), validate=True))
+            body = base64.b64decode(str(data["body_base64"]), validate=True)
         except (binascii.Error, ValueError) as exc:
-            problems.append(Problem(where, "body_base64", f"not a JSON message body ({exc})"))
-    elif isinstance(data.get("body"), dict):
-        body = data["body"]
+            problem = Problem(where, "body_base64", f"not base64 ({exc})")
     elif isinstance(data.get("body"), str):
-        try:
-            body = decode_body(data["body"])
-        except ValueError as exc:
-            problems.append(Problem(where, "body", f"not a JSON object ({exc})"))
+        body = data["body"].encode("utf-8")
     elif "body" in data:
-        problems.append(Problem(where, "body", "expected a JSON object or its text"))
-    if problems:
-        raise InvalidInputError(problems)
-    return QueueMessage(message_id=str(data.get("message_id") or ""), body=body,
-                        properties=decode_properties(properties))
+        body = json.dumps(data["body"]).encode("utf-8")
+    return MessageFile(message_id=str(data.get("message_id") or path.stem), body=body, properties=properties,
+                       body_problem=problem)
+
+
+def read_message_file(path: Path) -> QueueMessage:
+    """A message file with its body decoded (for `--callback`). Raises InvalidInputError naming the file and key."""
+    loaded = load_message_file(path)
+    if loaded.body_problem is not None:
+        raise InvalidInputError([loaded.body_problem])
+    body: dict[str, Any] = {}
+    if loaded.body:
+        try:
+            body = decode_body(loaded.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError([Problem(str(path), "body", f"not a JSON message body ({exc})")]) from None
+    return QueueMessage(message_id=loaded.message_id, body=body, properties=decode_properties(loaded.properties))

@@ -7,8 +7,8 @@ import math
 import re
 from typing import Any
 
-# CSI sequences (colours, cursor moves) and the two-character escapes; IPython colours every traceback.
-_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+from steps.ansi import strip_ansi as strip_ansi  # the one ANSI rule, for the writers that import it from here
+
 # Everything outside XML 1.0's Char production (https://www.w3.org/TR/xml/#charsets). A single one makes
 # the whole junit.xml unreadable to the DevOps agent ("FailedToReadFile"), and tracebacks carry \x08 or
 # \x1b easily (progress bars, terminal output).
@@ -34,10 +34,6 @@ def one_line(text: str) -> str:
 
 def _escape_control(match: re.Match[str]) -> str:
     return match[0].encode("unicode_escape").decode("ascii")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI_RE.sub("", text)
 
 
 def xml_safe(text: str) -> str:

@@ -11,8 +11,6 @@ properties name one, so that even an unreadable body closes its waiting job.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,9 +19,8 @@ from typing import Any
 
 from orchestrator.devops.context import REQUIRED_PROPERTIES, DevOpsContext
 from orchestrator.devops.hosts import refusal
-from orchestrator.devops.message import decode_body, decode_properties
-from orchestrator.errors import InvalidInputError, Problem
-from orchestrator.jsonfile import read_json_object
+from orchestrator.devops.message import decode_body, decode_properties, load_message_file
+from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.messages import KickOff, Message, WrapUp, parse_body
 from orchestrator.trigger.settings import TriggerSettings
 
@@ -68,28 +65,13 @@ class RawMessage:
 
     @classmethod
     def from_file(cls, path: Path) -> RawMessage:
-        """A message rendered as JSON (docs/architecture.md#queue-messages): `{"message_id", "body" | "body_base64", "application_properties"}`.
-        A file that is not such an object is an input error (exit 2); a body that cannot be decoded becomes a
+        """A message file (orchestrator.devops.message.load_message_file, the one reader of that format). A
+        file that is not such an object is an input error (exit 2); a body that cannot be read becomes a
         refusal, so the job named by the properties is still closed."""
-        where = str(path)
-        data = read_json_object(path, expected="a JSON object with body and application_properties")
-        properties = data.get("application_properties") or {}
-        if not isinstance(properties, dict):
-            raise InvalidInputError([Problem(where, "application_properties", "expected a JSON object")])
-        body, error = b"", None
-        if "body" in data and "body_base64" in data:
-            error = "the message file gives both body and body_base64"
-        elif "body_base64" in data:
-            try:
-                body = base64.b64decode(str(data["body_base64"]), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                error = f"body_base64 is not base64 ({exc})"
-        elif isinstance(data.get("body"), str):
-            body = data["body"].encode("utf-8")
-        elif "body" in data:
-            body = json.dumps(data["body"]).encode("utf-8")
-        return cls(message_id=str(data.get("message_id") or path.stem), body=body, properties=properties,
-                   body_error=error)
+        loaded = load_message_file(path)
+        problem = loaded.body_problem
+        return cls(message_id=loaded.message_id, body=loaded.body, properties=loaded.properties,
+                   body_error=f"{problem.location}: {problem.message}" if problem is not None else None)
 
 
 @dataclass(frozen=True)

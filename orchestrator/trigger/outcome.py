@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from orchestrator.errors import EXIT_INFRASTRUCTURE, EXIT_INVALID_INPUT, EXIT_PASSED, exit_code_for
+from orchestrator.errors import EXIT_INFRASTRUCTURE, EXIT_INVALID_INPUT, EXIT_PASSED, OrchestratorError, exit_code_for
 
 Action = Literal["complete", "dead_letter", "abandon"]
 COMPLETE: Final = "complete"
@@ -35,8 +35,13 @@ class Outcome:
         return text + (f" ({self.description})" if self.description and self.description != self.reason else "")
 
 
-class Refused(Exception):
-    """Raised inside a handler when the message cannot be acted on, with what a person should read."""
+class Refused(OrchestratorError):
+    """Raised inside a handler when the message cannot be acted on, with what a person should read.
+
+    Part of the one error root, so its exit code follows the same table: 2 by default (the message is at
+    fault), 3 when the service's own settings are (docs/architecture.md#commands-and-exit-codes)."""
+
+    exit_code = EXIT_INVALID_INPUT
 
     def __init__(self, reason: str, problems: list[str] | tuple[str, ...] = (), *,
                  exit_code: int = EXIT_INVALID_INPUT) -> None:
@@ -44,6 +49,9 @@ class Refused(Exception):
         self.problems = tuple(problems)
         self.exit_code = exit_code
         super().__init__(reason)
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[str, ...]], dict[str, int]]:  # picklable
+        return (type(self), (self.reason, self.problems), {"exit_code": self.exit_code})
 
 
 def clip(text: str, limit: int) -> str:
