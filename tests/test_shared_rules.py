@@ -79,3 +79,12 @@ def test_the_devops_package_exports_what_it_types() -> None:
 
     assert sorted(devops.__all__) == sorted(devops._EXPORTS)  # the TYPE_CHECKING imports name the same set
     assert all(callable(getattr(devops, name)) for name in devops.__all__)
+
+
+def test_the_emulator_ignores_imports_for_the_type_checker_only() -> None:
+    import ast
+
+    from orchestrator.azureml.emulator.packages import _imports
+
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rich\nelse:\n    import yaml\n")
+    assert "rich" not in _imports(tree) and "yaml" in _imports(tree)

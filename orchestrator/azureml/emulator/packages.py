@@ -97,10 +97,15 @@ def _optional(handlers: list[ast.ExceptHandler]) -> bool:
 
 
 def _imports(tree: ast.AST) -> list[str]:
-    """Absolute module names imported anywhere in `tree`, except under an `except ImportError`."""
+    """Absolute module names imported anywhere in `tree`, except under an `except ImportError` or an
+    `if TYPE_CHECKING:` (imports for the type checker only, never run)."""
     found: list[str] = []
 
     def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_checking(node.test):
+            for branch in node.orelse:
+                visit(branch)
+            return
         if isinstance(node, ast.Try) and _optional(node.handlers):
             for kept in [*node.handlers, *node.orelse, *node.finalbody]:
                 visit(kept)
@@ -115,6 +120,11 @@ def _imports(tree: ast.AST) -> list[str]:
 
     visit(tree)
     return found
+
+
+def _type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _script_names(tree: ast.AST) -> set[str]:
