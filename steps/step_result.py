@@ -30,9 +30,11 @@ except ImportError:  # imported from a step script run as `python steps/<script>
 SCHEMA: Final = 1
 RESULT_FILE: Final = "result.json"
 
-# What a step ends as. "running" appears only in a record read while its step was still going.
+# What a step ends as. A record read while the run is still going may also say "running" (the step has
+# started) or "pending" (not yet: orchestrator/abandoned.py with_pending_steps); neither has finished.
 Status = Literal["passed", "failed", "timed_out", "crashed", "error", "skipped"]
-RecordedStatus = Literal[Status, "running"]
+RecordedStatus = Literal[Status, "running", "pending"]
+UNFINISHED: Final = ("running", "pending")
 STATUSES: Final[tuple[Status, ...]] = get_args(Status)
 NOT_PASSED: Final = frozenset({"failed", "timed_out", "crashed", "error"})
 
@@ -193,7 +195,7 @@ class StepResult:
             step=step,
             # Written with forward slashes by every backend; a backslash is part of a (POSIX) file name, kept.
             notebook=str_or_none(data.get("notebook")) or step,
-            status=status if status in STATUSES or status == "running" else "error",
+            status=status if status in STATUSES or status in UNFINISHED else "error",
             started_at=started_at,
             finished_at=finished_at,
             duration_s=max(0.0, duration) if duration is not None else None,

@@ -88,3 +88,9 @@ def test_the_emulator_ignores_imports_for_the_type_checker_only() -> None:
 
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rich\nelse:\n    import yaml\n")
     assert "rich" not in _imports(tree) and "yaml" in _imports(tree)
+
+
+@pytest.mark.parametrize("status", ["running", "pending"])
+def test_an_unfinished_step_reads_as_unfinished(status: str) -> None:
+    result = StepResult.from_json({"step": "a", "status": status})
+    assert result.status == status and not result.finished_normally and not result.not_passed
