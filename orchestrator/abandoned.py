@@ -80,7 +80,7 @@ def _settle(run_dir: Path, results: dict[str, Any], by: str) -> None:
         if not isinstance(step_id, str):
             continue
         result = recorded.pop(step_id, None) or _written_by_step(run_dir, step_id) or _interrupted(
-            run_dir, planned, who, last_written)
+            run_dir, planned, who, last_written, _cause(results))
         steps.append(result)
     steps.extend(recorded.values())  # recorded results plan.json does not name: kept, never dropped
     results.update(
@@ -109,7 +109,15 @@ def _written_by_step(run_dir: Path, step_id: str) -> dict[str, Any] | None:
     return None
 
 
-def _interrupted(run_dir: Path, planned: dict[str, Any], who: str, when: str) -> dict[str, Any]:
+def _cause(results: dict[str, Any]) -> str:
+    if results.get("backend") == "azureml":
+        # This record follows a job that runs in the workspace: the follower died, not necessarily the job.
+        return ("the Azure ML job itself may have gone on: its state is in the studio, and "
+                "`orchestrator rerun --backend azureml JOB --failed` reruns what did not complete")
+    return "killed (SIGKILL, the out-of-memory killer), or the machine stopped"
+
+
+def _interrupted(run_dir: Path, planned: dict[str, Any], who: str, when: str, cause: str) -> dict[str, Any]:
     started = step_dir(run_dir, str(planned["id"])).is_dir()
     what = "while this step was running" if started else "before this step started"
     return {
@@ -129,8 +137,7 @@ def _interrupted(run_dir: Path, planned: dict[str, Any], who: str, when: str) ->
             "kind": INTERRUPTED_KIND,
             "cell_index": None,
             "ename": "Interrupted",
-            "evalue": f"the run's process ended {what}{who}: killed (SIGKILL, the out-of-memory killer), "
-                      "or the machine stopped",
+            "evalue": f"the run's process ended {what}{who}: {cause}",
             "traceback": "",
         },
         "metrics": {},

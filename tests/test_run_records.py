@@ -131,6 +131,15 @@ def test_report_settles_a_dead_run_every_unfinished_step_interrupted_never_green
     assert "still going" not in (run_dir / "report.html").read_text()
 
 
+def test_a_dead_azure_ml_follower_says_the_job_may_have_gone_on(tmp_path: Path) -> None:
+    _, run_dir = _dead_run(tmp_path, [])
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**results, "backend": "azureml"}))
+    build_report(run_dir)
+    step = json.loads((run_dir / "results.json").read_text())["steps"][0]
+    assert "the Azure ML job itself may have gone on" in step["error"]["evalue"]
+
+
 def test_a_dead_run_where_no_step_finished_is_reported_not_a_crash(tmp_path: Path) -> None:
     _, run_dir = _dead_run(tmp_path, [])
     build_report(run_dir)

@@ -65,3 +65,18 @@ def test_a_notebook_nested_1000_levels_deep_is_one_invalid_notebook(repo: Path) 
     assert _problems(repo) == ["repo/deep.ipynb: nested too deep to be read as a notebook"]
     request = run_notebook.StepRequest(notebook_path=deep, output_dir=repo / "out")
     assert run_notebook.preflight(request)[0] == f"{deep}: nested too deep to be read as a notebook"
+
+
+def test_a_plan_fallback_kernel_that_is_not_installed_is_a_warning_when_no_notebook_needs_it(repo: Path) -> None:
+    (repo / "orchestrator.yml").write_text("defaults:\n  kernel: no-such-kernel\n")
+    plan = validate_plan(repo)
+    assert "the plan's kernel 'no-such-kernel' (used when a notebook's own kernel is missing) is not installed here" \
+        in plan.warnings
+    make_notebook(repo / "bare.ipynb", "x = 1", kernel=None)  # names no kernel: it needs the fallback
+    assert _problems(repo) == ["repo/bare.ipynb: kernel 'no-such-kernel' is not installed here" + _installed()]
+
+
+def _installed() -> str:
+    from steps.run_notebook import _installed as installed
+
+    return str(installed())

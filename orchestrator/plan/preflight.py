@@ -14,7 +14,7 @@ from orchestrator.plan.spec import ResolvedPlan
 
 def step_problems(plan: ResolvedPlan) -> tuple[list[Problem], list[str]]:
     """(problems, warnings) of the plan's steps that are not skipped, one problem per step at most."""
-    from steps import run_notebook
+    from steps import _kernel, run_notebook
 
     problems: list[Problem] = []
     warnings: list[str] = []
@@ -36,4 +36,10 @@ def step_problems(plan: ResolvedPlan) -> tuple[list[Problem], list[str]]:
         if problem is not None:
             # The runner's messages name the file first; the Problem does that here.
             problems.append(Problem(shown, "", problem.removeprefix(f"{path}: ")))
+    # A fallback kernel no notebook needed today is still worth a word: the next notebook without its kernel
+    # will need it.
+    for kernel in sorted({s.kernel for s in plan.steps if s.skip is None and not s.kernel_required}):
+        if _kernel.find_kernelspec(kernel) is None:
+            warnings.append(f"the plan's kernel {kernel!r} (used when a notebook's own kernel is missing) is not "
+                            "installed here")
     return problems, warnings
