@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test test-fast install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m mypy orchestrator steps
 	$(BIN)/python -m pytest -n 2 -q
+
+# The inner loop: everything but the tests marked slow (many kernels, whole pipelines, the emulator).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/local_overhead.py

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# The distribution's name on PyPI (pyproject.toml): `orchestrator` there is an unrelated project.
+DISTRIBUTION = "notebook-orchestrator"
+
 # Exit codes (docs/architecture.md#commands-and-exit-codes).
 EXIT_PASSED = 0
 EXIT_NOT_PASSED = 1
@@ -77,4 +80,4 @@ class MissingExtraError(OrchestratorError):
     exit_code = EXIT_INFRASTRUCTURE
 
     def __init__(self, module: str, extra: str) -> None:
-        super().__init__(f"{module} is not installed; run: pip install 'orchestrator[{extra}]'")
+        super().__init__(f"{module} is not installed; run: pip install '{DISTRIBUTION}[{extra}]'")

@@ -244,7 +244,7 @@ def test_a_missing_sdk_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatc
     from orchestrator.errors import MissingExtraError
 
     monkeypatch.setitem(sys.modules, "azure.ai.ml", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'orchestrator\[azureml\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'notebook-orchestrator\[azureml\]'"):
         require()
 
 

@@ -4,6 +4,8 @@ junit.xml."""
 
 from __future__ import annotations
 
+import pytest
+
 import dataclasses
 import subprocess
 import xml.etree.ElementTree as ET
@@ -11,6 +13,9 @@ from pathlib import Path
 
 from tests.builders import make_notebook
 from tests.cli_helpers import by_notebook, orchestrator_env, read_results, run_cli
+
+# Real kernels or whole pipelines for every test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 PLAN = """\
 version: 1

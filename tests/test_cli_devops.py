@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -10,6 +12,9 @@ from tests.builders import make_notebook
 from tests.cli_helpers import orchestrator_env, read_results, run_cli
 from tests.conftest_devops import BODY, devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
+
+# Real kernels or whole pipelines for every test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 def _repo(tmp_path: Path) -> Path:

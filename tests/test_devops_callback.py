@@ -188,7 +188,7 @@ def test_without_the_sdk_the_waiting_job_is_still_closed(devops_server: DevOpsSe
     monkeypatch.setattr(testrun, "require_sdk", missing)
     outcome = report_to_devops(run_dir, server_context(devops_server), policy=FAST)
     assert outcome.task_completed and not outcome.ok
-    assert "pip install 'orchestrator[devops]'" in outcome.problems[0]
+    assert "pip install 'notebook-orchestrator[devops]'" in outcome.problems[0]
     assert "pip install" in devops_server.log_text(outcome.log_id or 0)
     with pytest.raises(MissingExtraError):
         report_to_devops(run_dir, server_context(devops_server).without_task(), policy=FAST)

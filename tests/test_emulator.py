@@ -19,6 +19,9 @@ from orchestrator.cli import cli  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
 from tests.emulator_support import compiled  # noqa: E402
 
+# Real kernels or whole pipelines for every test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def test_optional_blocks_are_kept_or_dropped_and_bindings_substituted() -> None:
     command = "python s.py --a '${{inputs.a}}' $[[--b ${{inputs.b}}]] $[[--c '${{inputs.c}}']] --out ${{outputs.o}}"

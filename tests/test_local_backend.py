@@ -19,6 +19,9 @@ import pytest
 from tests.builders import make_notebook
 from tests.cli_helpers import by_notebook, orchestrator_env, read_results, run_cli
 
+# Real kernels or whole pipelines for every test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def _time(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

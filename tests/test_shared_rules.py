@@ -94,3 +94,22 @@ def test_the_emulator_ignores_imports_for_the_type_checker_only() -> None:
 def test_an_unfinished_step_reads_as_unfinished(status: str) -> None:
     result = StepResult.from_json({"step": "a", "status": status})
     assert result.status == status and not result.finished_normally and not result.not_passed
+
+
+def test_the_distribution_name_is_declared_once_and_used_where_it_is_installed() -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+    from orchestrator.errors import DISTRIBUTION
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(rf'^name = "{DISTRIBUTION}"', pyproject, re.MULTILINE)
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert version is not None
+    wheel = f"{DISTRIBUTION.replace('-', '_')}-{version.group(1)}-py3-none-any.whl"
+    assert wheel in (root / "functionapp" / "requirements.txt").read_text(encoding="utf-8")
+    shown = CliRunner().invoke(cli, ["--version"])
+    assert shown.exit_code == 0 and version.group(1) in shown.output

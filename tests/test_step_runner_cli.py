@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -15,6 +17,9 @@ import nbformat
 import psutil
 
 from tests.builders import glue_source, make_notebook
+
+# Real kernels or whole pipelines for every test: left out of `make test-fast`.
+pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "steps" / "run_notebook.py"
 

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from orchestrator.errors import EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PASSED, InvalidInputError, OrchestratorError
+from orchestrator.errors import DISTRIBUTION, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PASSED, InvalidInputError, OrchestratorError
 
 # command name -> "module:attribute" of its click command. A new command is one line here.
 COMMANDS: dict[str, str] = {
@@ -49,7 +49,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
-@click.version_option(package_name="orchestrator")
+@click.version_option(package_name=DISTRIBUTION)
 def cli(verbose: bool) -> None:
     """Run a repository of Jupyter notebooks as one pipeline: locally, or on Azure ML."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
