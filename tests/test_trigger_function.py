@@ -19,6 +19,7 @@ from tests.conftest_devops import devops_server  # noqa: E402,F401  (fixture)
 from tests.devops_server import DevOpsServer  # noqa: E402
 from tests.test_trigger_support import (  # noqa: E402,F401
     FakeScheduler,
+    FakeSecrets,
     fake_ml,
     kick_off_body,
     make_services,
@@ -97,6 +98,9 @@ def test_a_transient_failure_is_redelivered_later_and_later_then_closes_the_job_
     [event] = devops_server.task_completed_events()
     assert event["result"] == "failed" and "gave up after 5 deliveries" in task_log(devops_server)
     assert len(scheduler.scheduled) == 4 and fake_ml.jobs.created == []
+    # The token the copies read from Key Vault goes with the refusal: nothing will need it again.
+    assert isinstance(services.secrets, FakeSecrets) and len(services.secrets.deleted) == 1
+    assert services.secrets.values == {}
 
 
 def test_when_the_next_delivery_cannot_be_scheduled_the_message_is_abandoned(

@@ -170,7 +170,22 @@ def refuse(refusal: Refusal, raw: RawMessage, services: Services, *, exit_code: 
                 log.warning("message=%s refusal not reported to DevOps, will be redelivered: %s", raw.message_id, trouble)
                 return abandon(f"{reason}; the DevOps job could not be closed yet ({trouble})")
             note = f"; the DevOps job could not be closed: {trouble}"
+        if not str(decode_properties(raw.properties).get("AuthToken") or "").strip():
+            _forget_stored_token(context, services)
     return dead_letter(reason, description + note, exit_code=exit_code)
+
+
+def _forget_stored_token(context: DevOpsContext, services: Services) -> None:
+    """A rescheduled kick_off (redelivery.py) read its token from Key Vault; refused for good, nothing will
+    need it again. Best effort, like the watchdog's."""
+    from orchestrator.trigger.secret_store import secret_name_for
+
+    assert context.task is not None
+    name = secret_name_for(context.task.key)
+    try:
+        services.get_secrets().delete(name)
+    except Exception as exc:  # noqa: BLE001 - Key Vault unreachable: the secret stays, and the log says so
+        log.warning("devops token secret=%s not deleted (%s: %s)", name, type(exc).__name__, exc)
 
 
 def _scrubber(raw: RawMessage, context: DevOpsContext | None = None) -> "_Scrub":
