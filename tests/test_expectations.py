@@ -18,13 +18,13 @@ def _glued(name: str, value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("value", [True, "0.95", "1e3"])
 def test_a_boolean_or_a_string_never_passes_a_numeric_rule(value: Any) -> None:
     [entry] = check_expectations({"accuracy": parse_rule(">= 0.9")}, {"accuracy": value})
-    assert entry["ok"] is False
+    assert entry.ok is False
     assert describe_misses([entry]) == f"accuracy = {value!r} is not a number (expected >= 0.9)"
 
 
 def test_numbers_are_checked() -> None:
     entries = check_expectations({"a": parse_rule(">= 0.9"), "b": parse_rule("0..1")}, {"a": 0.95, "b": 2})
-    assert [e["ok"] for e in entries] == [True, False]
+    assert [e.ok for e in entries] == [True, False]
     assert describe_misses(entries) == "b = 2 does not satisfy 0..1"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -100,6 +101,24 @@ def history_path() -> Path:
     return Path(configured) if configured else DEFAULT_HISTORY
 
 
+def _prepare(connection: sqlite3.Connection) -> None:
+    """Switch to WAL and create the schema. Changing the journal mode does not wait on the busy timeout, so two
+    processes creating the file at once retry here instead of failing with "database is locked"."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts the file; a power cut may lose the last run, not more.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.executescript(_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class HistoryStore:
     """The history file. Each method opens its own connection, so a store can be shared across threads."""
 
@@ -121,11 +140,7 @@ class HistoryStore:
             try:
                 connection.execute("PRAGMA foreign_keys = ON")
                 if create:
-                    connection.execute("PRAGMA journal_mode = WAL")
-                    # In WAL mode NORMAL never corrupts the file; a power cut may lose the last run, not more.
-                    connection.execute("PRAGMA synchronous = NORMAL")
-                    connection.executescript(_SCHEMA)
-                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    _prepare(connection)
                 yield connection
             except sqlite3.DatabaseError as error:
                 raise InvalidInputError(
