@@ -31,6 +31,9 @@ EXPECTED: list[dict[str, Any]] = [
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store for opt-in use
+    # The `gpu` node never started: without this each report would wait the default 30 s for it to appear.
+    # Waiting itself is tested in test_emulator.py (discover.find_settled).
+    monkeypatch.setenv(finalize.SETTLE_VARIABLE, "0")
     for name in ("MLFLOW_RUN_ID", "AZUREML_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     from mlflow.tracking import MlflowClient
