@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,18 @@ from queue import Empty
 from typing import Any
 
 import zmq.asyncio
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
+
+try:
+    from . import _isolation
+except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
+    import _isolation  # type: ignore[no-redef]
 
 # Never passed to a notebook kernel (docs/architecture.md#secrets-policy): the DevOps job token, PATs, service principal secrets.
 SECRET_ENV = ("SYSTEM_ACCESSTOKEN", "AZURE_DEVOPS_EXT_PAT", "AZURE_CLIENT_SECRET", "ORCHESTRATOR_DEVOPS_TOKEN")
@@ -37,7 +48,12 @@ _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 _EXIT_POLL_S = 0.02
 _REAP_WAIT_S = 2.0
 
+FOLDER_PREFIX = "nbk-"
+_LOCK_FILE = "owner.lock"
+_UNLOCKED_GRACE_S = 60.0
+
 _shared_context: zmq.asyncio.Context | None = None
+_swept = False
 
 
 class KernelStartError(Exception):
@@ -104,30 +120,44 @@ def _context() -> zmq.asyncio.Context:
     return _shared_context
 
 
-class LocalKernel:
-    """A kernel process started in its own session (jupyter_client does that on POSIX), so that its whole
-    process tree can be found and killed: the process group, plus descendants that started a session of
-    their own."""
+class _ConfinedKernelManager(AsyncKernelManager):
+    """jupyter_client's manager, with the kernel's command line put inside its confinement: the one place
+    where the launch differs from jupyter_client's (its provisioner calls `format_kernel_cmd`)."""
 
-    def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path):
+    confinement: _isolation.Confinement | None = None
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        command = super().format_kernel_cmd(extra_arguments)
+        return self.confinement.command(command) if self.confinement is not None else command
+
+
+class LocalKernel:
+    """A kernel process started in its own session (jupyter_client does that on POSIX) and, where the machine
+    allows, its own PID namespace (steps/_isolation.py), so that its whole process tree can be found and
+    killed: the process group, plus descendants that started a session of their own."""
+
+    def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path,
+                 isolation: _isolation.Isolation | None = None):
         self.spec_name = spec_name
         self.spec = spec
         self.cwd = cwd
-        self.env = env
         self.log_path = log_path
         # Short private folder for the connection file and ipc sockets: Unix socket paths are limited to
         # about 100 characters, and a private name means no two kernels ever race for the same address
         # (with tcp, ports are picked before they are bound: papermill #511, jupyter_client #154).
-        self._folder = Path(tempfile.mkdtemp(prefix="nbk-"))
+        self._folder, self._lock = _connection_folder()
+        self.confinement = _isolation.Confinement(isolation or _isolation.detect(), self._folder)
+        self.env = self.confinement.environment(env)
         options: dict[str, Any] = {}
         if is_ipykernel(spec) and os.name == "posix":
             options = {"transport": "ipc", "ip": str(self._folder / "k")}
-        self.km = AsyncKernelManager(
+        self.km = _ConfinedKernelManager(
             kernel_name=spec_name,
             context=_context(),
             connection_file=str(self._folder / "kernel.json"),
             **options,
         )
+        self.km.confinement = self.confinement
         self._process: subprocess.Popen[bytes] | None = None
         self.client: Any = None  # AsyncKernelClient once started
         self.info: dict[str, Any] = {}  # the kernel_info reply's content once started
@@ -210,9 +240,13 @@ class LocalKernel:
         content: dict[str, Any] = reply["content"]
         return content
 
+    def returncode(self) -> int | None:
+        """The kernel's own exit status (negative: the signal that killed it), None while it runs."""
+        return self.confinement.returncode(self.process.poll() if self.process is not None else None)
+
     def exit_description(self) -> str:
         """'exit code 1', 'killed by SIGSEGV', or 'still running'."""
-        code = self.process.poll() if self.process is not None else None
+        code = self.returncode()
         if code is None:
             return "still running"
         if code < 0:
@@ -222,9 +256,6 @@ class LocalKernel:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
 
-    def returncode(self) -> int | None:
-        """The process's exit status (negative: killed by that signal), None while it runs."""
-        return self.process.poll() if self.process is not None else None
 
     def _exit_suffix(self) -> str:
         description = self.exit_description()
@@ -235,6 +266,7 @@ class LocalKernel:
         process = self.process
         if process is not None:
             kill_tree(process, descendants(process.pid))
+        self.confinement.kill_strays()
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """End the kernel and its whole process tree, then release sockets and files.
@@ -255,6 +287,7 @@ class LocalKernel:
                     await _wait_exit(process, grace_s)
                 kill_tree(process, orphans)
                 await _wait_exit(process, _REAP_WAIT_S)
+            self.confinement.kill_strays()
         finally:
             await self._release()
 
@@ -268,6 +301,63 @@ class LocalKernel:
         with contextlib.suppress(Exception):
             await self.km.cleanup_resources()
         shutil.rmtree(self._folder, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _connection_folder() -> tuple[Path, int | None]:
+    """A new private folder for one kernel's connection file and sockets, locked while this process uses it.
+
+    The lock (flock, dropped by the operating system however the process ends) is how a later run tells a
+    folder left behind by a SIGKILLed orchestrator, whose kernel.json still holds the kernel's HMAC key, from
+    one in use; the first kernel of each process removes the stale ones.
+    """
+    global _swept
+    if not _swept:
+        _swept = True
+        remove_stale_folders(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    if fcntl is None:
+        return folder, None
+    lock = os.open(folder / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return folder, lock
+
+
+def remove_stale_folders(parent: Path) -> list[Path]:
+    """Remove this user's kernel connection folders under `parent` that no living process holds."""
+    if fcntl is None:  # no way to tell a live folder from a stale one
+        return []
+    removed = []
+    for folder in parent.glob(f"{FOLDER_PREFIX}*"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        try:
+            lock: int | None = os.open(folder / _LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # Left by a version without locks, or just created by a process that has not locked it yet.
+            if time.time() - info.st_mtime < _UNLOCKED_GRACE_S:
+                continue
+            lock = None
+        except OSError:
+            continue
+        try:
+            if lock is not None:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # held: a kernel of a running process
+                    continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            if lock is not None:
+                os.close(lock)
+    return removed
 
 
 async def _wait_exit(process: subprocess.Popen[bytes], limit_s: float) -> None:

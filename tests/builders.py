@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,25 @@ def glue_source(name: str, value: Any) -> str:
         f"{{'name': {name!r}, 'data': {value!r}, 'encoder': 'json', 'version': 1}}}}, "
         f"metadata={{'scrapbook': {{'name': {name!r}, 'data': True, 'display': False}}}}, raw=True)"
     )
+
+
+def left_running(tag: str, within_s: float = 3.0) -> list[str]:
+    """Processes still alive after `within_s` whose command line or working directory contains `tag` (zombies,
+    waiting for an init that may not reap in a container, count as gone). Found from the outside by content,
+    not by pid: a kernel in its own PID namespace only knows its namespace's pids."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + within_s
+    while True:
+        found = []
+        for process in psutil.process_iter(["cmdline", "cwd", "status"]):
+            info = process.info
+            if info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+                continue
+            if any(tag in part for part in info["cmdline"] or ()) or tag in (info["cwd"] or ""):
+                found.append(f"{process.pid}: {' '.join(info['cmdline'] or ())}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
