@@ -14,10 +14,19 @@ def read_json_object(path: Path, *, expected: str = "a JSON object") -> dict[str
     an object (`expected` says what it should have been)."""
     where = str(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInputError([Problem(where, "", "not found")]) from None
     except (OSError, ValueError) as exc:
+        raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
+    return parse_json_object(text, where, expected=expected)
+
+
+def parse_json_object(text: str, where: str, *, expected: str = "a JSON object") -> dict[str, Any]:
+    """`text`'s top-level object; InvalidInputError naming `where` (a file, standard input) otherwise."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
     if not isinstance(data, dict):
         raise InvalidInputError([Problem(where, "", f"expected {expected}")])

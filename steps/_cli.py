@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         help="folder put first on the kernel's PYTHONPATH (repeatable)")
     add("--env", action="append", default=[], metavar="NAME=VALUE", help="extra kernel environment (repeatable)")
     add("--secret-env", action="append", default=[], metavar="NAME", help="never pass NAME to the kernel")
+    add("--pass-env", action="append", default=[], metavar="NAME",
+        help="pass NAME to the kernel although its name or value looks secret (repeatable; docs/isolation.md)")
+    add("--require-isolation", action="store_true",
+        help="fail instead of running a kernel that cannot get its own PID namespace")
     add("--attempt", type=int, default=1)
     add("--after-result", type=Path, action="append", default=[], metavar="PATH",
         help="result.json (or its folder) of a step this one runs after; if it did not pass, this one is skipped")
@@ -131,6 +135,8 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
         "pythonpath": [path.resolve() for path in args.pythonpath],
         "env": env,
         "secret_env": list(args.secret_env),
+        "pass_env": list(args.pass_env),
+        "isolation_required": args.require_isolation,
         "attempt": args.attempt,
         "after_result": list(args.after_result),
         **{setting.field: getattr(args, setting.dest) for setting in STEP_SETTINGS},

@@ -33,12 +33,10 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 
 try:
-    from . import _isolation
+    from . import _env_policy, _isolation
 except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
+    import _env_policy  # type: ignore[no-redef]
     import _isolation  # type: ignore[no-redef]
-
-# Never passed to a notebook kernel (docs/architecture.md#secrets-policy): the DevOps job token, PATs, service principal secrets.
-SECRET_ENV = ("SYSTEM_ACCESSTOKEN", "AZURE_DEVOPS_EXT_PAT", "AZURE_CLIENT_SECRET", "ORCHESTRATOR_DEVOPS_TOKEN")
 
 # An in-memory IPython history: concurrent kernels otherwise contend for one sqlite file (the same default
 # nbclient uses, `NotebookClient.ipython_hist_file`).
@@ -87,11 +85,12 @@ def kernel_environment(
     *,
     extra: Mapping[str, str] = {},
     pythonpath: Sequence[Path] = (),
-    secret_names: Iterable[str] = (),
-) -> dict[str, str]:
-    """The kernel's environment: ours, plus `extra`, with `pythonpath` first on PYTHONPATH, minus secrets.
+    policy: _env_policy.EnvPolicy = _env_policy.EnvPolicy(),
+) -> tuple[dict[str, str], list[str]]:
+    """(the kernel's environment, the names withheld): ours plus `extra`, with `pythonpath` first on
+    PYTHONPATH, minus whatever the secret policy (steps/_env_policy.py) removes.
 
-    Secrets are removed last so that nothing (not even `extra`) can pass one to a notebook.
+    The policy applies last so that nothing (not even `extra`) can pass a secret to a notebook.
     """
     env = dict(base)
     env.update(extra)
@@ -101,9 +100,7 @@ def kernel_environment(
     # debugpy (imported by ipykernel) warns about frozen modules on every start; the warning is noise in
     # kernel.log, not something a notebook author can act on.
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    for name in (*SECRET_ENV, *secret_names):
-        env.pop(name, None)
-    return env
+    return policy.apply(env)
 
 
 def _context() -> zmq.asyncio.Context:
@@ -137,8 +134,9 @@ class LocalKernel:
     killed: the process group, plus descendants that started a session of their own."""
 
     def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path,
-                 isolation: _isolation.Isolation | None = None):
+                 isolation: _isolation.Isolation | None = None, withheld: Sequence[str] = ()):
         self.spec_name = spec_name
+        self.withheld = list(withheld)  # names only: what the secret policy kept from this kernel
         self.spec = spec
         self.cwd = cwd
         self.log_path = log_path
@@ -179,6 +177,9 @@ class LocalKernel:
                 # terminal of whoever runs many steps at once. Appended: a retry keeps the earlier attempt's.
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 log.write(f"--- {stamp} starting kernel {self.spec_name!r} in {self.cwd}\n".encode())
+                log.write(f"--- {self.confinement.isolation.describe()}\n".encode())
+                if self.withheld:
+                    log.write(f"--- environment withheld (docs/isolation.md): {', '.join(self.withheld)}\n".encode())
                 log.flush()
                 await self.km.start_kernel(
                     extra_arguments=extra,
@@ -320,8 +321,11 @@ def _connection_folder() -> tuple[Path, int | None]:
     folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
     if fcntl is None:
         return folder, None
-    lock = os.open(folder / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # Locked under another name, then renamed: a sweep of another process never sees an unlocked lock file.
+    claiming = folder / f"{_LOCK_FILE}.new"
+    lock = os.open(claiming, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(claiming, folder / _LOCK_FILE)
     return folder, lock
 
 

@@ -41,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-key", type=azureml_step.text, default=None)
     p.add_argument("--output-dir", action="append", type=Path, required=True, help="One per notebook, in order")
     p.add_argument("--secret-env", action="append", default=[])
+    p.add_argument("--pass-env", action="append", default=[])
+    p.add_argument("--require-isolation", action="store_true")
     p.add_argument("--after-result", action="append", default=[], type=Path,
                    help="Output folders of notebooks in other nodes, in the order `after_inputs` counts them")
     p.add_argument("--runner", type=Path, default=azureml_step.HERE / "run_notebook.py", help=argparse.SUPPRESS)
@@ -65,7 +67,8 @@ def notebook_args(args: argparse.Namespace, index: int) -> argparse.Namespace:
         timeout=entry["timeout"], cell_timeout=entry["cell_timeout"], retries=int(entry["retries"]),
         target=entry["target"], environment=entry["environment"], pythonpath=entry["pythonpath"],
         output_limit=int(entry["output_limit"]), run_key=args.run_key, output_dir=args.output_dir[index],
-        secret_env=args.secret_env, after_result=after, runner=args.runner, code_root=args.code_root,
+        secret_env=args.secret_env, pass_env=args.pass_env, require_isolation=args.require_isolation,
+        after_result=after, runner=args.runner, code_root=args.code_root,
     )
 
 

@@ -57,6 +57,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-key", type=text, default=None)
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--secret-env", action="append", default=[])
+    p.add_argument("--pass-env", action="append", default=[])
+    p.add_argument("--require-isolation", action="store_true")
     p.add_argument("--after-result", action="append", default=[], type=Path)
     p.add_argument("--runner", type=Path, default=HERE / "run_notebook.py", help=argparse.SUPPRESS)
     p.add_argument("--code-root", type=Path, default=None, help=argparse.SUPPRESS)
@@ -93,6 +95,10 @@ def runner_command(args: argparse.Namespace, root: Path) -> list[str]:
         command += ["--pythonpath", str(plan_root / folder)]
     for name in args.secret_env:
         command += ["--secret-env", name]
+    for name in args.pass_env:
+        command += ["--pass-env", name]
+    if args.require_isolation:
+        command.append("--require-isolation")
     for path in args.after_result:
         command += ["--after-result", str(path)]
     return command

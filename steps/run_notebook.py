@@ -35,14 +35,16 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 try:
-    from . import _cli, _exits, _kernel, _logs, _metrics, _notebook, _outputs
+    from . import _cli, _env_policy, _exits, _isolation, _kernel, _logs, _metrics, _notebook, _outputs
     from .ansi import strip_ansi
     from .settings import DEFAULT_OUTPUT_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_START_TIMEOUT
     from .step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file
 except ImportError:  # run as a script: `python steps/run_notebook.py`, from any folder
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _cli  # type: ignore[no-redef]
+    import _env_policy  # type: ignore[no-redef]
     import _exits  # type: ignore[no-redef]
+    import _isolation  # type: ignore[no-redef]
     import _kernel  # type: ignore[no-redef]
     import _logs  # type: ignore[no-redef]
     import _metrics  # type: ignore[no-redef]
@@ -73,7 +75,6 @@ _KERNEL_ALIASES = {"python": "python3"}
 
 parse_rule = _metrics.parse_rule  # the rule grammar, for callers that check rules before running
 InvalidRule = _metrics.InvalidRule
-SECRET_ENV = _kernel.SECRET_ENV
 
 
 @dataclass
@@ -94,6 +95,8 @@ class StepRequest:
     pythonpath: list[Path] = field(default_factory=list)  # prepended to the kernel's PYTHONPATH
     env: dict[str, str] = field(default_factory=dict)  # extra kernel env, e.g. CUDA_VISIBLE_DEVICES
     secret_env: list[str] = field(default_factory=list)  # extra names removed from the kernel env
+    pass_env: list[str] = field(default_factory=list)  # names the secret policy lets through (docs/isolation.md)
+    isolation_required: bool = False  # refuse to run a kernel that cannot get its own PID namespace
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT  # cap on stored output per cell (steps/settings.py)
     attempt: int = 1
     after_results: list[StepResult] = field(default_factory=list)  # results of the steps this runs after
@@ -270,11 +273,16 @@ class _StepRun:
         folders = {STEP_OUTPUT_ENV: str(output_dir.resolve()),
                    AFTER_OUTPUTS_ENV: json.dumps({notebook: str(Path(folder).resolve())
                                                   for notebook, folder in request.after_outputs.items()})}
-        env = _kernel.kernel_environment(os.environ, extra={**folders, **request.env},
-                                         pythonpath=request.pythonpath, secret_names=request.secret_env)
+        env, withheld = _kernel.kernel_environment(
+            os.environ, extra={**folders, **request.env}, pythonpath=request.pythonpath,
+            policy=_env_policy.EnvPolicy.of(request.secret_env, request.pass_env))
+        try:
+            isolation = _isolation.choose(request.isolation_required)
+        except _isolation.IsolationUnavailable as exc:
+            return _Outcome("error", "infrastructure", None, "IsolationUnavailable", str(exc))
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
-        self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
-                                          log_path=output_dir / KERNEL_LOG)
+        self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
+                                          isolation=isolation, withheld=withheld)
         log_cap = _logs.LogCap(output_dir / KERNEL_LOG)
         watching = asyncio.ensure_future(log_cap.watch())
         try:

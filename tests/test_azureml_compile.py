@@ -152,7 +152,8 @@ def test_no_secret_value_reaches_what_would_be_submitted(tmp_path: Path, monkeyp
     monkeypatch.setenv("SYSTEM_ACCESSTOKEN", "tok-SYSTEM-5e3c7a91")
     monkeypatch.setenv("NOTEBOOK_PAT", "pat-PLAN-0b6d2f48")
     plan_root = make_repo(tmp_path / "repo")
-    plan = examples_plan(plan_root, secret_env=("NOTEBOOK_PAT", "SYSTEM_ACCESSTOKEN"))
+    plan = examples_plan(plan_root, secret_env=("NOTEBOOK_PAT", "SYSTEM_ACCESSTOKEN"), pass_env=("HF_TOKEN",),
+                         isolation="required")
     options = CompileOptions(
         cache_dir=tmp_path / "cache",
         repository="https://builder:tok-SYSTEM-5e3c7a91@dev.azure.com/org/proj/_git/notebooks",
@@ -165,6 +166,7 @@ def test_no_secret_value_reaches_what_would_be_submitted(tmp_path: Path, monkeyp
     body = rest_body(job)
     assert "tok-SYSTEM-5e3c7a91" not in body and "pat-PLAN-0b6d2f48" not in body
     assert "--secret-env NOTEBOOK_PAT" in body  # the name travels, so the runner keeps it from the kernel
+    assert "--pass-env HF_TOKEN" in body and "--require-isolation" in body  # the plan's kernel policy travels too
     assert "devops-token" in body and job.tags["repository"] == "https://dev.azure.com/org/proj/_git/notebooks"
     for node in job.jobs.values():
         assert not node.environment_variables

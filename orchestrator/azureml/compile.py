@@ -226,7 +226,8 @@ def compile_pipeline(plan: ResolvedPlan, options: CompileOptions | None = None) 
     jobs: dict[str, Any] = {}
     if runnable:
         code = notebook_snapshot(repo_root, cache).path
-        factories = _Factories(code, envs, plan_root, plan.secret_env, packing, definition_of)
+        factories = _Factories(code, envs, plan_root, plan.secret_env, packing, definition_of,
+                               pass_env=plan.pass_env, require_isolation=plan.isolation == "required")
         outputs: dict[str, Any] = {}  # step id -> the node output holding its result folder
         for node in _in_running_order(packing):  # dependencies are built before their dependants
             first = node.steps[0]
@@ -366,7 +367,8 @@ class _Factories:
     the nodes that use it: `after_i` inputs for the most connected node, outputs for the largest pack."""
 
     def __init__(self, code: Path, envs: EnvironmentSet, plan_root: str, secret_env: tuple[str, ...],
-                 packing: Packing, definition_of: Mapping[str, EnvironmentDefinition]) -> None:
+                 packing: Packing, definition_of: Mapping[str, EnvironmentDefinition], *,
+                 pass_env: tuple[str, ...] = (), require_isolation: bool = False) -> None:
         self._singles: dict[EnvironmentDefinition, Any] = {}
         self._packs: dict[EnvironmentDefinition, Any] = {}
         singles: dict[EnvironmentDefinition, int] = {}
@@ -381,11 +383,12 @@ class _Factories:
         for definition, slots in singles.items():
             self._singles[definition] = _node_factory(notebook_component(
                 code=code, environment=envs.get(definition), plan_root=plan_root, secret_env=secret_env,
-                after_slots=slots, label=definition.label))
+                after_slots=slots, label=definition.label, pass_env=pass_env, require_isolation=require_isolation))
         for definition, (slots, size) in packs.items():
             self._packs[definition] = _node_factory(pack_component(
                 code=code, environment=envs.get(definition), plan_root=plan_root, secret_env=secret_env,
-                after_slots=slots, size=size, label=definition.label))
+                after_slots=slots, size=size, label=definition.label, pass_env=pass_env,
+                require_isolation=require_isolation))
 
     def single(self, definition: EnvironmentDefinition) -> Any:
         return self._singles[definition]

@@ -33,7 +33,15 @@ RUN_KEY = "run_key"
 AFTER_INPUT = "after_{}"
 
 
-def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int) -> str:
+def kernel_policy_arguments(secret_env: tuple[str, ...], pass_env: tuple[str, ...],
+                            require_isolation: bool) -> list[str]:
+    """What the node's kernels may see (docs/isolation.md): names only, values never enter the pipeline."""
+    return [*(f"--secret-env {name}" for name in secret_env), *(f"--pass-env {name}" for name in pass_env),
+            *(["--require-isolation"] if require_isolation else [])]
+
+
+def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int,
+                     pass_env: tuple[str, ...] = (), require_isolation: bool = False) -> str:
     parts = [
         f"python {STEP_SCRIPT}",
         f"--plan-root '{shell_arg(plan_root)}'",
@@ -51,8 +59,7 @@ def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots
         "--run-key '${{inputs.run_key}}'",
         "--output-dir '${{outputs.result}}'",
     ]
-    # Names of variables kept from the kernel; names only, values never enter the pipeline (docs/architecture.md#secrets-policy).
-    parts.extend(f"--secret-env {name}" for name in secret_env)
+    parts.extend(kernel_policy_arguments(secret_env, pass_env, require_isolation))
     parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
     return " ".join(parts)
 
@@ -64,7 +71,8 @@ def _setting_argument(setting: StepSetting) -> str:
 
 
 def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_env: tuple[str, ...],
-                       after_slots: int, label: str) -> Any:
+                       after_slots: int, label: str, pass_env: tuple[str, ...] = (),
+                       require_isolation: bool = False) -> Any:
     from azure.ai.ml import Input, Output
     from azure.ai.ml.entities import CommandComponent
 
@@ -91,7 +99,8 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         name=NOTEBOOK_COMPONENT,
         display_name=f"Run notebook ({label})",
         description="Runs one notebook with papermill (steps/run_notebook.py) and logs it to MLflow.",
-        command=notebook_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots),
+        command=notebook_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots,
+                                 pass_env=pass_env, require_isolation=require_isolation),
         inputs=inputs,
         outputs={RESULT_OUTPUT: Output(type="uri_folder", mode="rw_mount")},  # a partial notebook survives (docs/azureml-sdk.md#inputs-and-outputs)
         environment=environment,
@@ -100,7 +109,8 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
     )
 
 
-def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int, size: int) -> str:
+def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int, size: int,
+                 pass_env: tuple[str, ...] = (), require_isolation: bool = False) -> str:
     parts = [
         f"python {PACK_SCRIPT}",
         f"--plan-root '{shell_arg(plan_root)}'",
@@ -108,14 +118,14 @@ def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: in
         "--run-key '${{inputs.run_key}}'",
     ]
     parts.extend(f"--output-dir '${{{{outputs.{PACK_OUTPUT.format(i)}}}}}'" for i in range(size))
-    parts.extend(f"--secret-env {name}" for name in secret_env)
+    parts.extend(kernel_policy_arguments(secret_env, pass_env, require_isolation))
     # Bound from after_0 up without gaps (compile.py), so the runner's after-result order is the input order.
     parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
     return " ".join(parts)
 
 
 def pack_component(*, code: Path, environment: Any, plan_root: str, secret_env: tuple[str, ...], after_slots: int,
-                   size: int, label: str) -> Any:
+                   size: int, label: str, pass_env: tuple[str, ...] = (), require_isolation: bool = False) -> Any:
     """Several short notebooks run one after the other on one node (steps/azureml_pack.py), each with its own
     output folder, as if each had its own node."""
     from azure.ai.ml import Input, Output
@@ -133,7 +143,8 @@ def pack_component(*, code: Path, environment: Any, plan_root: str, secret_env: 
         name=PACK_COMPONENT,
         display_name=f"Run notebooks ({label})",
         description="Runs short notebooks one after the other (steps/azureml_pack.py), each logged to MLflow.",
-        command=pack_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots, size=size),
+        command=pack_command(plan_root=plan_root, secret_env=secret_env, after_slots=after_slots, size=size,
+                             pass_env=pass_env, require_isolation=require_isolation),
         inputs=inputs,
         outputs={PACK_OUTPUT.format(i): Output(type="uri_folder", mode="rw_mount") for i in range(size)},
         environment=environment,

@@ -32,7 +32,7 @@ from orchestrator.progress import Progress
 from orchestrator.report import render_step_page
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
-from steps import run_notebook
+from steps import _isolation, run_notebook
 from steps.step_result import StepError, StepResult, read_result_file, retry_delay_s, write_result_file
 
 log = logging.getLogger("orchestrator.local")
@@ -54,6 +54,8 @@ class _LocalRun:
         self.options = options
         self.progress = progress
         self.interrupted: str | None = None
+        # Probed once per process; a machine without PID namespaces is said once, here, and recorded.
+        self.isolation = _isolation.detect()
         self.record = RunRecord(
             options.run_dir,
             run_id=options.run_id,
@@ -61,7 +63,7 @@ class _LocalRun:
             experiment=plan.experiment,
             step_order=[step.id for step in plan.steps],
             extra={"repairs": options.repairs, "root": str(plan.root), "commit": current_commit(plan.root),
-                   "branch": current_branch(plan.root)},
+                   "branch": current_branch(plan.root), "kernel_isolation": self.isolation.to_json()},
         )
         write_json_atomic(options.run_dir / PLAN_FILE, plan.to_json())
         # Each finished notebook is rendered to HTML on one background thread while the others run.
@@ -87,6 +89,10 @@ class _LocalRun:
         self.gpu_count = self.gpus.qsize()
 
         self.progress.run_started(self.options.run_id, len(self.plan.steps), str(self.options.run_dir))
+        if not self.isolation.confined:
+            required = self.plan.isolation == "required" or _isolation.required_by_environment()
+            self.progress.message(f"warning: {self.isolation.describe()}"
+                                  + ("; isolation is required, so no notebook will run" if required else ""))
         tasks = [asyncio.create_task(self._run_step(step), name=step.id) for step in self.plan.steps]
         watcher = asyncio.create_task(self._watch_stop_request(tasks))
         # The handlers stay installed until the record is finished: a second Ctrl-C (or SIGHUP, SIGTERM) while
@@ -206,6 +212,8 @@ class _LocalRun:
             expect=dict(step.expect),
             pythonpath=[root / folder for folder in step.pythonpath],
             secret_env=list(self.plan.secret_env),
+            pass_env=list(self.plan.pass_env),
+            isolation_required=self.plan.isolation == "required",
             output_limit_bytes=step.output_limit_bytes,
             after_results=after,
             after_outputs={self.plan.step(dep).notebook: step_dir(self.options.run_dir, dep) for dep in step.after},

@@ -5,6 +5,7 @@ Thin: parse, call the library (orchestrator.running), translate the outcome into
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -41,12 +42,15 @@ log = logging.getLogger("orchestrator")
 @click.option("--backend", default="local", show_default=True, help="Where to run: local or azureml.")
 @local_run_options
 @click.option("--wait/--no-wait", default=True, help="azureml: wait for the pipeline and build the report.")
+@click.option("--require-isolation", is_flag=True,
+              help="Fail every notebook instead of running it without its own PID namespace (as the plan's "
+              "`isolation: required`; docs/isolation.md).")
 @devops_options("Report to Azure DevOps while running")
 @workspace_options
 @changed_since_option
 @emulation_options
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
-        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, devops: bool,
+        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, require_isolation: bool, devops: bool,
         callback: Path | None, subscription: str | None, resource_group: str | None, workspace: str | None,
         workspace_config: Path | None, changed_since: str | None, emulate: bool, assume: tuple[str, ...],
         emulator_dir: Path | None) -> None:
@@ -66,6 +70,8 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
             kept = carry_from_history(plan, selection)
             click.echo("".join(f"  needed: {note}\n" for note in kept.notes), err=True, nl=False)
             carried = kept.results
+    if require_isolation:
+        plan = dataclasses.replace(plan, isolation="required")
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)

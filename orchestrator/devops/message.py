@@ -19,10 +19,10 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.errors import InvalidInputError, Problem
-from orchestrator.jsonfile import read_json_object
+from orchestrator.jsonfile import parse_json_object, read_json_object
 
 _SHORT_ELEMENT, _ELEMENT = 0x40, 0x41
 _SHORT_XMLNS, _XMLNS = 0x08, 0x09
@@ -138,14 +138,29 @@ class MessageFile:
     body_problem: Problem | None = None  # the body could not even be read as bytes
 
 
+MESSAGE_SHAPE = "a JSON object with body and application_properties"
+
+
 def load_message_file(path: Path) -> MessageFile:
     """The one reader of the message file format (docs/architecture.md#queue-messages):
     `{"message_id", "body" | "body_base64", "application_properties"}`, `body` an object or its text.
 
     A file that is not such an object raises InvalidInputError naming the file and key. A body that cannot be
     read is returned as `body_problem`, so that the trigger can still close the job the properties name."""
-    where = str(path)
-    data = read_json_object(path, expected="a JSON object with body and application_properties")
+    return message_from_json(read_json_object(path, expected=MESSAGE_SHAPE), where=str(path), default_id=path.stem)
+
+
+def load_message_stream(stream: BinaryIO) -> MessageFile:
+    """The same format read from standard input (`handle -`), so that no file holding the job token need exist."""
+    where = "standard input"
+    try:
+        text = stream.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError([Problem(where, "", f"cannot be read as JSON ({exc})")]) from None
+    return message_from_json(parse_json_object(text, where, expected=MESSAGE_SHAPE), where=where, default_id="stdin")
+
+
+def message_from_json(data: dict[str, Any], *, where: str, default_id: str) -> MessageFile:
     properties = data.get("application_properties") or {}
     if not isinstance(properties, dict):
         raise InvalidInputError([Problem(where, "application_properties", "expected a JSON object")])
@@ -161,7 +176,7 @@ def load_message_file(path: Path) -> MessageFile:
         body = data["body"].encode("utf-8")
     elif "body" in data:
         body = json.dumps(data["body"]).encode("utf-8")
-    return MessageFile(message_id=str(data.get("message_id") or path.stem), body=body, properties=properties,
+    return MessageFile(message_id=str(data.get("message_id") or default_id), body=body, properties=properties,
                        body_problem=problem)
 
 

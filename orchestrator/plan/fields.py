@@ -89,6 +89,16 @@ def env_name(value: str) -> str:
     return value
 
 
+def passed_env_name(value: str) -> str:
+    """A pass_env entry: a variable name the secret policy (steps/_env_policy.py) lets a plan pass through."""
+    from steps._env_policy import is_orchestrator_credential
+
+    if is_orchestrator_credential(value):
+        raise ValueError(f"{value} is one of the orchestrator's own credentials (DevOps token, Azure identity, "
+                         "Service Bus connection, trigger setting) and is never passed to a notebook")
+    return value
+
+
 _AML_ENVIRONMENT = re.compile(r"^(azureml:)?[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@latest)$")
 
 
@@ -138,6 +148,7 @@ Parameters = Annotated[dict[str, Any], AfterValidator(_parameters)]
 RelativePath = Annotated[str, AfterValidator(inside_root)]
 RelativeFile = Annotated[str, AfterValidator(relative_file)]
 EnvName = Annotated[str, AfterValidator(env_name)]
+PassedEnvName = Annotated[str, AfterValidator(env_name), AfterValidator(passed_env_name)]
 AmlEnvironment = Annotated[str, AfterValidator(aml_environment)]
 Skip = Annotated[
     str | None,

@@ -190,6 +190,8 @@ class _Loader:
             targets={name: target.spec(name) for name, target in targets.items()},
             environments={name: environment.spec(name) for name, environment in environments.items()},
             secret_env=tuple(plan.secret_env),
+            pass_env=tuple(plan.pass_env),
+            isolation=plan.isolation,
             warnings=tuple(self.warnings),
             pack=plan.pack.spec(),
         )

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.plan.fields import (
     AmlEnvironment,
     Duration,
     EnvName,
     Parameters,
+    PassedEnvName,
     RelativeFile,
     RelativePath,
     Rule,
@@ -282,8 +283,26 @@ class PlanFile(_Model):
         description="Environment variables never passed to a notebook kernel (added to the built-in list).",
     )
     pack: Packing = Field(default_factory=lambda: Packing(), description="Azure ML: packing short notebooks per node.")
+    pass_env: list[PassedEnvName] = Field(
+        default_factory=list,
+        description="Environment variables passed to notebook kernels although their name or value looks "
+        "secret (docs/isolation.md); never the orchestrator's own credentials, never a secret_env name.",
+    )
+    isolation: Literal["auto", "required"] = Field(
+        default="auto",
+        description="auto: each kernel in its own PID namespace where the machine allows it, else unisolated "
+        "with a warning; required: refuse to run a notebook unisolated (docs/isolation.md).",
+    )
 
     _no_null = field_validator("experiment", "notebooks", mode="before")(reject_null)
+
+    @field_validator("pass_env")
+    @classmethod
+    def _not_withheld(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        both = sorted(set(value) & set(info.data.get("secret_env") or ()))
+        if both:
+            raise ValueError(f"{', '.join(both)} also in secret_env: a name cannot be both withheld and passed")
+        return value
 
     @field_validator("version", mode="before")
     @classmethod

@@ -76,6 +76,8 @@ class ResolvedPlan:
     targets: dict[str, TargetSpec]
     environments: dict[str, EnvironmentSpec]
     secret_env: tuple[str, ...] = ()  # extra environment variable names never passed to a kernel
+    pass_env: tuple[str, ...] = ()  # names the kernel secret policy lets through (docs/isolation.md)
+    isolation: str = "auto"  # "required": no kernel runs without its own PID namespace
     warnings: tuple[str, ...] = ()
     pack: PackSpec = field(default_factory=PackSpec)
 
@@ -107,6 +109,8 @@ class ResolvedPlan:
             targets={k: TargetSpec(**v) for k, v in data["targets"].items()},
             environments={k: EnvironmentSpec(**v) for k, v in data["environments"].items()},
             secret_env=tuple(data.get("secret_env", ())),
+            pass_env=tuple(data.get("pass_env", ())),
+            isolation=str(data.get("isolation", "auto")),
             warnings=tuple(data.get("warnings", ())),
             pack=PackSpec(**data["pack"]) if isinstance(data.get("pack"), dict) else PackSpec(),
         )

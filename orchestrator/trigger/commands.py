@@ -36,14 +36,16 @@ log = logging.getLogger("orchestrator.trigger")
 def handle_command(message_file: Path, backend: str, allow_local_repos: bool, out: Path | None, jobs: int | None,
                    subscription: str | None, resource_group: str | None, workspace: str | None,
                    workspace_config: Path | None) -> None:
-    """Process one queue message (a message file, docs/architecture.md#queue-messages) as the Function would."""
+    """Process one queue message (a message file, docs/architecture.md#queue-messages) as the Function would.
+
+    MESSAGE_FILE `-` reads the message from standard input, so no file holding the job token need exist."""
     from orchestrator.progress import make_progress
     from orchestrator.trigger.handlers import handle
     from orchestrator.trigger.intake import RawMessage
     from orchestrator.trigger.services import Services
     from orchestrator.trigger.settings import TriggerSettings
 
-    raw = RawMessage.from_file(message_file)
+    raw = RawMessage.from_stdin(sys.stdin.buffer) if str(message_file) == "-" else RawMessage.from_file(message_file)
     # One message, handled once: no queue will deliver it again, so a transient failure (a repository that
     # cannot be fetched, a service that does not answer) ends like the last delivery would: the DevOps job is
     # closed as failed with the reason, never left waiting.

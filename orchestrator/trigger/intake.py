@@ -15,11 +15,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.devops.context import REQUIRED_PROPERTIES, DevOpsContext
 from orchestrator.devops.hosts import refusal
-from orchestrator.devops.message import decode_body, decode_properties, load_message_file
+from orchestrator.devops.message import (MessageFile, decode_body, decode_properties, load_message_file,
+                                         load_message_stream)
 from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.messages import KickOff, Message, WrapUp, parse_body
 from orchestrator.trigger.settings import TriggerSettings
@@ -68,7 +69,15 @@ class RawMessage:
         """A message file (orchestrator.devops.message.load_message_file, the one reader of that format). A
         file that is not such an object is an input error (exit 2); a body that cannot be read becomes a
         refusal, so the job named by the properties is still closed."""
-        loaded = load_message_file(path)
+        return cls._from_loaded(load_message_file(path))
+
+    @classmethod
+    def from_stdin(cls, stream: BinaryIO) -> RawMessage:
+        """The same JSON read from standard input (`handle -`), so that no file holding the token need exist."""
+        return cls._from_loaded(load_message_stream(stream))
+
+    @classmethod
+    def _from_loaded(cls, loaded: MessageFile) -> RawMessage:
         problem = loaded.body_problem
         return cls(message_id=loaded.message_id, body=loaded.body, properties=loaded.properties,
                    body_error=f"{problem.location}: {problem.message}" if problem is not None else None)
