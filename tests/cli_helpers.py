@@ -18,9 +18,9 @@ def orchestrator_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+            timeout: float = 180, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        [sys.executable, "-m", "orchestrator", *map(str, args)], input=stdin,
         cwd=cwd, env=env or orchestrator_env(), capture_output=True, text=True, timeout=timeout, check=False,
     )
 

@@ -9,6 +9,7 @@ looks for it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ from steps._env_policy import EnvPolicy, is_orchestrator_credential
 from steps.run_notebook import StepRequest, run_step
 from tests.builders import left_running, make_notebook
 from tests.cli_helpers import orchestrator_env, read_results, run_cli
+from tests.devops_server import DevOpsServer, isolate_sdk_caches
+from tests.test_trigger_support import kick_off_body, notebook_repo
 
 needs_namespaces = pytest.mark.skipif(not _isolation.detect().confined,
                                       reason=f"no PID namespace here: {_isolation.detect().reason}")
@@ -171,6 +174,36 @@ def test_a_hostile_notebook_under_run_finds_no_credential(tmp_path: Path) -> Non
     assert {"report.html", "junit.xml", "results.json"} <= {p.name for p in (tmp_path / "run").iterdir()}
     assert leaks(tmp_path / "run", list(secrets.values())) == []
     assert not any(value in done.stdout + done.stderr for value in secrets.values())
+
+
+@needs_namespaces
+def test_a_hostile_notebook_under_handle_from_stdin_finds_no_credential(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a worker's environment holds: the Service Bus connection, the identity's certificate password and
+    # managed identity header; the DevOps job token only in the message, read from standard input.
+    isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")
+    repo, commit = notebook_repo(tmp_path / "repo", {"hostile.ipynb": HOSTILE},
+                                 "version: 1\nexperiment: hostile\ndefaults:\n  timeout: 120\n")
+    token = secret("job")
+    secrets = {"ORCHESTRATOR_SERVICEBUS": f"Endpoint=sb://x.servicebus.windows.net/;SharedAccessKey={secret('sb')}",
+               "AZURE_CLIENT_CERTIFICATE_PASSWORD": secret("cert"), "IDENTITY_HEADER": secret("msi")}
+    with DevOpsServer(token=token) as server:
+        message = json.dumps({"message_id": "m-1", "body": kick_off_body(str(repo.bare), commit),
+                              "application_properties": server.message_properties()})
+        done = run_cli("handle", "-", "--allow-local-repos", "--out", tmp_path / "run", "--jobs", "1", stdin=message,
+                       env=orchestrator_env(**secrets, ORCHESTRATOR_STATE_DIR=str(tmp_path / "state"),
+                                            ORCHESTRATOR_WORK_DIR=str(tmp_path / "work"),
+                                            ORCHESTRATOR_DEVOPS_HOSTS="http://127.0.0.1"))
+        assert done.returncode == 0, done.stderr
+        [event] = server.task_completed_events()
+        assert event["result"] == "succeeded"
+        sent = b"".join(request.body for request in server.requests)
+    [step] = read_results(tmp_path / "run")["steps"]
+    assert "found 0" in step["output_tail"] and "'mem': 1" in step["output_tail"], step["output_tail"]
+    values = [token, *secrets.values()]
+    assert leaks(tmp_path, values) == []  # the run folder, the fetched repository, the state: no file holds one
+    assert not any(value.encode() in sent for value in values)  # nor anything published to DevOps
+    assert not any(value in done.stdout + done.stderr for value in values)
 
 
 # ------------------------------------------------------------------------------------ processes left behind
