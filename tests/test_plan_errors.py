@@ -123,7 +123,8 @@ def test_invalid_yaml_gives_line_and_column(repo: Path) -> None:
 def test_unknown_top_level_key_without_a_close_match_lists_the_keys(repo: Path) -> None:
     assert _one(repo, "jobs: []\n") == (
         f"{PLAN}: line 1 (jobs): unknown key 'jobs'; "
-        "expected one of: version, experiment, defaults, targets, environments, notebooks, secret_env, pack"
+        "expected one of: version, experiment, defaults, targets, environments, notebooks, secret_env, pack, "
+        "pass_env, isolation"
     )
 
 
