@@ -110,8 +110,9 @@ def settings_changes(now: ResolvedPlan, base: ResolvedPlan, step: StepSpec) -> l
     if now.environments.get(step.environment) != base.environments.get(before.environment) \
             and "environment" not in changed:
         changed.append(f"environment {step.environment!r}")
-    if now.secret_env != base.secret_env:
-        changed.append("secret_env")
+    for key in ("secret_env", "pass_env", "isolation"):  # what every kernel's environment and confinement are
+        if getattr(now, key) != getattr(base, key):
+            changed.append(key)
     return changed
 
 
