@@ -22,6 +22,7 @@ docs/isolation.md describes the policy for users.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -133,9 +134,12 @@ class Confinement:
         self._status_file = folder / STATUS_FILE
         self._marker = "" if isolation.confined else secrets.token_hex(8)
 
-    def command(self, argv: Sequence[str]) -> list[str]:
+    def command(self, argv: Sequence[str], search_path: str | None = None) -> list[str]:
+        """`argv` inside the confinement. A program that cannot be executed raises as Popen would have, before
+        anything starts: inside, only the init would find out, and the kernel would merely "die at start"."""
         if not self.isolation.confined:
             return list(argv)
+        _check_executable(argv[0], search_path)
         return [*self.isolation.wrapper, sys.executable, "-I", "-S", str(INIT), str(self._status_file), "--",
                 *argv]
 
@@ -156,6 +160,14 @@ class Confinement:
         for pid in marked_processes(MARKER_ENV, self._marker) if self._marker else []:
             with contextlib.suppress(OSError):
                 os.kill(pid, _KILL)
+
+
+def _check_executable(program: str, search_path: str | None) -> None:
+    found = program if os.sep in program else shutil.which(program, mode=os.F_OK, path=search_path)
+    if found is None or not os.path.exists(found):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+    if os.path.isdir(found) or not os.access(found, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
 
 
 def marked_processes(name: str, value: str) -> list[int]:

@@ -122,10 +122,13 @@ class _ConfinedKernelManager(AsyncKernelManager):
     where the launch differs from jupyter_client's (its provisioner calls `format_kernel_cmd`)."""
 
     confinement: _isolation.Confinement | None = None
+    search_path: str | None = None  # the kernel environment's PATH, where Popen would look for the program
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        return self.confinement.command(command) if self.confinement is not None else command
+        if self.confinement is None:
+            return command
+        return self.confinement.command(command, self.search_path)
 
 
 class LocalKernel:
@@ -156,6 +159,7 @@ class LocalKernel:
             **options,
         )
         self.km.confinement = self.confinement
+        self.km.search_path = self.env.get("PATH", os.defpath)
         self._process: subprocess.Popen[bytes] | None = None
         self.client: Any = None  # AsyncKernelClient once started
         self.info: dict[str, Any] = {}  # the kernel_info reply's content once started

@@ -293,3 +293,18 @@ def test_the_init_passes_the_kernels_exit_status(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-I", "-S", str(_isolation.INIT), str(status), "--", sys.executable,
                            "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], check=False)
     assert status.read_text() == "-11" and done.returncode == 128 + 11
+
+
+def test_a_kernel_program_that_does_not_exist_fails_as_it_did_without_the_wrapper(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inside the namespace only the init would find out; the error must still name the program, before any start.
+    spec_dir = tmp_path / "jupyter" / "kernels" / "gone"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({"argv": ["no-such-kernel-program-xyz", "{connection_file}"],
+                                                      "display_name": "Gone", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    nb = make_notebook(tmp_path / "nb.ipynb", "x = 1", kernel="gone")
+    result = _run(nb, tmp_path / "out", kernel="gone", kernel_required=True, start_timeout_s=10)
+    assert result["status"] == "error" and result["error"]["kind"] == "infrastructure"
+    assert ("could not start kernel 'gone': FileNotFoundError: [Errno 2] No such file or directory: "
+            "'no-such-kernel-program-xyz'") in result["error"]["evalue"]
