@@ -264,23 +264,36 @@ def test_required_isolation_fails_the_notebook_instead_of_running_it_unisolated(
 
 def test_connection_folders_left_by_a_killed_process_are_removed_and_live_ones_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A process that made its folder (lock held) and then died by SIGKILL, as a killed orchestrator would.
-    code = ("import sys, os, signal, tempfile; sys.path.insert(0, sys.argv[1]); tempfile.tempdir = sys.argv[2]\n"
-            "from steps import _kernel\nfolder, _ = _kernel._connection_folder()\n"
-            "open(os.path.join(folder, 'kernel.json'), 'w').write('{\"key\": \"hmac\"}')\n"
-            "os.kill(os.getpid(), signal.SIGKILL)")
-    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parents[1]), str(tmp_path)], check=False)
-    [dead] = list(tmp_path.glob("nbk-*"))
+    def killed_orchestrator() -> Path:
+        """A process that made its folder (lock held, HMAC key written), then died by SIGKILL."""
+        code = ("import sys, os, signal, tempfile; sys.path.insert(0, sys.argv[1]); tempfile.tempdir = sys.argv[2]\n"
+                "from steps import _kernel\nfolder, _ = _kernel._connection_folder()\n"
+                "open(os.path.join(folder, 'kernel.json'), 'w').write('{\"key\": \"hmac\"}')\n"
+                "print(folder, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)")
+        done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parents[1]), str(tmp_path)],
+                              capture_output=True, text=True, check=False)
+        return Path(done.stdout.strip())
+
+    dead = killed_orchestrator()
     old_style = tmp_path / "nbk-before-locks"  # no lock file: removed once it is old enough
     old_style.mkdir()
     os.utime(old_style, (time.time() - 3600, time.time() - 3600))
     young = tmp_path / "nbk-being-created"  # no lock file yet, just made: kept
     young.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(_kernel, "_swept", True)
     live, lock = _kernel._connection_folder()  # this process's own, locked
     try:
         assert sorted(_kernel.remove_stale_folders(tmp_path)) == sorted([dead, old_style])
         assert live.exists() and young.exists()
+        # The first kernel a process starts (the next run) sweeps by itself.
+        dead = killed_orchestrator()
+        assert dead.is_dir()
+        monkeypatch.setattr(_kernel, "_swept", False)
+        other, other_lock = _kernel._connection_folder()
+        assert not dead.exists() and live.exists() and other.exists()
+        if other_lock is not None:
+            os.close(other_lock)
     finally:
         if lock is not None:
             os.close(lock)
