@@ -82,8 +82,8 @@ def notebooks(isolation: _isolation.Isolation, count: int, work: Path) -> dict[s
             result = asyncio.run(run_step(StepRequest(notebook_path=path, output_dir=work / f"out-{label}")))
             wall = time.perf_counter() - started
             cpu = cpu_s(resource.RUSAGE_SELF) + cpu_s(resource.RUSAGE_CHILDREN) - cpu_before
-            if result["status"] != "passed":
-                raise SystemExit(f"{label} run did not pass: {result.get('error')}")
+            if result.status != "passed":
+                raise SystemExit(f"{label} run did not pass: {result.error}")
             if index:  # the first round warms imports and caches
                 results[label].append((wall, cpu))
     return {label: {"wall_median_s": round(statistics.median(w for w, _ in rows), 4),

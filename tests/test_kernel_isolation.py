@@ -222,7 +222,7 @@ DAEMON = ("import os, subprocess, sys, time\n"
 
 
 def _run(notebook: Path, out: Path, **fields: Any) -> dict[str, Any]:
-    return asyncio.run(run_step(StepRequest(notebook_path=notebook, output_dir=out, **fields)))
+    return asyncio.run(run_step(StepRequest(notebook_path=notebook, output_dir=out, **fields))).to_json()
 
 
 @needs_namespaces
