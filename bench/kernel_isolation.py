@@ -2,9 +2,9 @@
 
     python bench/kernel_isolation.py [--launches 50] [--notebooks 10] [--work DIR]
 
-1. The confinement alone: `--launches` times, the isolated launch of a no-op (`unshare` + `setpriv` when root +
-   the init steps/_pidinit.py + `true`) against `true` launched directly. Wall time per launch, and CPU seconds
-   (user + system of the children, from getrusage) per launch.
+1. The confinement alone: `--launches` times, the isolated launch of a no-op (`unshare`, as root `sh` with
+   `mount` and `setpriv`, the init steps/_pidinit.py, `true`) against `true` launched directly. Wall time per
+   launch, and CPU seconds (user + system of the children, from getrusage) per launch.
 2. End to end: `--notebooks` tiny notebooks run one after another by the step runner in this process, once with
    isolation and once without (alternating, so machine load hits both alike); wall and CPU seconds (this process
    and its children) per notebook.

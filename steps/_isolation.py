@@ -6,8 +6,12 @@ open files can be named, and when the kernel (or the orchestrator) ends, the nam
 notebook started, double-forked daemons included. PID 1 of the namespace is steps/_pidinit.py, which records
 the kernel's own exit status, so crash classification sees "killed by SIGSEGV", not the wrapper's status.
 
-- As root (CI containers), the kernel's bounding set loses CAP_SYS_ADMIN (util-linux `setpriv`): a root kernel
-  could otherwise unmount its private /proc and find the machine's /proc underneath.
+- As root (CI containers), before the kernel starts: /proc/sys and /sys (with the tracing, debug, security and
+  BPF file systems mounted under it) become read-only in the kernel's private mount namespace, and the kernel
+  keeps only the capabilities of a default Docker container (util-linux `setpriv`). A root kernel could
+  otherwise unmount its private /proc and find the machine's underneath (CAP_SYS_ADMIN), set
+  /proc/sys/kernel/core_pattern to a program the kernel then runs as root outside every namespace (uid 0 alone
+  is enough to write a sysctl), or read other processes' memory through BPF, perf or kernel modules.
 - Otherwise through a user namespace mapping the current user (`--user --map-current-user`): the kernel keeps
   its uid and holds no capability, so it cannot unmount /proc either.
 - Where neither works (no util-linux, user namespaces disabled, macOS, Windows) kernels run unconfined: the log
@@ -24,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import logging
 import os
 import secrets
 import shutil
@@ -35,8 +38,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("orchestrator.kernel")
-
 PID_NAMESPACE = "pid_namespace"
 NONE = "none"
 REQUIRE_ENV = "ORCHESTRATOR_REQUIRE_ISOLATION"  # "1": refuse to start a kernel that cannot be confined
@@ -44,6 +45,20 @@ MARKER_ENV = "ORCHESTRATOR_KERNEL_MARK"  # set in an unconfined kernel's environ
 INIT = Path(__file__).with_name("_pidinit.py")
 STATUS_FILE = "exit-status"
 _PROBE_TIMEOUT_S = 10.0
+# What a root kernel keeps: Docker's default capability set less MKNOD (docs/isolation.md). No SYS_ADMIN (mounts),
+# SYS_MODULE, SYS_RAWIO, SYS_PTRACE, BPF, PERFMON or SYSLOG: each is a way to other processes' memory or out.
+ROOT_KERNEL_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap", "setfcap",
+                    "net_bind_service", "net_raw", "sys_chroot", "audit_write")
+# Run by `sh` as root inside the new mount namespace (private: nothing here reaches the machine's mounts), before
+# the capabilities go. Read-only because uid 0 may write a root-owned sysctl or sysfs file without any
+# capability, and core_pattern, uevent_helper or a tracefs probe would run code or read memory outside.
+_ROOT_SETUP = ("mount -n -o bind,ro /proc/sys /proc/sys || exit 125\n"
+               "while read -r _ _ _ _ point _; do\n"
+               "  case $point in /sys|/sys/kernel/*|/sys/fs/bpf)\n"
+               "    mount -n -o remount,bind,ro \"$point\" || exit 125;;\n"
+               "  esac\n"
+               "done < /proc/self/mountinfo\n"
+               "exec \"$@\"")
 _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 
 
@@ -79,11 +94,10 @@ def required_by_environment(environ: Mapping[str, str] | None = None) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def detect() -> Isolation:
-    """What this machine allows, probed once per process (a real `unshare` of a no-op, a few milliseconds)."""
-    found = _probe()
-    if not found.confined:
-        log.warning("kernel isolation unavailable: %s", found.describe())
-    return found
+    """What this machine allows, probed once per process (a real `unshare` of a no-op, a few milliseconds).
+    Silent: whoever runs the kernels says it once, where its user reads (a run's progress, the step runner's
+    log); every kernel.log says it too."""
+    return _probe()
 
 
 def choose(required: bool) -> Isolation:
@@ -104,11 +118,14 @@ def _probe() -> Isolation:
     wrapper: tuple[str, ...]
     namespace = (unshare, "--pid", "--fork", "--mount-proc", "--kill-child")
     if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            return Isolation(NONE, reason="running as root without util-linux `setpriv`, which keeps a root "
-                                          "kernel from unmounting its private /proc")
-        wrapper = (*namespace, "--", setpriv, "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--")
+        tools = {name: shutil.which(name) for name in ("sh", "mount", "setpriv")}
+        missing = [f"`{name}`" for name, found in tools.items() if found is None]
+        if missing:
+            return Isolation(NONE, reason=f"running as root without {', '.join(missing)}, needed to keep a root "
+                                          "kernel inside its namespace")
+        caps = ",".join(f"+{cap}" for cap in ROOT_KERNEL_CAPS)
+        wrapper = (*namespace, "--", str(tools["sh"]), "-c", _ROOT_SETUP, "sh",
+                   str(tools["setpriv"]), "--inh-caps=-all", f"--bounding-set=-all,{caps}", "--")
     else:
         wrapper = (namespace[0], "--user", "--map-current-user", *namespace[1:], "--")
     probe = [*wrapper, sys.executable, "-I", "-S", "-c", ""]

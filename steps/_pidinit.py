@@ -9,9 +9,7 @@ status file keeps the kernel's true status for the crash classification; when th
 ends the namespace and every process the notebook started with it.
 """
 
-from __future__ import annotations
-
-import os
+import os  # os and sys only, both already loaded at interpreter start: each import here costs every kernel
 import sys
 
 
@@ -20,15 +18,14 @@ def main(argv: list[str]) -> int:
         os.write(2, b"usage: _pidinit.py STATUS_FILE -- COMMAND...\n")
         return 2
     status_file, command = argv[1], argv[3:]
-    env = dict(os.environ)
     # ipykernel watches JPY_PARENT_PID and exits when its parent becomes PID 1; here its parent IS PID 1, and
     # the namespace already ends the kernel when the orchestrator goes (unshare --kill-child). "1" turns the
     # watch off (ipykernel kernelapp.init_poller).
-    env["JPY_PARENT_PID"] = "1"
+    os.environ["JPY_PARENT_PID"] = "1"
     kernel = os.fork()
     if kernel == 0:
         try:
-            os.execvpe(command[0], command, env)
+            os.execvp(command[0], command)
         except OSError as exc:
             os.write(2, f"cannot start {command[0]}: {exc}\n".encode())
         os._exit(127)
@@ -40,8 +37,9 @@ def main(argv: list[str]) -> int:
         if pid == kernel:
             break
     code = os.waitstatus_to_exitcode(status)  # -N when killed by signal N
-    with open(status_file, "w", encoding="ascii") as file:
-        file.write(str(code))
+    fd = os.open(status_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, str(code).encode())
+    os.close(fd)
     return code if code >= 0 else 128 - code
 
 

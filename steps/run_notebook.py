@@ -548,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     fields["after_results"] = [result for _, result in after]
     fields["after_outputs"] = {result.notebook: path if path.is_dir() else path.parent for path, result in after}
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    if not _isolation.detect().confined:
+        log.warning("%s", _isolation.detect().describe())
     result = asyncio.run(_run_with_signals(StepRequest(**fields)))
     return EXIT_PASSED if result is not None and result.status in (PASSED, "skipped") else EXIT_NOT_PASSED
 
