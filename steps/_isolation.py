@@ -52,10 +52,12 @@ ROOT_KERNEL_CAPS = ("chown", "dac_override", "fowner", "fsetid", "kill", "setgid
 # Run by `sh` as root inside the new mount namespace (private: nothing here reaches the machine's mounts), before
 # the capabilities go. Read-only because uid 0 may write a root-owned sysctl or sysfs file without any
 # capability, and core_pattern, uevent_helper or a tracefs probe would run code or read memory outside.
-_ROOT_SETUP = ("mount -n -o bind,ro /proc/sys /proc/sys || exit 125\n"
+# $1 is `mount` by its full path: the kernel's PATH is the notebook's business and may not hold it.
+_ROOT_SETUP = ("mount=$1; shift\n"
+               "\"$mount\" -n -o bind,ro /proc/sys /proc/sys || exit 125\n"
                "while read -r _ _ _ _ point _; do\n"
                "  case $point in /sys|/sys/kernel/*|/sys/fs/bpf)\n"
-               "    mount -n -o remount,bind,ro \"$point\" || exit 125;;\n"
+               "    \"$mount\" -n -o remount,bind,ro \"$point\" || exit 125;;\n"
                "  esac\n"
                "done < /proc/self/mountinfo\n"
                "exec \"$@\"")
@@ -124,7 +126,7 @@ def _probe() -> Isolation:
             return Isolation(NONE, reason=f"running as root without {', '.join(missing)}, needed to keep a root "
                                           "kernel inside its namespace")
         caps = ",".join(f"+{cap}" for cap in ROOT_KERNEL_CAPS)
-        wrapper = (*namespace, "--", str(tools["sh"]), "-c", _ROOT_SETUP, "sh",
+        wrapper = (*namespace, "--", str(tools["sh"]), "-c", _ROOT_SETUP, "sh", str(tools["mount"]),
                    str(tools["setpriv"]), "--inh-caps=-all", f"--bounding-set=-all,{caps}", "--")
     else:
         wrapper = (namespace[0], "--user", "--map-current-user", *namespace[1:], "--")
