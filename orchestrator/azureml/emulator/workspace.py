@@ -218,6 +218,10 @@ class EmulatedJobs:
 
     def __init__(self, ws: EmulatedWorkspace) -> None:
         self._ws = ws
+        # name -> (status, entity). Loading a pipeline's YAML through azure-ai-ml costs ~0.2 s per call, and a
+        # follower polls `get` every fraction of a second: an entity is loaded again only when its status
+        # changed. Callers here only read what `get` returns (prepare_clone builds a new job from it).
+        self._loaded: dict[str, tuple[str, Any]] = {}
 
     def create_or_update(self, job: Any, *, experiment_name: str | None = None, skip_validation: bool = False,
                          **kwargs: Any) -> Any:
@@ -240,6 +244,9 @@ class EmulatedJobs:
         from azure.ai.ml.entities._job.job_service import JobService
 
         state = self._ws.state(name)
+        cached = self._loaded.get(name)
+        if cached is not None and cached[0] == state.status:
+            return cached[1]
         job = load_job(Path(state.folder) / JOB_FILE)
         job.name = name
         job._status = state.status
@@ -247,6 +254,7 @@ class EmulatedJobs:
         job._id = (f"/subscriptions/{ids.subscription_id}/resourceGroups/{ids.resource_group}/providers/"
                    f"Microsoft.MachineLearningServices/workspaces/{ids.workspace_name}/jobs/{name}")  # as the service
         job.services = {"Studio": JobService(endpoint=self._ws.studio_url(name))}  # type: ignore[dict-item]
+        self._loaded[name] = (state.status, job)
         return job
 
     def list(self, *, parent_job_name: str | None = None, **kwargs: Any) -> Iterator[Any]:
