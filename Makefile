@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest workers: many tests wait on kernels and subprocesses, so a few more workers than cores pays.
-JOBS ?= 2
+JOBS ?= 3
 
 .PHONY: run test test-all test-fast install bench clean
 

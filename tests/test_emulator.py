@@ -1,5 +1,5 @@
 """The emulated Azure ML workspace: the pieces without kernels (command lines, the package check, the YAML
-it receives), then `orchestrator emulate` end to end on tiny notebooks with real kernels."""
+it receives), then `orchestrator emulate` end to end on tiny notebooks with real kernels, one of them packed."""
 
 from __future__ import annotations
 
@@ -59,43 +59,58 @@ def test_exported_pipeline_keeps_every_notebook_nodes_display_name_and_tags(tmp_
         assert node.tags == {"notebook": f"nb/{name[3:]}.ipynb", "step": name}
 
 
-def test_emulate_runs_the_compiled_file_with_real_kernels(tmp_path: Path) -> None:
+def test_emulate_runs_the_compiled_file_with_real_kernels_one_node_or_a_pack_per_notebook(tmp_path: Path) -> None:
+    """`orchestrator emulate FILE` on a compiled pipeline where one notebook has its own node and three share a
+    pack (the history says they are short): one result per notebook, and the MLflow runs the service would hold."""
     from mlflow.tracking import MlflowClient
 
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "orchestrator.yml").write_text(
-        "version: 1\nexperiment: emulated-cli\ndefaults: {retries: 0}\nnotebooks:\n  - glob: '*.ipynb'\n"
-        "  - path: c_after.ipynb\n    after: [b_fail.ipynb]\n")
+        "version: 1\nexperiment: emulated-cli\ndefaults: {retries: 0}\nnotebooks:\n"
+        "  - glob: '*.ipynb'\n    expected_duration: 5s\n  - path: c_after.ipynb\n    after: [b_fail.ipynb]\n"
+        "  - path: a_pass.ipynb\n    pack: false\n")
     # mlflow inside the notebook attaches to the node's own run, as on the service
     # (mlflow takes MLFLOW_RUN_ID out of the environment when it resumes the run: compare first)
     make_notebook(repo / "a_pass.ipynb", "import mlflow, os\nassert os.environ['AZUREML_RUN_ID'] == os.environ['MLFLOW_RUN_ID']\n"
                                          "mlflow.log_metric('inside', 1.0)")
     make_notebook(repo / "b_fail.ipynb", "raise ValueError('no')")
     make_notebook(repo / "c_after.ipynb", "x = 1")
+    make_notebook(repo / "d_pass.ipynb", "x = 2")
     pipeline = tmp_path / "build" / "pipeline.yml"
-    assert CliRunner().invoke(cli, ["compile", str(repo), "--out", str(pipeline)]).exit_code == 0
+    runner = CliRunner()
+    env = {"ORCHESTRATOR_HISTORY": str(tmp_path / "h.sqlite")}
+    built = runner.invoke(cli, ["compile", str(repo), "--out", str(pipeline)], env=env)
+    assert built.exit_code == 0, built.output
+    assert "packing: 4 notebook nodes -> 2 (3 notebooks in 1 packs)" in built.output
     out = tmp_path / "run"
     workspace = tmp_path / "workspace"
-    done = CliRunner().invoke(cli, ["emulate", str(pipeline), "--out", str(out), "--emulator-dir", str(workspace)])
+    done = runner.invoke(cli, ["emulate", str(pipeline), "--out", str(out), "--emulator-dir", str(workspace)], env=env)
     assert done.exit_code == 1, done.output  # a notebook failed: exit 1, as `run`
     results = json.loads((out / "results.json").read_text())
     assert {s["step"]: s["status"] for s in results["steps"]} == {"a_pass": "passed", "b_fail": "failed",
-                                                                  "c_after": "skipped"}
+                                                                  "c_after": "skipped", "d_pass": "passed"}
     assert results["reported_by"] == "azureml report node" and (out / "report.html").is_file()
-    assert (out / "steps" / "a_pass" / "a_pass.ipynb").is_file()
+    assert (out / "junit.xml").read_text().count("<testcase") == 4
+    assert (out / "steps" / "a_pass" / "a_pass.ipynb").is_file() and (out / "steps" / "d_pass" / "d_pass.ipynb").is_file()
 
     client = MlflowClient(tracking_uri=(workspace / "mlruns").resolve().as_uri())
     [experiment] = [e for e in client.search_experiments() if e.name == "emulated-cli"]
-    runs = {r.data.tags.get("step"): r for r in client.search_runs([experiment.experiment_id])}
+    every = client.search_runs([experiment.experiment_id])
+    [pack] = [r for r in every if r.data.tags.get("orchestrator.pack")]
+    assert pack.data.tags["orchestrator.pack"] == "b_fail,c_after,d_pass"
+    packed = {r.data.tags["orchestrator.step"]: r for r in every if r.data.tags.get("mlflow.parentRunId") == pack.info.run_id}
+    assert {k: r.data.tags["orchestrator.status"] for k, r in packed.items()} == {
+        "b_fail": "failed", "c_after": "skipped", "d_pass": "passed"}
+    runs = {r.data.tags.get("step"): r for r in every if r.info.run_id not in {p.info.run_id for p in packed.values()}}
     pipeline_run = runs.pop(None)  # the pipeline's own run: no node tags
-    assert set(runs) == {"a_pass", "b_fail", "orchestrator_report"}  # c_after never started
+    assert set(runs) == {"a_pass", pack.data.tags.get("step"), "orchestrator_report"}
     for run in runs.values():
         assert run.data.tags["mlflow.parentRunId"] == pipeline_run.info.run_id
     assert runs["a_pass"].data.metrics["inside"] == 1.0
     assert runs["a_pass"].data.tags["orchestrator.status"] == "passed"
     assert runs["a_pass"].data.tags["mlflow.runName"] == "a_pass.ipynb"
-    assert (runs["a_pass"].info.status, runs["b_fail"].info.status) == ("FINISHED", "FAILED")
+    assert (runs["a_pass"].info.status, pack.info.status) == ("FINISHED", "FAILED")
 
 
 def test_emulate_refuses_bad_input_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,5 @@
-"""The Azure ML paths against the emulated workspace with real kernels (issue 8, item 4): `run --emulate
---wait` then `rerun --failed` reusing what passed, cancelling a running pipeline, a schedule firing, and the
-trigger's kick_off -> wrap_up watchdog closing the DevOps job when the report node never ran."""
+"""The Azure ML paths against the emulated workspace with real kernels (issue 8, item 4): cancelling
+a running pipeline, a schedule firing, and the trigger's kick_off -> wrap_up watchdog closing the DevOps job when the report node never ran."""
 
 from __future__ import annotations
 
@@ -35,30 +34,7 @@ def _repo(root: Path, notebooks: dict[str, str]) -> Path:
     return root
 
 
-def _results(run_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
-    return data
-
-
-def test_run_emulate_wait_then_rerun_failed_reuses_what_passed(tmp_path: Path) -> None:
-    repo = _repo(tmp_path / "repo", {"a_pass.ipynb": "x = 1", "b_fail.ipynb": "raise ValueError('no')"})
-    workspace = tmp_path / "workspace"
-    common = ["--backend", "azureml", "--emulate", "--emulator-dir", str(workspace), "--wait"]
-    first = CliRunner().invoke(cli, ["run", str(repo), "--out", str(tmp_path / "run1"), *common])
-    assert first.exit_code == 1, first.output
-    results = _results(tmp_path / "run1")
-    assert {s["step"]: s["status"] for s in results["steps"]} == {"a_pass": "passed", "b_fail": "failed"}
-    job = results["azureml"]["job_name"]
-
-    # A new process would see the same workspace: rerun reads the job back from the folder.
-    again = CliRunner().invoke(cli, ["rerun", job, "--failed", "--out", str(tmp_path / "run2"), *common])
-    assert again.exit_code == 1, again.output
-    rerun = _results(tmp_path / "run2")
-    assert {s["step"]: s["status"] for s in rerun["steps"]} == {"a_pass": "passed", "b_fail": "failed"}
-    state = json.loads((workspace / "jobs" / rerun["azureml"]["job_name"] / "state.json").read_text())
-    children = state["children"]
-    assert children["a_pass"]["reused_from"] and not children["b_fail"]["reused_from"]  # b ran again
-    assert children["orchestrator_report"]["reused_from"] is None  # never reused: not deterministic
+# `run --emulate --wait` then `rerun --failed`: tests/test_azureml_packing.py (a reused pack and a reused node).
 
 
 def test_cancel_stops_the_running_node_marks_the_rest_and_still_reports(tmp_path: Path) -> None:

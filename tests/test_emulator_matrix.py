@@ -1,13 +1,13 @@
 """The pessimistic-assumption matrix (issue 8, item 3): a pipeline with passing, failing, timed-out, crashed,
 errored and skipped notebooks, run in the emulated workspace, yields the report a local run gives: every notebook
-there, each with the local run's status and error kind, none `passed` that did not pass. Where on_finalize is
-assumed never to fire, the `--wait` backstop builds it. Under `reused-hidden`, a `rerun --failed` reuses the passed
-notebook and still reports it.
+there, each with the local run's status and error kind, none `passed` that did not pass. Under `reused-hidden`,
+a `rerun --failed` reuses the passed notebook and still reports it.
 
-`make test` runs three configurations that together put every assumption on each report path: none (the
-baseline), all (the backstop on the submitting machine, under every tag pessimism), and every assumption but
-finalize-never (the report node under every tag pessimism). Each assumption alone is marked `exhaustive`
-(`make test-all`): about 12 s each, for a regression that only one assumption alone would show."""
+Both report paths are checked on every pipeline run: the report node's (or, where on_finalize is assumed never to
+fire, the `--wait` follower's), and the backstop's, built again from the same finished job's node outputs. So
+`make test` runs two configurations: none (the baseline) and every tag pessimism together (the report node under
+no-parent-tag, reused-hidden and search-lag, with a rerun). `all` and each assumption alone are marked
+`exhaustive` (`make test-all`, ~12-30 s each) for a regression only that combination would show."""
 
 from __future__ import annotations
 
@@ -21,19 +21,13 @@ pytest.importorskip("azure.ai.ml")
 from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace  # noqa: E402
 from tests.emulator_support import SEARCH_LAG_S, SETTLE_S, compiled, follow_job, outcome_repo, statuses  # noqa: E402
 
-EACH_PATH = {
-    "default": (),
-    "all": ("all",),
-    "report-node-pessimistic": ("no-parent-tag", "reused-hidden", "search-lag"),
-}
-ALONE = {
-    "finalize-never": ("finalize-never",),
-    "no-parent-tag": ("no-parent-tag",),
-    "reused-hidden": ("reused-hidden",),
-    "search-lag": ("search-lag",),
-}
-CONFIGS = [pytest.param(names, id=name) for name, names in EACH_PATH.items()] + [
-    pytest.param(names, id=name, marks=pytest.mark.exhaustive) for name, names in ALONE.items()]
+CONFIGS = [
+    pytest.param((), id="default"),
+    pytest.param(("no-parent-tag", "reused-hidden", "search-lag"), id="tag-pessimism"),
+    pytest.param(("all",), id="all", marks=pytest.mark.exhaustive),
+    *(pytest.param((name,), id=name, marks=pytest.mark.exhaustive)
+      for name in ("finalize-never", "no-parent-tag", "reused-hidden", "search-lag")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +57,24 @@ def test_report_is_complete_and_true(names: tuple[str, ...], pipeline: tuple[Pat
                                      tmp_path: Path) -> None:
     from azure.ai.ml import load_job
 
-    from orchestrator.azureml.rerun import prepare_clone
+    from orchestrator.azureml.rerun import expected_of, prepare_clone
+    from orchestrator.azureml.watch import backstop
+
+    def backstop_agrees(results: dict[str, Any], job: Any, folder: Path) -> None:
+        built = backstop(workspace, results["azureml"]["job_name"], folder, expected=expected_of(job), run_id="backstop",
+                         title="emulated", extra={})
+        assert statuses(built) == local
 
     assumptions = Assumptions.parse(names, search_lag_s=SEARCH_LAG_S)
     workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=assumptions,
                                   node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": SETTLE_S})
     try:
-        results = follow_job(workspace, load_job(pipeline[1]), tmp_path / "run", key="first")
+        job = load_job(pipeline[1])
+        results = follow_job(workspace, job, tmp_path / "run", key="first")
         assert statuses(results) == local
         assert results["reported_by"] == ("backstop on the submitting machine" if assumptions.finalize_never
                                           else "azureml report node")
+        backstop_agrees(results, job, tmp_path / "backstop")
         if not assumptions.reused_hidden:
             return
         # rerun --failed: the same graph and run_key; the passed notebook is reused, the rest runs again.
@@ -80,6 +82,7 @@ def test_report_is_complete_and_true(names: tuple[str, ...], pipeline: tuple[Pat
         clone, _ = prepare_clone(first, failed=True, job_name=first.name)
         again = follow_job(workspace, clone, tmp_path / "rerun", key="rerun")
         assert statuses(again) == local
+        backstop_agrees(again, clone, tmp_path / "rerun-backstop")
         reused = {c.node: c.reused_from for c in workspace.state(again["azureml"]["job_name"]).children.values()}
         assert reused["a_pass"] is not None and reused["b_fail"] is None
     finally:
