@@ -91,10 +91,7 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         **{str(s.component_input): Input(type=s.input_type, optional=s.default is None, description=s.help)
            for s in COMPONENT_SETTINGS},
     }
-    for index in range(after_slots):
-        inputs[AFTER_INPUT.format(index)] = Input(
-            type="uri_folder", optional=True, description="result folder of a notebook this one runs after"
-        )
+    inputs.update(_after_inputs(after_slots, "result folder of a notebook this one runs after"))
     return CommandComponent(
         name=NOTEBOOK_COMPONENT,
         display_name=f"Run notebook ({label})",
@@ -107,6 +104,14 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         code=str(code),
         is_deterministic=True,  # reuse is what makes "rerun failed only" work (docs/azureml-sdk.md#reuse)
     )
+
+
+def _after_inputs(after_slots: int, description: str) -> dict[str, Any]:
+    """The optional folder inputs a node's after-results are bound to, after_0 up."""
+    from azure.ai.ml import Input
+
+    return {AFTER_INPUT.format(index): Input(type="uri_folder", optional=True, description=description)
+            for index in range(after_slots)}
 
 
 def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: int, size: int,
@@ -135,10 +140,7 @@ def pack_component(*, code: Path, environment: Any, plan_root: str, secret_env: 
         RUN_KEY: Input(type="string", description="Same key: completed packs are reused; new key: all run"),
         "pack": Input(type="string", description="The notebooks and their settings, in running order, JSON"),
     }
-    for index in range(after_slots):
-        inputs[AFTER_INPUT.format(index)] = Input(
-            type="uri_folder", optional=True, description="result folder of a notebook in another node"
-        )
+    inputs.update(_after_inputs(after_slots, "result folder of a notebook in another node"))
     return CommandComponent(
         name=PACK_COMPONENT,
         display_name=f"Run notebooks ({label})",

@@ -68,6 +68,12 @@ def find_job(client: Any, name: str) -> Any | None:
         return None
 
 
+def _existing(job: Any, name: str, why: str) -> Submitted:
+    """A job with the key's name is there already: it is the submission (one pipeline per key)."""
+    log.info("job=%s %s", name, why)
+    return Submitted(name=name, studio_url=studio_url(job), created=False, job=job)
+
+
 def submit_job(client: Any, job: Any, *, key: str) -> Submitted:
     """Submit `job` under the name derived from `key`, unless a job with that name exists."""
     from azure.core.exceptions import HttpResponseError
@@ -76,8 +82,7 @@ def submit_job(client: Any, job: Any, *, key: str) -> Submitted:
     with azure_errors(f"submitting pipeline {name}"):
         existing = find_job(client, name)
         if existing is not None:
-            log.info("job=%s exists already (key %r): not submitted again", name, key)
-            return Submitted(name=name, studio_url=studio_url(existing), created=False, job=existing)
+            return _existing(existing, name, f"exists already (key {key!r}): not submitted again")
         job.name = name
         try:
             # Validated offline already (compile.validate); the SDK would run the same validator again.
@@ -86,8 +91,7 @@ def submit_job(client: Any, job: Any, *, key: str) -> Submitted:
             existing = find_job(client, name)
             if existing is None:
                 raise
-            log.info("job=%s was created concurrently by another submitter with key %r", name, key)
-            return Submitted(name=name, studio_url=studio_url(existing), created=False, job=existing)
+            return _existing(existing, name, f"was created concurrently by another submitter with key {key!r}")
     log.info("job=%s submitted experiment=%s", created.name, job.experiment_name)
     return Submitted(name=str(created.name), studio_url=studio_url(created), created=True, job=created)
 
@@ -98,8 +102,7 @@ def submit_plan(client: Any, plan: ResolvedPlan, *, key: str, options: CompileOp
     with azure_errors(f"looking up job {name}"):
         existing = find_job(client, name)
     if existing is not None:
-        log.info("job=%s exists already (key %r): not submitted again", name, key)
-        return Submitted(name=name, studio_url=studio_url(existing), created=False, job=existing)
+        return _existing(existing, name, f"exists already (key {key!r}): not submitted again")
     job = compile_plan(plan, options)
     validate(job)
     return submit_job(client, job, key=key)

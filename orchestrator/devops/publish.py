@@ -205,14 +205,8 @@ def _close(context: DevOpsContext, outcome: PublishOutcome, text: str, policy: R
 def _completed_in_devops(client: TaskClient, outcome: PublishOutcome, marker_dir: Path | None) -> bool:
     """Skip everything when the task record is already completed (cancelled, timed out, closed by a watchdog
     or an earlier attempt). When the records cannot be read, go on: closing the job matters more."""
-    try:
-        state = client.state()
-    except DevOpsAuthError:
-        raise
-    except DevOpsError as exc:
-        log.warning("devops task state unknown, completing anyway: %s", exc)
-        return False
-    if not state.task_completed:
+    state = client.state_if_known(otherwise="completing anyway")
+    if state is None or not state.task_completed:
         return False
     outcome.already_completed = state.describe()
     log.info("devops nothing sent: %s", outcome.already_completed)

@@ -183,6 +183,17 @@ class TaskClient:
         value = answer.get("value") if isinstance(answer, dict) else answer
         return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
 
+    def state_if_known(self, *, otherwise: str) -> TaskState | None:
+        """state(), or None when DevOps cannot be read: logged with what the caller does `otherwise`. An
+        authentication failure is raised: nothing later would succeed either."""
+        try:
+            return self.state()
+        except DevOpsAuthError:
+            raise
+        except DevOpsError as exc:
+            log.warning("devops task state unknown, %s: %s", otherwise, exc)
+            return None
+
     def state(self, *, retry: bool = True) -> TaskState:
         by_id = {str(r.get("id", "")).lower(): r for r in self.records(retry=retry)}
         task = by_id.get(self.task.task_instance_id.lower(), {})

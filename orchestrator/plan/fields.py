@@ -113,32 +113,18 @@ _DURATION_PATTERN = (
     r"^(?=.*\d)\s*(\d+(\.\d+)?|(\d+(\.\d+)?\s*[dD])?\s*(\d+(\.\d+)?\s*[hH])?\s*"
     r"(\d+(\.\d+)?\s*[mM])?\s*(\d+(\.\d+)?\s*[sS])?)\s*$"
 )
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": _DURATION_PATTERN},
-            ],
-            "description": f"Expected {DURATION_HINT}.",
-        }
-    ),
-]
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(([kKmMgG][iI]?)?[bB])?\s*$"},
-            ],
-            "description": f"Expected {SIZE_HINT}.",
-        }
-    ),
-]
+
+
+def _number_or_text(number: dict[str, object], pattern: str, hint: str) -> WithJsonSchema:
+    """The JSON schema of a field written as a number or as text with a unit ("90s", "2 MiB")."""
+    return WithJsonSchema({"anyOf": [number, {"type": "string", "pattern": pattern}], "description": f"Expected {hint}."})
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     _number_or_text({"type": "number", "exclusiveMinimum": 0}, _DURATION_PATTERN, DURATION_HINT)]
+Size = Annotated[int, BeforeValidator(parse_size),
+                 _number_or_text({"type": "integer", "minimum": 1},
+                                 r"^\s*(\d+(\.\d+)?|\.\d+)\s*(([kKmMgG][iI]?)?[bB])?\s*$", SIZE_HINT)]
 Rule = Annotated[
     str,
     BeforeValidator(check_rule),

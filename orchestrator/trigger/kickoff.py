@@ -22,7 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 from orchestrator.devops.context import DevOpsContext
-from orchestrator.devops.http import DevOpsAuthError, DevOpsError
 from orchestrator.devops.live import LiveReporter
 from orchestrator.devops.taskclient import CANCELLED_RESULTS, TaskClient
 from orchestrator.trigger import watchdog
@@ -148,14 +147,11 @@ def task_disposition(context: DevOpsContext, services: Services) -> Disposition:
     (docs/devops-protocol.md#consuming-messages)."""
     client = TaskClient(context, services.devops_policy)
     try:
-        state = client.state()
-    except DevOpsAuthError:
-        raise
-    except DevOpsError as exc:
-        log.warning("devops task state unknown, going on: %s", exc)
-        return Disposition()
+        state = client.state_if_known(otherwise="going on")
     finally:
         client.close()
+    if state is None:
+        return Disposition()
     if (state.task_completed and state.task_result in ("succeeded", "succeededwithissues")
             and state.job_result not in CANCELLED_RESULTS):
         log.warning(NO_CALLBACK)
