@@ -69,3 +69,39 @@ def left_running(tag: str, within_s: float = 3.0) -> list[str]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+# The example plan of docs/architecture.md#plan-file (the loader and the JSON schema must both accept it).
+DESIGN_PLAN = """\
+version: 1
+experiment: recommenders-notebooks
+defaults:
+  target: cpu
+  environment: cpu
+  timeout: 30m
+  cell_timeout: 10m
+  retries: 0
+  kernel: python3
+  parameters: {}
+  pythonpath: ["."]
+targets:
+  cpu: {azureml: {compute: cpu-cluster}, local: {slots: auto}}
+  gpu: {azureml: {compute: gpu-cluster}, gpus: 1}
+  spot: {azureml: {instance_type: Standard_NC6s_v3}, local: {slots: 2}, gpus: 1}
+environments:
+  cpu: {conda: environments/cpu.yml, image: "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"}
+  gpu: {conda: environments/gpu.yml, image: "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"}
+  registered: {azureml: "recommenders-gpu:3"}
+secret_env: [MY_TOKEN]
+notebooks:
+  - glob: "examples/**/*.ipynb"
+  - path: examples/01_train.ipynb
+    parameters: {epochs: 1}
+    expect: {accuracy: ">= 0.9"}
+    after: [examples/00_prepare.ipynb]
+  - path: examples/03_gpu.ipynb
+    target: gpu
+    environment: gpu
+  - glob: "examples/scratch/**"
+    skip: "work in progress"
+"""

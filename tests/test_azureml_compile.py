@@ -23,7 +23,7 @@ from orchestrator.azureml.components import RESULT_OUTPUT  # noqa: E402
 from orchestrator.azureml.export import write_pipeline  # noqa: E402
 from orchestrator.errors import InvalidInputError  # noqa: E402
 from tests.fake_mlclient import rest_body  # noqa: E402
-from tests.test_azureml_support import examples_plan, make_repo, node_inputs  # noqa: E402
+from tests.azureml_support import examples_plan, make_repo, node_inputs  # noqa: E402
 
 NOTEBOOK_NODES = {"data_00_prepare", "recommenders_01_similarity", "models_02_train", "models_03_serverless", "gpu_05_gpu"}
 

@@ -34,7 +34,7 @@ from orchestrator.cli import cli  # noqa: E402
 from orchestrator.plan.spec import PackSpec, StepSpec, TargetSpec  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
 from tests.history_builders import FakeStep, fake_run  # noqa: E402
-from tests.test_azureml_support import generated_plan, node_inputs, step  # noqa: E402
+from tests.azureml_support import generated_plan, node_inputs  # noqa: E402
 
 TARGETS = {"cpu": TargetSpec("cpu", azureml_compute="cpu"), "gpu": TargetSpec("gpu", gpus=1, azureml_compute="gpu")}
 

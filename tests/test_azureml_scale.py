@@ -14,7 +14,7 @@ pytest.importorskip("azure.ai.ml")
 from orchestrator.azureml.compile import REPORT_NODE, TIMEOUT_GRACE_S, CompileOptions, compile_plan  # noqa: E402
 from orchestrator.azureml.export import write_pipeline  # noqa: E402
 from tests.fake_mlclient import rest_body  # noqa: E402
-from tests.test_azureml_support import generated_plan  # noqa: E402
+from tests.azureml_support import generated_plan  # noqa: E402
 
 COUNT = 300
 # The target is 5 s on the project's machine; the bound here is looser so a loaded CI machine cannot flake.

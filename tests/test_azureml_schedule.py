@@ -17,8 +17,8 @@ from orchestrator.azureml.commands import compile_command, schedule_command  # n
 from orchestrator.azureml.compile import REPORT_NODE, CompileOptions, compile_plan  # noqa: E402
 from orchestrator.azureml.schedule import TRIGGER_TIME, build_schedule, check_cron, validate_schedule  # noqa: E402
 from orchestrator.errors import InvalidInputError  # noqa: E402
-from tests.fake_mlclient import FakeMLClient, fake  # noqa: E402,F401  (fixture: fake)
-from tests.test_azureml_support import examples_plan, make_repo  # noqa: E402
+from tests.fake_mlclient import FakeMLClient  # noqa: E402
+from tests.azureml_support import examples_plan, make_repo  # noqa: E402
 
 
 @pytest.fixture

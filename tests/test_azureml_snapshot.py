@@ -16,7 +16,7 @@ from orchestrator.azureml.snapshot import (  # noqa: E402
     report_snapshot,
     repository_root,
 )
-from tests.test_azureml_support import make_repo  # noqa: E402
+from tests.azureml_support import make_repo  # noqa: E402
 
 
 def shipped(root: Path) -> set[str]:

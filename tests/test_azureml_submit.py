@@ -21,8 +21,8 @@ from orchestrator.azureml.submit import azure_errors, submit_plan  # noqa: E402
 from orchestrator.backends import RunOptions  # noqa: E402
 from orchestrator.errors import InfrastructureError, InvalidInputError  # noqa: E402
 from orchestrator.progress import PlainProgress  # noqa: E402
-from tests.fake_mlclient import FakeMLClient, conflict, fake  # noqa: E402,F401  (fixture: fake)
-from tests.test_azureml_support import examples_plan, make_repo  # noqa: E402
+from tests.fake_mlclient import FakeMLClient, conflict  # noqa: E402
+from tests.azureml_support import examples_plan, make_repo  # noqa: E402
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from orchestrator.trigger.commands import handle_command
 from orchestrator.trigger.messages import parse_body
 from tests.builders import make_notebook
 from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
-from tests.test_trigger_support import git, kick_off_body, notebook_repo
+from tests.trigger_support import git, kick_off_body, notebook_repo
 
 PLAN = "version: 1\nexperiment: pr-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
 

@@ -13,8 +13,8 @@ pytest.importorskip("azure.ai.ml")
 from click.testing import CliRunner  # noqa: E402
 
 from orchestrator.cli import cli  # noqa: E402
-from tests.fake_mlclient import FakeMLClient, fake  # noqa: E402,F401  (fixture: fake)
-from tests.test_azureml_support import make_repo  # noqa: E402
+from tests.fake_mlclient import FakeMLClient  # noqa: E402
+from tests.azureml_support import make_repo  # noqa: E402
 
 
 def test_run_azureml_without_wait_submits_one_job_and_exits_0(fake: FakeMLClient, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.builders import make_notebook
 from tests.cli_helpers import orchestrator_env, read_results, run_cli
-from tests.conftest_devops import BODY, devops_server  # noqa: F401  (fixture)
+from tests.conftest_devops import BODY
 from tests.devops_server import DevOpsServer
 from tests.report_builders import step_result, write_run
 
@@ -33,7 +33,7 @@ def _message_file(tmp_path: Path, server: DevOpsServer) -> Path:
 
 
 def test_run_with_devops_callback_publishes_results_and_closes_the_server_job_once(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     out = tmp_path / "run"
     done = run_cli("run", _repo(tmp_path), "--out", out, "--devops", "--callback", _message_file(tmp_path, devops_server))
     assert done.returncode == 1, done.stderr  # the notebooks' own outcome: one failed
@@ -49,7 +49,7 @@ def test_run_with_devops_callback_publishes_results_and_closes_the_server_job_on
 
 
 def test_report_devops_in_an_agent_job_publishes_a_test_run_and_sends_no_callback(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     out = tmp_path / "run"
     assert run_cli("run", _repo(tmp_path), "--out", out).returncode == 1
     env = orchestrator_env(SYSTEM_ACCESSTOKEN=devops_server.token, SYSTEM_COLLECTIONURI=devops_server.url,

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.devops.publish import publish_run
-from tests.conftest_devops import FAST, devops_server, run_dir, server_context  # noqa: F401  (fixtures)
+from tests.conftest_devops import FAST, server_context
 from tests.devops_server import DevOpsServer
 
 
 def test_sdk_requests_carry_the_api_version_in_query_and_accept_header(
-        run_dir: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        run_dir: Path, devops_server: DevOpsServer) -> None:
     outcome = publish_run(run_dir, server_context(devops_server), policy=FAST)
     assert outcome.ok, outcome.problems
     test_calls = [r for r in devops_server.requests if r.route and r.route.startswith(("runs.", "results.", "attachments."))]

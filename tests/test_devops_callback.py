@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.devops.publish import close_server_task, complete_server_job, report_to_devops, task_result_for
-from tests.conftest_devops import FAST, HANG_POLICY, devops_server, make_run_folder, run_dir, server_context, step  # noqa: F401
+from tests.conftest_devops import FAST, HANG_POLICY, make_run_folder, server_context, step
 from tests.devops_server import DevOpsServer
 
 

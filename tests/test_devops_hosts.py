@@ -15,9 +15,8 @@ from orchestrator.devops.publish import report_to_devops
 from orchestrator.trigger.handlers import handle
 from tests.cli_helpers import orchestrator_env, run_cli
 from tests.conftest_devops import FAST, make_run_folder, server_context
-from tests.devops_server import AttackerServer, DevOpsServer, devops_server  # noqa: F401  (fixture)
-from tests.test_trigger_refusals import via_function
-from tests.test_trigger_support import kick_off_body, make_services, raw
+from tests.devops_server import AttackerServer, DevOpsServer
+from tests.trigger_support import kick_off_body, make_services, raw, via_function
 
 URL = "https://dev.azure.com/org/proj/_git/repo"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -30,7 +29,7 @@ def attacker() -> Iterator[AttackerServer]:
 
 
 @pytest.fixture
-def strict_only(devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> DevOpsServer:  # noqa: F811
+def strict_only(devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> DevOpsServer:
     """Only the strict server's own origin (with its port) is listed: the attacker, on another port, is not."""
     monkeypatch.setenv("ORCHESTRATOR_DEVOPS_HOSTS", devops_server.host)
     return devops_server

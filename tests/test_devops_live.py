@@ -8,7 +8,7 @@ import time
 
 from orchestrator.devops.live import WATCH_INTERVAL_S, CancellationWatcher, LiveReporter
 from orchestrator.progress import Progress
-from tests.conftest_devops import FAST, devops_server, server_context  # noqa: F401 - fixture
+from tests.conftest_devops import FAST, server_context
 from tests.devops_server import DevOpsServer
 from steps.step_result import StepResult
 

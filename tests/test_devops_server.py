@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest_devops import devops_server  # noqa: F401 - fixture
 from tests.devops_server import DevOpsServer
 
 

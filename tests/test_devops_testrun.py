@@ -15,13 +15,11 @@ from orchestrator.devops.http import RetryPolicy
 from orchestrator.devops.publish import publish_run
 from orchestrator.devops.fields import attachment_name
 from orchestrator.devops.testrun import PublishOptions, publish_test_run
-from tests.conftest_devops import (  # noqa: F401 - fixtures
+from tests.conftest_devops import (
     FAST,
     HANG_POLICY,
     LONG_TRACEBACK,
-    devops_server,
     make_run_folder,
-    run_dir,
     server_context,
     step,
 )

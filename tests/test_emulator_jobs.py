@@ -7,7 +7,6 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,10 +17,9 @@ from click.testing import CliRunner  # noqa: E402
 from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace  # noqa: E402
 from orchestrator.cli import cli  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
-from tests.conftest_devops import devops_server  # noqa: E402,F401  (fixture)
 from tests.devops_server import DevOpsServer  # noqa: E402
-from tests.emulator_support import SETTLE_S, emulated_client  # noqa: E402,F401  (fixture)
-from tests.test_trigger_support import Clock, FakeScheduler, FakeSecrets, kick_off_body, make_services, notebook_repo, raw  # noqa: E402
+from tests.emulator_support import SETTLE_S  # noqa: E402
+from tests.trigger_support import Clock, FakeScheduler, FakeSecrets, kick_off_body, make_services, notebook_repo, raw  # noqa: E402
 
 TWO = "version: 1\nexperiment: emulated-jobs\ndefaults: {retries: 0}\nnotebooks:\n  - glob: '*.ipynb'\n"
 
@@ -87,7 +85,7 @@ def test_a_schedule_fires_with_its_trigger_time_as_run_key(emulated_client: Emul
 
 
 def test_the_watchdog_reports_and_closes_the_devops_job_when_the_report_node_never_ran(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     from orchestrator.azureml.client import set_client_factory
     from orchestrator.trigger.handlers import handle
 

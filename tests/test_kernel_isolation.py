@@ -30,7 +30,7 @@ from steps.run_notebook import StepRequest, run_step
 from tests.builders import left_running, make_notebook
 from tests.cli_helpers import orchestrator_env, read_results, run_cli
 from tests.devops_server import DevOpsServer, isolate_sdk_caches
-from tests.test_trigger_support import kick_off_body, notebook_repo
+from tests.trigger_support import kick_off_body, notebook_repo
 
 needs_namespaces = pytest.mark.skipif(not _isolation.detect().confined,
                                       reason=f"no PID namespace here: {_isolation.detect().reason}")

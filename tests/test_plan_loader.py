@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from orchestrator.plan import ResolvedPlan, StepSpec, load_plan, validate_plan
-from tests.builders import make_notebook
+from tests.builders import DESIGN_PLAN, make_notebook
 
 
 def _plan(root: Path, text: str, name: str = "orchestrator.yml") -> Path:
@@ -128,39 +128,6 @@ def test_a_plan_without_notebooks_key_runs_every_notebook_with_its_defaults(tmp_
 
 # ------------------------------------------------------------- the example plan of docs/architecture.md#plan-file
 
-DESIGN_PLAN = """\
-version: 1
-experiment: recommenders-notebooks
-defaults:
-  target: cpu
-  environment: cpu
-  timeout: 30m
-  cell_timeout: 10m
-  retries: 0
-  kernel: python3
-  parameters: {}
-  pythonpath: ["."]
-targets:
-  cpu: {azureml: {compute: cpu-cluster}, local: {slots: auto}}
-  gpu: {azureml: {compute: gpu-cluster}, gpus: 1}
-  spot: {azureml: {instance_type: Standard_NC6s_v3}, local: {slots: 2}, gpus: 1}
-environments:
-  cpu: {conda: environments/cpu.yml, image: "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"}
-  gpu: {conda: environments/gpu.yml, image: "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"}
-  registered: {azureml: "recommenders-gpu:3"}
-secret_env: [MY_TOKEN]
-notebooks:
-  - glob: "examples/**/*.ipynb"
-  - path: examples/01_train.ipynb
-    parameters: {epochs: 1}
-    expect: {accuracy: ">= 0.9"}
-    after: [examples/00_prepare.ipynb]
-  - path: examples/03_gpu.ipynb
-    target: gpu
-    environment: gpu
-  - glob: "examples/scratch/**"
-    skip: "work in progress"
-"""
 
 
 def _design_repo(root: Path) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.plan import plan_json_schema
-from tests.test_plan_loader import DESIGN_PLAN
+from tests.builders import DESIGN_PLAN
 
 EXAMPLES_PLAN = Path(__file__).resolve().parents[1] / "examples" / "orchestrator.yml"
 

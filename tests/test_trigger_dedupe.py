@@ -16,9 +16,9 @@ from orchestrator.trigger.dedupe import LocalMarkers
 from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.services import Services
-from tests.conftest_devops import devops_server, make_run_folder  # noqa: F401  (fixture)
+from tests.conftest_devops import make_run_folder
 from tests.devops_server import DevOpsServer
-from tests.test_trigger_support import kick_off_body, make_services, notebook_repo, raw, task_log
+from tests.trigger_support import kick_off_body, make_services, notebook_repo, raw, task_log
 
 
 @dataclass
@@ -47,7 +47,7 @@ def test_a_claim_is_taken_once() -> None:
 
 
 def test_a_duplicate_while_the_first_still_runs_starts_nothing(tmp_path: Path,
-                                                               devops_server: DevOpsServer) -> None:  # noqa: F811
+                                                               devops_server: DevOpsServer) -> None:
     d = _message(tmp_path, devops_server)
     message, services, markers, key = d.message, d.services, d.markers, d.key
     assert markers.claim(key) is None  # the first delivery, still running in this process
@@ -57,7 +57,7 @@ def test_a_duplicate_while_the_first_still_runs_starts_nothing(tmp_path: Path,
 
 
 def test_a_duplicate_after_a_crash_mid_run_reports_what_the_run_recorded_and_closes_the_job_once(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     d = _message(tmp_path, devops_server)
     message, services, markers, key = d.message, d.services, d.markers, d.key
     run_dir = make_run_folder(tmp_path / "crashed-run")
@@ -74,7 +74,7 @@ def test_a_duplicate_after_a_crash_mid_run_reports_what_the_run_recorded_and_clo
 
 
 def test_a_claim_whose_process_died_before_running_anything_is_taken_over(
-        tmp_path: Path, devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _message(tmp_path, devops_server)
     message, services, markers, key = d.message, d.services, d.markers, d.key
     assert markers.claim(key) is None

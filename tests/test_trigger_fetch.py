@@ -15,8 +15,8 @@ from orchestrator.devops.context import Secret
 from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.fetch import FetchError, Limits, check_url, fetch
 from orchestrator.trigger.settings import TriggerSettings
-from tests.git_server import GitHttpsServer, no_git, test_certs  # noqa: F401  (fixtures)
-from tests.test_trigger_support import NotebookRepo, notebook_repo
+from tests.git_server import GitHttpsServer
+from tests.trigger_support import NotebookRepo, notebook_repo
 
 SETTINGS = TriggerSettings(allowed_hosts=("dev.azure.com", "*.visualstudio.com", "github.com"))
 LIMITS = Limits(timeout_s=60.0, max_bytes=10 ** 8)

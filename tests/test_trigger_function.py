@@ -15,12 +15,10 @@ func = pytest.importorskip("azure.functions")  # the `trigger` extra
 
 from orchestrator.trigger import function_blueprint  # noqa: E402
 from orchestrator.trigger.services import Services  # noqa: E402
-from tests.conftest_devops import devops_server  # noqa: E402,F401  (fixture)
 from tests.devops_server import DevOpsServer  # noqa: E402
-from tests.test_trigger_support import (  # noqa: E402,F401
+from tests.trigger_support import (  # noqa: E402
     FakeScheduler,
     FakeSecrets,
-    fake_ml,
     kick_off_body,
     make_services,
     notebook_repo,
@@ -60,7 +58,7 @@ def test_the_binding_names_the_connection_setting_and_the_queue_setting() -> Non
 
 
 def test_a_wrapped_kick_off_with_str_keys_submits_one_pipeline_and_returns(
-        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
     body = wrapped(json.dumps(kick_off_body(str(repo.bare), commit, plan=".")))
     assert user_function()(message(body, devops_server.message_properties())) is None
@@ -71,7 +69,7 @@ def test_a_wrapped_kick_off_with_str_keys_submits_one_pipeline_and_returns(
 
 
 def test_a_transient_failure_is_redelivered_later_and_later_then_closes_the_job_at_the_limit(
-        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:
     from azure.core.exceptions import ServiceRequestError
 
     from orchestrator.trigger.signing import SIGNATURE_PROPERTY
@@ -104,7 +102,7 @@ def test_a_transient_failure_is_redelivered_later_and_later_then_closes_the_job_
 
 
 def test_when_the_next_delivery_cannot_be_scheduled_the_message_is_abandoned(
-        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, services: Services, fake_ml: Any, devops_server: DevOpsServer) -> None:
     from azure.core.exceptions import ServiceRequestError
 
     def unreachable(*args: Any) -> Any:
@@ -120,7 +118,7 @@ def test_when_the_next_delivery_cannot_be_scheduled_the_message_is_abandoned(
 
 
 def test_a_refusal_returns_and_is_logged_at_error_with_its_reason(
-        services: Services, devops_server: DevOpsServer, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        services: Services, devops_server: DevOpsServer, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="orchestrator.trigger"):
         assert user_function()(message(b"not json", devops_server.message_properties())) is None
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
@@ -178,7 +176,7 @@ def test_host_json_settles_after_the_function_and_renews_locks_longer_than_it_ma
 
 
 def test_malformed_app_settings_refuse_each_message_and_close_its_job_instead_of_failing(
-        monkeypatch: pytest.MonkeyPatch, devops_server: DevOpsServer) -> None:  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, devops_server: DevOpsServer) -> None:
     monkeypatch.setenv("ORCHESTRATOR_MAX_DELIVERIES", "many")
     body = json.dumps(kick_off_body("https://dev.azure.com/o/p/_git/r", "0" * 40)).encode()
     assert user_function()(message(body, devops_server.message_properties())) is None

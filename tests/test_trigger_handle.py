@@ -18,9 +18,7 @@ from click.testing import CliRunner
 from orchestrator.trigger.commands import handle_command
 from tests.builders import make_notebook
 from tests.devops_server import DevOpsServer, allow_loopback, isolate_sdk_caches
-from tests.git_server import test_certs  # noqa: F401  (fixture)
-from tests.test_trigger_refusals import wrapped
-from tests.test_trigger_support import kick_off_body, notebook_repo, task_log
+from tests.trigger_support import kick_off_body, notebook_repo, task_log, wrapped
 
 PLAN = "version: 1\nexperiment: handle-demo\ndefaults:\n  timeout: 120\nnotebooks:\n  - glob: '*.ipynb'\n"
 # The kernel must never see the job token (docs/architecture.md#secrets-policy): the passing notebook checks its own environment.

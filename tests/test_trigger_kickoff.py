@@ -12,13 +12,11 @@ import pytest
 
 from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.secret_store import secret_name_for
-from tests.conftest_devops import devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
-from tests.test_trigger_support import (  # noqa: F401  (fake_ml is a fixture)
+from tests.trigger_support import (
     Clock,
     FakeScheduler,
     FakeSecrets,
-    fake_ml,
     kick_off_body,
     make_services,
     notebook_repo,
@@ -37,7 +35,7 @@ def repo(tmp_path: Path) -> tuple[Any, str]:
 
 
 def test_a_kick_off_submits_one_pipeline_stores_the_token_by_name_links_studio_and_schedules_the_watchdog(
-        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer) -> None:
     bare, commit = repo[0].bare, repo[1]
     services = make_services(tmp_path)
     outcome = handle(raw(kick_off_body(str(bare), commit, only=["nb/a.ipynb"], parameters={"epochs": 2}),
@@ -68,7 +66,7 @@ def test_a_kick_off_submits_one_pipeline_stores_the_token_by_name_links_studio_a
 
 
 def test_the_same_ids_twice_start_one_pipeline(tmp_path: Path, repo: tuple[Any, str], fake_ml: Any,
-                                               devops_server: DevOpsServer) -> None:  # noqa: F811
+                                               devops_server: DevOpsServer) -> None:
     services = make_services(tmp_path)
     body = kick_off_body(str(repo[0].bare), repo[1])
     first = handle(raw(body, devops_server.message_properties(), message_id="m-1"), services)
@@ -82,7 +80,7 @@ def test_the_same_ids_twice_start_one_pipeline(tmp_path: Path, repo: tuple[Any, 
 
 
 def test_a_cancelled_devops_job_starts_nothing(tmp_path: Path, repo: tuple[Any, str], fake_ml: Any,
-                                               devops_server: DevOpsServer) -> None:  # noqa: F811
+                                               devops_server: DevOpsServer) -> None:
     devops_server.cancel_job()
     outcome = handle(raw(kick_off_body(str(repo[0].bare), repo[1]), devops_server.message_properties()),
                      make_services(tmp_path))
@@ -91,7 +89,7 @@ def test_a_cancelled_devops_job_starts_nothing(tmp_path: Path, repo: tuple[Any, 
 
 
 def test_an_invalid_plan_in_the_repository_is_refused_and_the_job_closed_with_its_problems(
-        tmp_path: Path, fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, fake_ml: Any, devops_server: DevOpsServer) -> None:
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"}, "version: 1\nnotebooks:\n  - path: nope.ipynb\n")
     outcome = handle(raw(kick_off_body(str(repo.bare), commit), devops_server.message_properties()),
                      make_services(tmp_path))
@@ -103,7 +101,7 @@ def test_an_invalid_plan_in_the_repository_is_refused_and_the_job_closed_with_it
 
 
 def test_without_a_key_vault_setting_the_message_is_refused_as_a_configuration_problem(
-        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer) -> None:
     outcome = handle(raw(kick_off_body(str(repo[0].bare), repo[1]), devops_server.message_properties()),
                      make_services(tmp_path, key_vault_url=None))
     assert outcome.action == "dead_letter" and "ORCHESTRATOR_KEY_VAULT_URL" in outcome.reason
@@ -148,7 +146,7 @@ def test_the_job_token_reaches_no_log_line_no_file_no_message_and_no_pipeline(
 
 
 def test_handle_with_the_azureml_backend_uses_the_seams_factories(
-        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer,  # noqa: F811
+        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
@@ -175,7 +173,7 @@ def test_handle_with_the_azureml_backend_uses_the_seams_factories(
 
 
 def test_wait_for_completion_false_runs_publishes_and_sends_no_callback(
-        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer,  # noqa: F811
+        tmp_path: Path, repo: tuple[Any, str], fake_ml: Any, devops_server: DevOpsServer,
         caplog: pytest.LogCaptureFixture) -> None:
     # PublishToAzureServiceBus with waitForCompletion: false completes its task (succeeded) once it has sent.
     devops_server.task_record().update(state="completed", result="succeeded")

@@ -8,7 +8,6 @@ str keys), against the strict DevOps server. No kernels, no Azure."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,11 @@ import pytest
 from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.outcome import Outcome
-from tests.conftest_devops import devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
-from tests.test_trigger_support import kick_off_body, make_services, task_log
+from tests.trigger_support import kick_off_body, make_services, task_log, via_function, wrapped
 
 URL = "https://dev.azure.com/org/proj/_git/repo"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def wrapped(text: str) -> bytes:
-    """The body as PublishToAzureServiceBus sends it by default: DataContractSerializer, binary XML (docs/devops-protocol.md#message-body-encoding)."""
-    namespace = b"http://schemas.microsoft.com/2003/10/Serialization/"
-    data = text.encode("utf-8")
-    return b"@\x06string\x08" + bytes([len(namespace)]) + namespace + b"\x9b" + struct.pack("<H", len(data)) + data
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -87,32 +78,11 @@ def via_handle(data: bytes, properties: dict[str, Any], tmp_path: Path) -> Outco
     return handle(RawMessage(message_id="bad-1", body=data, properties=props), make_services(tmp_path, allow_local=False))
 
 
-def via_function(data: bytes, properties: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
-    pytest.importorskip("azure.functions")  # the `trigger` extra
-    from azure.functions.servicebus import ServiceBusMessage
-
-    from orchestrator.trigger import function_blueprint
-
-    seen: list[Outcome] = []
-    services = make_services(tmp_path, allow_local=False)
-    monkeypatch.setattr(function_blueprint, "function_services", lambda: services)
-
-    def spy(raw: RawMessage, services: Any) -> Outcome:
-        seen.append(handle(raw, services))
-        return seen[-1]
-
-    monkeypatch.setattr(function_blueprint, "handle", spy)
-    message = ServiceBusMessage(body=data, message_id="bad-1", application_properties=dict(properties),
-                                user_properties={}, delivery_count=1)
-    assert function_blueprint.orchestrator_queue.build().get_user_function()(message) is None  # no crash, no retry
-    return seen[0]
-
-
 @pytest.mark.parametrize("front", ["handle", "function"])
 @pytest.mark.parametrize(("case", "payload", "words"), BAD, ids=[case for case, _p, _w in BAD])
 def test_a_bad_message_is_dead_lettered_with_a_readable_reason_and_its_job_closed_once(
         case: str, payload: Any, words: tuple[str, ...], front: str, tmp_path: Path,
-        devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        devops_server: DevOpsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     properties = devops_server.message_properties()
     data = _as_bytes(payload)
     outcome = (via_handle(data, properties, tmp_path) if front == "handle"
@@ -130,7 +100,7 @@ def test_a_bad_message_is_dead_lettered_with_a_readable_reason_and_its_job_close
     assert "hunter2" not in said and "hunter2" not in log  # a password in a refused URL is never echoed
 
 
-def test_an_oversized_body_is_refused_before_it_is_decoded(tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+def test_an_oversized_body_is_refused_before_it_is_decoded(tmp_path: Path, devops_server: DevOpsServer) -> None:
     data = json.dumps(body(parameters={"blob": "x" * 70_000})).encode()
     outcome = via_handle(data, devops_server.message_properties(), tmp_path)
     assert outcome.action == "dead_letter" and "over the limit of 65536" in outcome.reason
@@ -140,7 +110,7 @@ def test_an_oversized_body_is_refused_before_it_is_decoded(tmp_path: Path, devop
 
 @pytest.mark.parametrize("missing", ["PlanId", "AuthToken", "TaskInstanceId"])
 def test_missing_or_empty_properties_are_named_and_nothing_can_be_closed(
-        missing: str, tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        missing: str, tmp_path: Path, devops_server: DevOpsServer) -> None:
     properties = devops_server.message_properties()
     properties[missing] = ""
     outcome = via_handle(json.dumps(body()).encode(), properties, tmp_path)
@@ -156,7 +126,7 @@ def test_no_properties_at_all_and_a_bad_body_names_both(tmp_path: Path) -> None:
 
 
 def test_a_duplicate_of_a_refused_message_does_not_close_the_job_twice(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     data = json.dumps(body(job="explode")).encode()
     first = via_handle(data, devops_server.message_properties(), tmp_path)
     second = via_handle(data, devops_server.message_properties(), tmp_path)
@@ -165,7 +135,7 @@ def test_a_duplicate_of_a_refused_message_does_not_close_the_job_twice(
 
 
 def test_a_refusal_that_cannot_reach_devops_is_redelivered_then_dead_lettered_at_the_limit(
-        tmp_path: Path, devops_server: DevOpsServer) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer) -> None:
     data = json.dumps(body(job="explode")).encode()
     props = devops_server.message_properties()
     devops_server.fail("events", 503, times=100)
@@ -182,7 +152,7 @@ WRAPPABLE = [(case, payload, words) for case, payload, words in BAD if not isins
 @pytest.mark.parametrize(("case", "payload", "words"), WRAPPABLE, ids=[case for case, _p, _w in WRAPPABLE])
 def test_each_bad_message_wrapped_by_the_data_contract_serializer_ends_the_same_way(
         case: str, payload: Any, words: tuple[str, ...], tmp_path: Path,
-        devops_server: DevOpsServer) -> None:  # noqa: F811
+        devops_server: DevOpsServer) -> None:
     # PublishToAzureServiceBus's default (useDataContractSerializer: true) wraps the same text in binary XML.
     outcome = via_handle(wrapped(json.dumps(payload)), devops_server.message_properties(), tmp_path)
     assert outcome.action == "dead_letter", outcome

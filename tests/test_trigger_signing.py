@@ -19,9 +19,8 @@ from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.outcome import Outcome
 from orchestrator.trigger.scheduling import OutgoingMessage
 from orchestrator.trigger.signing import SIGNATURE_PROPERTY, sign
-from tests.devops_server import AttackerServer, DevOpsServer, devops_server  # noqa: F401  (fixture)
-from tests.test_trigger_support import FakeSecrets, fake_ml, kick_off_body, make_services, notebook_repo, raw  # noqa: F401
-from tests.test_trigger_watchdog import PLAN, Watched
+from tests.devops_server import AttackerServer, DevOpsServer
+from tests.trigger_support import PLAN, FakeSecrets, Watched, kick_off_body, make_services, notebook_repo, raw
 
 
 ATTACKER_KEY = Secret("an-attacker-key-that-is-long-enough-000")
@@ -34,7 +33,7 @@ def attacker() -> Iterator[AttackerServer]:
 
 
 @pytest.fixture
-def watched(tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any,  # noqa: F811
+def watched(tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any,
             monkeypatch: pytest.MonkeyPatch) -> Watched:
     # Only the strict server's origin, port included, is allowed: the attacker listens on another port.
     monkeypatch.setenv("ORCHESTRATOR_DEVOPS_HOSTS", devops_server.host)
@@ -139,7 +138,7 @@ def test_a_forged_check_sending_the_token_elsewhere_reaches_no_host(watched: Wat
 
 
 def test_the_signing_key_can_come_from_key_vault_and_its_absence_is_named(
-        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:
     repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1"}, PLAN)
     secrets = FakeSecrets(values={"orchestrator-signing-key": "k" * 40})
     services = make_services(tmp_path, secrets=secrets, signing_key=None)

@@ -12,63 +12,15 @@ from typing import Any
 import pytest
 
 from orchestrator.trigger.handlers import handle
-from orchestrator.trigger.secret_store import secret_name_for
 from orchestrator.trigger.intake import RawMessage
-from orchestrator.trigger.outcome import Outcome
-from orchestrator.trigger.services import Services
-from tests.conftest_devops import devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
-from tests.test_trigger_support import (  # noqa: F401  (fake_ml is a fixture)
-    Clock,
-    FakeScheduler,
-    FakeSecrets,
-    fake_ml,
-    kick_off_body,
-    make_services,
-    notebook_repo,
-    raw,
-    task_log,
-)
+from tests.trigger_support import INTERVAL, Watched, task_log
 
 pytest.importorskip("azure.ai.ml")
 
-PLAN = "version: 1\nexperiment: watchdog-demo\nnotebooks:\n  - glob: 'nb/*.ipynb'\n"
-INTERVAL = 600.0
-
-
-class Watched:
-    """A submitted pipeline, its services (clock, scheduler) and a way to run its next due check."""
-
-    def __init__(self, tmp_path: Path, server: DevOpsServer, ml: Any, **settings: Any) -> None:
-        repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "y = 2"}, PLAN)
-        self.clock = Clock()
-        self.scheduler = FakeScheduler()
-        self.secrets = FakeSecrets()
-        self.services: Services = make_services(tmp_path, clock=self.clock, scheduler=self.scheduler,
-                                                secrets=self.secrets, watchdog_interval_s=INTERVAL, **settings)
-        self.server, self.ml, self.tmp = server, ml, tmp_path
-        outcome = handle(raw(kick_off_body(str(repo.bare), commit), server.message_properties()), self.services)
-        assert outcome.action == "complete", outcome
-        [self.name] = ml.jobs.created
-        self.secret = secret_name_for(f"{server.plan_id}/{server.job_id}/{server.task_id}")
-        assert set(self.secrets.values) == {self.secret}
-
-    def next_check(self, *, after: float = INTERVAL) -> Outcome:
-        self.clock.advance(after)
-        due = self.scheduler.due(self.clock.now)
-        assert len(due) == 1, f"expected one due check, got {len(due)}"
-        return handle(due[0], self.services)
-
-    def last_scheduled(self) -> dict[str, Any]:
-        return self.scheduler.scheduled[-1][0].body
-
-    def status(self, status: str) -> None:
-        self.ml.jobs.records[self.name].statuses = []
-        self.ml.jobs.records[self.name].status = status
-
 
 @pytest.fixture
-def watched(tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> Watched:  # noqa: F811
+def watched(tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> Watched:
     return Watched(tmp_path, devops_server, fake_ml)
 
 
@@ -151,7 +103,7 @@ def test_a_finished_pipeline_whose_task_is_open_is_reported_from_its_outputs_and
 
 
 def test_a_pipeline_never_submitted_is_waited_for_then_its_task_closed(
-        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:
     watched = Watched(tmp_path, devops_server, fake_ml, submit_grace_s=1000.0)
     del fake_ml.jobs.records[watched.name]  # as if the kick-off crashed between scheduling and submitting
     first = watched.next_check(after=INTERVAL)
@@ -164,7 +116,7 @@ def test_a_pipeline_never_submitted_is_waited_for_then_its_task_closed(
 
 
 def test_a_pipeline_running_past_the_watchdog_limit_is_cancelled_and_its_task_closed(
-        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:
     watched = Watched(tmp_path, devops_server, fake_ml, watchdog_max_age_s=1000.0)
     watched.status("Running")
     assert watched.next_check(after=INTERVAL).rescheduled_at is not None

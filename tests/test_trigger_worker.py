@@ -21,9 +21,8 @@ from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
 from orchestrator.trigger.outcome import Outcome, abandon, completed, dead_letter
 from orchestrator.trigger.worker import Worker
-from tests.conftest_devops import devops_server  # noqa: F401  (fixture)
 from tests.devops_server import DevOpsServer
-from tests.test_trigger_support import fake_ml, kick_off_body, make_services, notebook_repo  # noqa: F401
+from tests.trigger_support import kick_off_body, make_services, notebook_repo
 
 
 @dataclass
@@ -147,7 +146,7 @@ def test_a_handler_crash_abandons_and_a_settlement_failure_does_not_stop_the_wor
 
 
 def test_a_transient_failure_is_retried_up_to_the_limit_then_dead_lettered_and_the_job_closed(
-        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any) -> None:
     from azure.core.exceptions import ServiceRequestError
 
     def unreachable(name: str) -> Any:
@@ -171,7 +170,7 @@ def test_a_transient_failure_is_retried_up_to_the_limit_then_dead_lettered_and_t
 
 
 def test_a_kick_off_that_crashes_after_submitting_is_completed_exactly_once_on_redelivery(
-        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        tmp_path: Path, devops_server: DevOpsServer, fake_ml: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     repo, commit = notebook_repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
     services = make_services(tmp_path)
     crashes = iter([True])

@@ -5,6 +5,7 @@ repositories made in tmp folders, kick_off messages, a controllable clock, and f
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from typing import Any
 import pytest
 
 from orchestrator.devops.context import Secret
+from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
+from orchestrator.trigger.outcome import Outcome
 from orchestrator.trigger.scheduling import OutgoingMessage
+from orchestrator.trigger.secret_store import secret_name_for
 from orchestrator.trigger.services import Services
 from orchestrator.trigger.settings import TriggerSettings
 from tests.builders import make_notebook
@@ -161,3 +165,67 @@ def fake_ml() -> Iterator[Any]:
     previous = set_client_factory(client.factory)
     yield client
     set_client_factory(previous)
+
+
+# A kick_off handled on the Azure ML path, then its wrap_up checks (the watchdog and signing tests).
+PLAN = "version: 1\nexperiment: watchdog-demo\nnotebooks:\n  - glob: 'nb/*.ipynb'\n"
+INTERVAL = 600.0
+
+
+class Watched:
+    """A submitted pipeline, its services (clock, scheduler) and a way to run its next due check."""
+
+    def __init__(self, tmp_path: Path, server: DevOpsServer, ml: Any, **settings: Any) -> None:
+        repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "y = 2"}, PLAN)
+        self.clock = Clock()
+        self.scheduler = FakeScheduler()
+        self.secrets = FakeSecrets()
+        self.services: Services = make_services(tmp_path, clock=self.clock, scheduler=self.scheduler,
+                                                secrets=self.secrets, watchdog_interval_s=INTERVAL, **settings)
+        self.server, self.ml, self.tmp = server, ml, tmp_path
+        outcome = handle(raw(kick_off_body(str(repo.bare), commit), server.message_properties()), self.services)
+        assert outcome.action == "complete", outcome
+        [self.name] = ml.jobs.created
+        self.secret = secret_name_for(f"{server.plan_id}/{server.job_id}/{server.task_id}")
+        assert set(self.secrets.values) == {self.secret}
+
+    def next_check(self, *, after: float = INTERVAL) -> Outcome:
+        self.clock.advance(after)
+        due = self.scheduler.due(self.clock.now)
+        assert len(due) == 1, f"expected one due check, got {len(due)}"
+        return handle(due[0], self.services)
+
+    def last_scheduled(self) -> dict[str, Any]:
+        return self.scheduler.scheduled[-1][0].body
+
+    def status(self, status: str) -> None:
+        self.ml.jobs.records[self.name].statuses = []
+        self.ml.jobs.records[self.name].status = status
+
+
+def wrapped(text: str) -> bytes:
+    """The body as PublishToAzureServiceBus sends it by default: DataContractSerializer, binary XML (docs/devops-protocol.md#message-body-encoding)."""
+    namespace = b"http://schemas.microsoft.com/2003/10/Serialization/"
+    data = text.encode("utf-8")
+    return b"@\x06string\x08" + bytes([len(namespace)]) + namespace + b"\x9b" + struct.pack("<H", len(data)) + data
+
+
+def via_function(data: bytes, properties: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    pytest.importorskip("azure.functions")  # the `trigger` extra
+    from azure.functions.servicebus import ServiceBusMessage
+
+    from orchestrator.trigger import function_blueprint
+
+    seen: list[Outcome] = []
+    services = make_services(tmp_path, allow_local=False)
+    monkeypatch.setattr(function_blueprint, "function_services", lambda: services)
+
+    def spy(raw: RawMessage, services: Any) -> Outcome:
+        seen.append(handle(raw, services))
+        return seen[-1]
+
+    monkeypatch.setattr(function_blueprint, "handle", spy)
+    message = ServiceBusMessage(body=data, message_id="bad-1", application_properties=dict(properties),
+                                user_properties={}, delivery_count=1)
+    assert function_blueprint.orchestrator_queue.build().get_user_function()(message) is None  # no crash, no retry
+    return seen[0]

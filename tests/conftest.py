@@ -1,0 +1,12 @@
+"""Fixtures shared across test modules, registered here once so a test names them as parameters without
+importing them. Builders (plain functions) stay in their modules: builders.py, report_builders.py,
+history_builders.py, trigger_support.py, azureml_support.py, emulator_support.py, cli_helpers.py."""
+
+from tests.conftest_devops import run_dir
+from tests.devops_server import devops_server
+from tests.emulator_support import emulated_client
+from tests.fake_mlclient import fake
+from tests.git_server import no_git, test_certs
+from tests.trigger_support import fake_ml
+
+__all__ = ["devops_server", "emulated_client", "fake", "fake_ml", "no_git", "run_dir", "test_certs"]
