@@ -29,7 +29,7 @@ from orchestrator.trigger.fetch import Limits, check_url, fetch  # noqa: E402
 from orchestrator.trigger.settings import TriggerSettings  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
 from tests.git_server import GitHttpsServer, make_ca_and_cert  # noqa: E402
-from tests.test_trigger_support import git, notebook_repo  # noqa: E402
+from tests.trigger_support import git, notebook_repo  # noqa: E402
 
 DEFAULT_WORK = Path(__file__).resolve().parent / ".work" / "trigger_fetch"  # git-ignored
 RUNS = 3
