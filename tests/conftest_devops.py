@@ -16,7 +16,8 @@ import pytest
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import RetryPolicy
-from tests.devops_server import DevOpsServer, devops_server
+from tests.devops_server import DevOpsServer
+from tests.report_builders import write_run
 
 __all__ = ["BODY", "FAST", "HANG_POLICY", "LONG_TRACEBACK", "default_steps", "devops_server", "make_run_folder",
            "run_dir", "server_context", "step"]
@@ -67,32 +68,21 @@ def default_steps() -> list[dict[str, Any]]:
 def make_run_folder(root: Path, steps: list[dict[str, Any]] | None = None, *, status: str | None = None,
                     run_id: str = "20261126-100000-abc123", html: bool = True,
                     notebook_bytes: int = 0, files: bool = True) -> Path:
-    """A finished run folder (docs/architecture.md#run-folder): results.json, junit.xml, report.html and steps/<id>/ with
-    result.json, the executed notebook and (html=True) its HTML page. notebook_bytes pads each notebook;
-    files=False writes results.json alone (for runs of a thousand steps)."""
+    """A finished run folder as the report leaves it (report_builders.write_run, then junit.xml, report.html
+    and, html=True, each notebook's HTML page). notebook_bytes pads each executed notebook (attachment limits)."""
     steps = default_steps() if steps is None else steps
-    not_passed = {"failed", "timed_out", "crashed", "error"}
-    status = status or ("failed" if any(s["status"] in not_passed for s in steps) else "passed")
-    counts = {k: sum(1 for s in steps if s["status"] == k)
-              for k in ("passed", "failed", "timed_out", "crashed", "error", "skipped")}
-    root.mkdir(parents=True, exist_ok=True)
+    write_run(root, steps, notebooks=False, files=files, run_id=run_id, experiment="demo",
+              started_at="2026-11-26T10:00:00.000000Z", finished_at="2026-11-26T10:01:00.000000Z",
+              **({"status": status} if status else {}))
     for s in steps if files else []:
-        folder = root / "steps" / s["step"]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "result.json").write_text(json.dumps(s), encoding="utf-8")
-        (folder / "kernel.log").write_text("kernel started\n", encoding="utf-8")
         if s["status"] != "skipped" and s.get("output_notebook"):
+            notebook = root / "steps" / s["step"] / s["output_notebook"]
             nb = {"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [],
                              "execution_count": 1}], "metadata": {"padding": "x" * notebook_bytes},
                   "nbformat": 4, "nbformat_minor": 5}
-            (folder / s["output_notebook"]).write_text(json.dumps(nb), encoding="utf-8")
+            notebook.write_text(json.dumps(nb), encoding="utf-8")
             if html:
-                (folder / s["output_notebook"]).with_suffix(".html").write_text(
-                    f"<html><body>{s['notebook']}</body></html>", encoding="utf-8")
-    results = {"schema": 1, "run_id": run_id, "backend": "local", "experiment": "demo", "status": status,
-               "started_at": "2026-11-26T10:00:00.000000Z", "finished_at": "2026-11-26T10:01:00.000000Z",
-               "counts": counts, "steps": steps}
-    (root / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+                notebook.with_suffix(".html").write_text(f"<html><body>{s['notebook']}</body></html>", encoding="utf-8")
     (root / "junit.xml").write_text("<?xml version='1.0' encoding='utf-8'?>\n<testsuites tests=\"0\"/>\n",
                                     encoding="utf-8")
     (root / "report.html").write_text("<html><body>report</body></html>", encoding="utf-8")

@@ -1,11 +1,13 @@
-"""Fake run folders for the history tests: results.json as a run writes it, without running kernels."""
+"""Fake run folders for the history tests: results.json as a run writes it, without running kernels
+(report_builders.write_run)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.report_builders import write_run
 
 
 @dataclass
@@ -26,7 +28,6 @@ def fake_run(run_dir: Path, *, run_id: str, started_at: str, root: Path, steps: 
              branch: str | None = "main", commit: str | None = "c0ffee", status: str | None = None,
              backend: str = "local") -> Path:
     """Write a run folder holding a finished run of `steps`."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     results = [
         {"schema": 1, "step": s.step, "notebook": s.notebook, "status": s.status, "duration_s": s.duration_s,
          "attempts": s.attempts, "metrics": s.metrics, "started_at": started_at, "finished_at": started_at,
@@ -34,8 +35,6 @@ def fake_run(run_dir: Path, *, run_id: str, started_at: str, root: Path, steps: 
         for s in steps
     ]
     overall = status or ("passed" if all(s.status in ("passed", "skipped") for s in steps) else "failed")
-    data = {"schema": 1, "run_id": run_id, "backend": backend, "experiment": root.name, "status": overall,
-            "started_at": started_at, "finished_at": started_at, "counts": {}, "steps": results,
-            "root": str(root), "commit": commit, "branch": branch}
-    (run_dir / "results.json").write_text(json.dumps(data), encoding="utf-8")
-    return run_dir
+    return write_run(run_dir, results, files=False, run_id=run_id, backend=backend, experiment=root.name,
+                     status=overall, started_at=started_at, finished_at=started_at, root=str(root), commit=commit,
+                     branch=branch)

@@ -103,19 +103,24 @@ def executed_notebook(path: Path, *, failing: bool = False) -> Path:
     return path
 
 
-def write_run(run_dir: Path, steps: list[dict[str, Any]], *, notebooks: bool = True,
+def write_run(run_dir: Path, steps: list[dict[str, Any]], *, notebooks: bool = True, files: bool = True,
               **fields: Any) -> Path:
-    """Write a run folder: results.json, and per step result.json, kernel.log and the executed notebook."""
-    for step in steps:
+    """Write a finished run folder without running anything (docs/architecture.md#run-folder): results.json and,
+    unless files=False (a run of a thousand steps, a history import), per step result.json, kernel.log and the
+    executed notebook. `fields` override results.json's; the status is the run's from its steps by default."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for step in steps if files else []:
         folder = run_dir / "steps" / str(step.get("step", "unknown"))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "result.json").write_text(json.dumps(step), encoding="utf-8")
         (folder / "kernel.log").write_text("kernel log\n", encoding="utf-8")
         if notebooks and step.get("output_notebook"):
             executed_notebook(folder / step["output_notebook"], failing=step.get("status") != "passed")
+    not_passed = {"failed", "timed_out", "crashed", "error"}
     results: dict[str, Any] = {
         "schema": 1, "run_id": "20261126-100000-abc123", "backend": "local", "experiment": "demo-notebooks",
-        "status": "failed", "started_at": iso(0), "finished_at": iso(25), "counts": count_statuses(StepResult.from_json(s) for s in steps),
+        "status": "failed" if any(s.get("status") in not_passed for s in steps) else "passed",
+        "started_at": iso(0), "finished_at": iso(25), "counts": count_statuses(StepResult.from_json(s) for s in steps),
         "steps": steps,
     }
     results.update(fields)
