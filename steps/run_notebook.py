@@ -35,7 +35,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 try:
-    from . import _cli, _env_policy, _exits, _isolation, _kernel, _logs, _metrics, _notebook, _outputs
+    from . import _cli, _env_policy, _exits, _isolation, _kernel, _logs, _metrics, _notebook, _outputs, _warm
     from .ansi import strip_ansi
     from .settings import DEFAULT_OUTPUT_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_START_TIMEOUT
     from .step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file
@@ -50,6 +50,7 @@ except ImportError:  # run as a script: `python steps/run_notebook.py`, from any
     import _metrics  # type: ignore[no-redef]
     import _notebook  # type: ignore[no-redef]
     import _outputs  # type: ignore[no-redef]
+    import _warm  # type: ignore[no-redef]
     from ansi import strip_ansi  # type: ignore[no-redef]
     from settings import DEFAULT_OUTPUT_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_START_TIMEOUT  # type: ignore[no-redef]
     from step_result import ErrorKind, Status, StepError, StepResult, utc_now, write_result_file  # type: ignore[no-redef]
@@ -66,6 +67,8 @@ KERNEL_LOG = "kernel.log"
 # it runs `after`, as {notebook path: folder}.
 STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
 AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
+# The only variables a warm kernel (steps/_warm.py) gets after it started: they differ for every step.
+STEP_FOLDER_ENV = (STEP_OUTPUT_ENV, AFTER_OUTPUTS_ENV)
 PASSED: Final = "passed"
 EXIT_PASSED, EXIT_NOT_PASSED = 0, 1  # and 2 for bad arguments (_cli.BadArguments)
 
@@ -109,6 +112,8 @@ class StepRequest:
     # Called once when the cells are done and the kernel is about to be shut down. The local backend frees
     # the notebook's slot here, so the next kernel starts while this one exits.
     on_cells_done: Callable[[], None] | None = None
+    # Kernels started ahead of time by the run (steps/_warm.py); None: every kernel starts when its step does.
+    kernels: _warm.KernelPool | None = None
 
 
 @dataclass
@@ -281,13 +286,20 @@ class _StepRun:
         except _isolation.IsolationUnavailable as exc:
             return _Outcome("error", "infrastructure", None, "IsolationUnavailable", str(exc))
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
-        self.kernel = _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
-                                          isolation=isolation, withheld=withheld)
+        warm = None
+        if request.kernels is not None:
+            warm = await request.kernels.take(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
+                                              isolation=isolation, withheld=withheld,
+                                              start_timeout_s=request.start_timeout_s)
+        self.kernel = warm or _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
+                                                  log_path=output_dir / KERNEL_LOG, isolation=isolation,
+                                                  withheld=withheld)
         log_cap = _logs.LogCap(output_dir / KERNEL_LOG)
         watching = asyncio.ensure_future(log_cap.watch())
         try:
             try:
-                await self.kernel.start(request.start_timeout_s)
+                if warm is None:
+                    await self.kernel.start(request.start_timeout_s)
             except _kernel.KernelStartError as exc:
                 return _Outcome("error", "infrastructure", None, "KernelStartError", str(exc), self._log_tail())
             if request.timeout_s:

@@ -32,7 +32,7 @@ from orchestrator.progress import Progress
 from orchestrator.report import render_step_page
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
-from steps import _isolation, run_notebook
+from steps import _isolation, _warm, run_notebook
 from steps.step_result import StepError, StepResult, read_result_file, retry_delay_s, write_result_file
 
 log = logging.getLogger("orchestrator.local")
@@ -69,6 +69,10 @@ class _LocalRun:
         # Each finished notebook is rendered to HTML on one background thread while the others run.
         self.renderer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self.renders: list[asyncio.Future[Any]] = []
+        # The next kernel starts while the current notebooks run (steps/_warm.py); the spares die with the run.
+        starting = [step for step in plan.steps if step.skip is None and step.id not in options.carried]
+        self.kernels = (_warm.KernelPool(options.run_dir / ".spare-kernels", run_notebook.STEP_FOLDER_ENV,
+                                         expected=len(starting)) if plan.warm_kernels and len(starting) > 1 else None)
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
@@ -98,7 +102,11 @@ class _LocalRun:
         # The handlers stay installed until the record is finished: a second Ctrl-C (or SIGHUP, SIGTERM) while
         # kernels are being stopped and the record written must not cut that short and leave it "running".
         with _signals_cancel(loop, tasks, self._note_interrupt):
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                if self.kernels is not None:
+                    await self.kernels.close()
             watcher.cancel()
             for step, outcome in zip(self.plan.steps, outcomes, strict=True):
                 if self.done[step.id].done():
@@ -217,6 +225,7 @@ class _LocalRun:
             output_limit_bytes=step.output_limit_bytes,
             after_results=after,
             after_outputs={self.plan.step(dep).notebook: step_dir(self.options.run_dir, dep) for dep in step.after},
+            kernels=self.kernels,
         )
 
     def _carry_over(self, step: StepSpec, carried: CarriedResult) -> StepResult:

@@ -45,12 +45,16 @@ log = logging.getLogger("orchestrator")
 @click.option("--require-isolation", is_flag=True,
               help="Fail every notebook instead of running it without its own PID namespace (as the plan's "
               "`isolation: required`; docs/isolation.md).")
+@click.option("--no-warm-kernels", "cold_kernels", is_flag=True,
+              help="Start each kernel only when its notebook starts (as the plan's `warm_kernels: false`; "
+              "docs/step-runner.md, \"Warm kernel start\").")
 @devops_options("Report to Azure DevOps while running")
 @workspace_options
 @changed_since_option
 @emulation_options
 def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...], params: tuple[str, ...],
-        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, require_isolation: bool, devops: bool,
+        jobs: int | None, out: Path | None, gpu_fallback: str, wait: bool, require_isolation: bool, cold_kernels: bool,
+        devops: bool,
         callback: Path | None, subscription: str | None, resource_group: str | None, workspace: str | None,
         workspace_config: Path | None, changed_since: str | None, emulate: bool, assume: tuple[str, ...],
         emulator_dir: Path | None) -> None:
@@ -72,6 +76,8 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
             carried = kept.results
     if require_isolation:
         plan = dataclasses.replace(plan, isolation="required")
+    if cold_kernels:
+        plan = dataclasses.replace(plan, warm_kernels=False)
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)

@@ -192,6 +192,7 @@ class _Loader:
             secret_env=tuple(plan.secret_env),
             pass_env=tuple(plan.pass_env),
             isolation=plan.isolation,
+            warm_kernels=plan.warm_kernels,
             warnings=tuple(self.warnings),
             pack=plan.pack.spec(),
         )

@@ -293,6 +293,11 @@ class PlanFile(_Model):
         description="auto: each kernel in its own PID namespace where the machine allows it, else unisolated "
         "with a warning; required: refuse to run a notebook unisolated (docs/isolation.md).",
     )
+    warm_kernels: bool = Field(
+        default=True,
+        description="Local runs: start the next kernel while the current notebooks run, a new process in its own "
+        "namespace as always (docs/step-runner.md, \"Warm kernel start\"); false: each kernel starts with its step.",
+    )
 
     _no_null = field_validator("experiment", "notebooks", mode="before")(reject_null)
 

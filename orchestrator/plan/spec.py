@@ -78,6 +78,7 @@ class ResolvedPlan:
     secret_env: tuple[str, ...] = ()  # extra environment variable names never passed to a kernel
     pass_env: tuple[str, ...] = ()  # names the kernel secret policy lets through (docs/isolation.md)
     isolation: str = "auto"  # "required": no kernel runs without its own PID namespace
+    warm_kernels: bool = True  # local runs start the next kernel ahead of time (steps/_warm.py)
     warnings: tuple[str, ...] = ()
     pack: PackSpec = field(default_factory=PackSpec)
 
@@ -111,6 +112,7 @@ class ResolvedPlan:
             secret_env=tuple(data.get("secret_env", ())),
             pass_env=tuple(data.get("pass_env", ())),
             isolation=str(data.get("isolation", "auto")),
+            warm_kernels=bool(data.get("warm_kernels", True)),
             warnings=tuple(data.get("warnings", ())),
             pack=PackSpec(**data["pack"]) if isinstance(data.get("pack"), dict) else PackSpec(),
         )
