@@ -124,7 +124,7 @@ def test_unknown_top_level_key_without_a_close_match_lists_the_keys(repo: Path) 
     assert _one(repo, "jobs: []\n") == (
         f"{PLAN}: line 1 (jobs): unknown key 'jobs'; "
         "expected one of: version, experiment, defaults, targets, environments, notebooks, secret_env, pack, "
-        "pass_env, isolation"
+        "pass_env, isolation, warm_kernels"
     )
 
 
