@@ -17,10 +17,10 @@ from orchestrator.azureml.compile import (  # noqa: E402
     TIMEOUT_GRACE_S,
     CompileOptions,
     compile_plan,
-    validate,
 )
 from orchestrator.azureml.components import RESULT_OUTPUT  # noqa: E402
 from orchestrator.azureml.export import write_pipeline  # noqa: E402
+from orchestrator.azureml.validation import validate  # noqa: E402
 from orchestrator.errors import InvalidInputError  # noqa: E402
 from tests.fake_mlclient import rest_body  # noqa: E402
 from tests.azureml_support import examples_plan, make_repo, node_inputs  # noqa: E402
@@ -198,6 +198,18 @@ def test_exported_yaml_loads_back_with_load_job_keeping_on_finalize(compiled: tu
     result = loaded._validate()
     assert result.passed, result.error_messages
     assert '"on_finalize": "orchestrator_report"' in rest_body(loaded)
+
+
+def test_the_yaml_is_the_text_of_the_pure_python_dumper(compiled: tuple[Any, Path], tmp_path: Path) -> None:
+    import yaml
+
+    from orchestrator.azureml.export import HEADER, pipeline_dict
+
+    job, _ = compiled
+    out = tmp_path / "pipeline.yml"
+    write_pipeline(job, out, source="here")
+    expected = yaml.safe_dump(pipeline_dict(job, tmp_path), sort_keys=False, width=120, allow_unicode=True)
+    assert out.read_text(encoding="utf-8") == HEADER.format(source="here") + expected
 
 
 def test_the_real_examples_plan_compiles_and_validates(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ pytest.importorskip("azure.ai.ml")
 
 from orchestrator.azureml.compile import REPORT_NODE, TIMEOUT_GRACE_S, CompileOptions, compile_plan  # noqa: E402
 from orchestrator.azureml.export import write_pipeline  # noqa: E402
+from orchestrator.azureml.validation import error_messages  # noqa: E402
 from tests.fake_mlclient import rest_body  # noqa: E402
 from tests.azureml_support import generated_plan  # noqa: E402
 
@@ -44,11 +45,14 @@ def test_compiling_300_notebooks_is_fast(compiled: tuple[Any, Any, float]) -> No
 
 
 def test_the_300_notebook_job_passes_azure_ml_validation(compiled: tuple[Any, Any, float]) -> None:
+    """By the orchestrator's validation (azure-ai-ml's checks, each component once; tests/test_azureml_validation.py
+    shows it reports what the full one does): the full one takes ~20 CPU-s here, and test_azureml_compile.py runs
+    it on the examples' pipeline."""
     job, _, _ = compiled
     started = time.perf_counter()
-    result = job._validate()
-    print(f"\nazure-ai-ml validated {COUNT} nodes in {time.perf_counter() - started:.2f}s")
-    assert result.passed, result.error_messages
+    problems = error_messages(job)
+    print(f"\nvalidated {COUNT} nodes in {time.perf_counter() - started:.2f}s")
+    assert problems == {}
 
 
 def test_shape_of_the_300_notebook_job(compiled: tuple[Any, Any, float]) -> None:

@@ -75,7 +75,8 @@ def test_the_same_key_twice_starts_one_job(fake: FakeMLClient, plan: Any, tmp_pa
 def test_a_submission_racing_another_with_the_same_key_returns_the_others_job(
         fake: FakeMLClient, plan: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import orchestrator.azureml.submit as submit_module
-    from orchestrator.azureml.compile import compile_plan, validate
+    from orchestrator.azureml.compile import compile_plan
+    from orchestrator.azureml.validation import validate
 
     client = client_module.get_client()
     other = submit_plan(client, plan, key="race", options=CompileOptions(cache_dir=tmp_path / "cache"))

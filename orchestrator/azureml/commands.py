@@ -59,7 +59,8 @@ def _plan_with_history(plan: ResolvedPlan) -> tuple[ResolvedPlan, dict[str, floa
 def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...],
                     snapshots: Path | None, out: Path, run_key: str) -> None:
     """Compile the notebooks of PATH into an Azure ML pipeline job (YAML), offline, and validate it."""
-    from orchestrator.azureml.compile import CompileOptions, compile_pipeline, validate
+    from orchestrator.azureml.compile import CompileOptions, compile_pipeline
+    from orchestrator.azureml.validation import validate
     from orchestrator.azureml.export import write_pipeline
 
     plan, durations = _plan_with_history(load_from_options(path, plan_file, only, params))
@@ -72,7 +73,7 @@ def compile_command(path: Path, plan_file: Path | None, only: tuple[str, ...], p
     write_pipeline(job, out, source=str(plan.plan_file or plan.root))
     click.echo(f"{out}: {_summary(job)}")
     click.echo(result.packing.summary())
-    click.echo(f"compiled in {compiled - started:.2f}s, validated by azure-ai-ml in {validated - compiled:.2f}s", err=True)
+    click.echo(f"compiled in {compiled - started:.2f}s, validated (azure-ai-ml's checks) in {validated - compiled:.2f}s", err=True)
 
 
 @click.command("schedule")

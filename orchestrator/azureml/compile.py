@@ -464,11 +464,3 @@ def _pack_node(node: Node, component: Any, outputs: Mapping[str, Any], target: T
         built.set_limits(timeout=sum(limit - TIMEOUT_GRACE_S for limit in limits if limit is not None) + TIMEOUT_GRACE_S)
     return built
 
-
-def validate(job: Any) -> None:
-    """azure-ai-ml's own offline validation; raises InvalidInputError listing every problem it found."""
-    result = job._validate()  # the SDK's client-side validator, the one create_or_update runs
-    if not result.passed:
-        raise InvalidInputError(
-            [Problem("pipeline", where, str(message)) for where, message in sorted(result.error_messages.items())]
-        )

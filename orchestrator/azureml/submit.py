@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from orchestrator.azureml.compile import CompileOptions, compile_plan, validate
+from orchestrator.azureml.compile import CompileOptions, compile_plan
+from orchestrator.azureml.validation import validate
 from orchestrator.azureml.names import job_name_for_key
 from orchestrator.errors import InfrastructureError, InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
@@ -85,7 +86,7 @@ def submit_job(client: Any, job: Any, *, key: str) -> Submitted:
             return _existing(existing, name, f"exists already (key {key!r}): not submitted again")
         job.name = name
         try:
-            # Validated offline already (compile.validate); the SDK would run the same validator again.
+            # Validated offline already (validation.validate); the SDK would run the same validator again.
             created = client.jobs.create_or_update(job, experiment_name=job.experiment_name, skip_validation=True)
         except HttpResponseError:
             existing = find_job(client, name)

@@ -113,8 +113,9 @@ def _compile_options(message: KickOff, context: DevOpsContext, folder: Any, comm
 
 
 def _compile(plan: Any, options: Any) -> Any:
-    from orchestrator.azureml.compile import compile_plan, validate
+    from orchestrator.azureml.compile import compile_plan
     from orchestrator.azureml.submit import azure_errors
+    from orchestrator.azureml.validation import validate
     from orchestrator.errors import InvalidInputError
     from orchestrator.trigger.outcome import Refused
 
