@@ -41,6 +41,21 @@ def test_every_listed_command_loads_under_its_name() -> None:
         assert isinstance(command, click.Command) and command.name == name, name
 
 
+def test_help_lists_every_command_by_its_own_first_sentence_without_importing_it() -> None:
+    code = ("import sys, json, contextlib, io\nfrom orchestrator.cli.main import cli\nout = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n    cli.main(['--help'], standalone_mode=False)\n"
+            "print(json.dumps([out.getvalue(), sorted(sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text, loaded = json.loads(done.stdout)
+    assert not [name for name in loaded if name.startswith(("orchestrator.plan", "orchestrator.azureml", "pydantic"))]
+    context = click.Context(cli)
+    for name, (_, sentence) in COMMANDS.items():
+        command = cli.get_command(context, name)
+        assert command is not None and " ".join((command.help or "").split()).startswith(sentence), name
+        assert f"  {name}  " in text
+
+
 def test_outside_the_cli_only_the_shared_options_are_imported_from_it() -> None:
     import ast
     from pathlib import Path

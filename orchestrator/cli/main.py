@@ -12,22 +12,36 @@ import logging
 import sys
 
 import click
+from click.utils import make_default_short_help
 
 from orchestrator.errors import DISTRIBUTION, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PASSED, InvalidInputError, OrchestratorError
 
-# command name -> "module:attribute" of its click command. A new command is one line here.
-COMMANDS: dict[str, str] = {
-    "run": "orchestrator.cli.run:run",
-    "rerun": "orchestrator.cli.run:rerun",
-    "validate": "orchestrator.cli.inspect:validate",
-    "report": "orchestrator.cli.inspect:report",
-    "schema": "orchestrator.cli.inspect:schema",
-    "compile": "orchestrator.azureml.commands:compile_command",
-    "schedule": "orchestrator.azureml.commands:schedule_command",
-    "emulate": "orchestrator.azureml.emulator.cli:emulate_command",
-    "handle": "orchestrator.trigger.commands:handle_command",
-    "worker": "orchestrator.trigger.commands:worker_command",
-    "history": "orchestrator.history.command:history_command",
+# command name -> ("module:attribute" of its click command, the first sentence of its help). A new command is one
+# line here. The sentence is what `orchestrator --help` lists, so listing the commands imports none of them
+# (tests/test_cli_structure.py checks each against its command's own help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("orchestrator.cli.run:run",
+            "Run the notebooks of PATH (a repository folder, a plan file, or one notebook)."),
+    "rerun": ("orchestrator.cli.run:rerun",
+              "Repair run: run RUN_DIR's pipeline again into a new run folder, keeping what passed with --failed."),
+    "validate": ("orchestrator.cli.inspect:validate",
+                 "Check the plan and notebooks without running anything; report every problem at once."),
+    "report": ("orchestrator.cli.inspect:report",
+               "Rebuild junit.xml, report.html and the notebooks' HTML from RUN_DIR/results.json; optionally publish."),
+    "schema": ("orchestrator.cli.inspect:schema", "Print the JSON Schema of orchestrator.yml (for editor completion)."),
+    "compile": ("orchestrator.azureml.commands:compile_command",
+                "Compile the notebooks of PATH into an Azure ML pipeline job (YAML), offline, and validate it."),
+    "schedule": ("orchestrator.azureml.commands:schedule_command",
+                 "Create (or update) an Azure ML schedule running the notebooks of PATH; each run gets a fresh run_key."),
+    "emulate": ("orchestrator.azureml.emulator.cli:emulate_command",
+                "Run a compiled pipeline file (orchestrator compile --out) in an emulated Azure ML workspace, here."),
+    "handle": ("orchestrator.trigger.commands:handle_command",
+               "Process one queue message (a message file, docs/architecture.md#queue-messages) as the Function would."),
+    "worker": ("orchestrator.trigger.commands:worker_command",
+               "Receive kick_off and wrap_up messages from Service Bus until SIGTERM (a container's alternative to the "
+               "Function)."),
+    "history": ("orchestrator.history.command:history_command",
+                "Past runs per notebook: status, duration, attempts, metrics, commit and branch."),
 }
 
 
@@ -38,13 +52,31 @@ class LazyGroup(click.Group):
         return sorted({*COMMANDS, *super().list_commands(ctx)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
+        target = COMMANDS[cmd_name][0]
         module, _, attribute = target.partition(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command), target
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, from COMMANDS' sentences: importing every command module to read its help cost
+        about 1 s (plan models, the emulator...), more than everything else `--help` does."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in COMMANDS:
+                rows.append((name, make_default_short_help(COMMANDS[name][1], limit)))
+            else:
+                command = super().get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
