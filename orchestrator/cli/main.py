@@ -12,7 +12,6 @@ import logging
 import sys
 
 import click
-from click.utils import make_default_short_help
 
 from orchestrator.errors import DISTRIBUTION, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_PASSED, InvalidInputError, OrchestratorError
 
@@ -70,7 +69,7 @@ class LazyGroup(click.Group):
         rows = []
         for name in names:
             if name in COMMANDS:
-                rows.append((name, make_default_short_help(COMMANDS[name][1], limit)))
+                rows.append((name, click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)))
             else:
                 command = super().get_command(ctx, name)
                 if command is not None and not command.hidden:
