@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import contextlib
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
@@ -95,3 +97,51 @@ def emulated_client(tmp_path: Path) -> Iterator[Any]:
     yield workspace
     set_client_factory(previous)
     workspace.close()
+
+
+@dataclass
+class KickedOff:
+    """A DevOps server job's pipeline, submitted by the trigger's kick_off and finished in the emulated workspace
+    with its report node never running (finalize-never): what the watchdog and the Event Grid backstop cover."""
+
+    workspace: Any  # EmulatedWorkspace
+    services: Any  # orchestrator.trigger.services.Services
+    clock: Any  # tests.test_trigger_support.Clock
+    scheduler: Any  # tests.test_trigger_support.FakeScheduler
+    name: str  # the pipeline job
+
+    def watchdog(self) -> Any:
+        """The next wrap_up check, due once the watchdog's interval has passed: its Outcome."""
+        from orchestrator.trigger.handlers import handle
+
+        self.clock.advance(600.0)
+        [check] = self.scheduler.due(self.clock.now)
+        return handle(check, self.services)
+
+
+@contextlib.contextmanager
+def kicked_off_without_report_node(tmp_path: Path, properties: dict[str, Any]) -> Iterator[KickedOff]:
+    """Notebook a passes, b fails; the emulated workspace is at the client seam until the block ends."""
+    from orchestrator.azureml.client import set_client_factory
+    from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace
+    from orchestrator.trigger.handlers import handle
+    from tests.trigger_support import Clock, FakeScheduler, FakeSecrets, kick_off_body, make_services, notebook_repo, raw
+
+    workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=Assumptions(finalize_never=True),
+                                  node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": SETTLE_S})
+    previous = set_client_factory(workspace.factory)
+    try:
+        repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "raise ValueError('x')"},
+                                     "version: 1\nexperiment: watched\ndefaults: {retries: 0}\n"
+                                     "notebooks:\n  - glob: 'nb/*.ipynb'\n")
+        clock, scheduler = Clock(), FakeScheduler()
+        services = make_services(tmp_path, clock=clock, scheduler=scheduler, secrets=FakeSecrets(),
+                                 watchdog_interval_s=600.0)
+        outcome = handle(raw(kick_off_body(str(repo.bare), commit), properties), services)
+        assert outcome.action == "complete", outcome
+        [name] = list(workspace.states)
+        assert workspace.wait(name, timeout=300) == "Failed"  # b failed; no report node ran
+        yield KickedOff(workspace, services, clock, scheduler, name)
+    finally:
+        set_client_factory(previous)
+        workspace.close()

@@ -14,12 +14,10 @@ pytest.importorskip("azure.ai.ml")
 
 from click.testing import CliRunner  # noqa: E402
 
-from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace  # noqa: E402
+from orchestrator.azureml.emulator import EmulatedWorkspace  # noqa: E402
 from orchestrator.cli import cli  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
 from tests.devops_server import DevOpsServer  # noqa: E402
-from tests.emulator_support import SETTLE_S  # noqa: E402
-from tests.trigger_support import Clock, FakeScheduler, FakeSecrets, kick_off_body, make_services, notebook_repo, raw  # noqa: E402
 
 TWO = "version: 1\nexperiment: emulated-jobs\ndefaults: {retries: 0}\nnotebooks:\n  - glob: '*.ipynb'\n"
 
@@ -86,29 +84,10 @@ def test_a_schedule_fires_with_its_trigger_time_as_run_key(emulated_client: Emul
 
 def test_the_watchdog_reports_and_closes_the_devops_job_when_the_report_node_never_ran(
         tmp_path: Path, devops_server: DevOpsServer) -> None:
-    from orchestrator.azureml.client import set_client_factory
-    from orchestrator.trigger.handlers import handle
+    from tests.emulator_support import kicked_off_without_report_node
 
-    workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=Assumptions(finalize_never=True),
-                                  node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": SETTLE_S})
-    previous = set_client_factory(workspace.factory)
-    try:
-        repo, commit = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "raise ValueError('x')"},
-                                     "version: 1\nexperiment: watched\ndefaults: {retries: 0}\n"
-                                     "notebooks:\n  - glob: 'nb/*.ipynb'\n")
-        clock, scheduler = Clock(), FakeScheduler()
-        services = make_services(tmp_path, clock=clock, scheduler=scheduler, secrets=FakeSecrets(),
-                                 watchdog_interval_s=600.0)
-        outcome = handle(raw(kick_off_body(str(repo.bare), commit), devops_server.message_properties()), services)
-        assert outcome.action == "complete", outcome
-        [name] = list(workspace.states)
-        assert workspace.wait(name, timeout=300) == "Failed"  # b failed; no report node ran
-        clock.advance(600.0)
-        [check] = scheduler.due(clock.now)
-        outcome = handle(check, services)
+    with kicked_off_without_report_node(tmp_path, devops_server.message_properties()) as pipeline:
+        outcome = pipeline.watchdog()
         assert "reported and closed" in outcome.detail, outcome
         [event] = devops_server.task_completed_events()
         assert str(event["result"]).lower() == "failed"
-    finally:
-        set_client_factory(previous)
-        workspace.close()

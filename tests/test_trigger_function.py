@@ -153,7 +153,11 @@ def test_the_function_app_registers_the_blueprint() -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert [f.get_function_name() for f in module.app.get_functions()] == ["orchestrator_queue"]
+    # The Event Grid backstop (docs/azureml.md#run-status-events) beside the Service Bus function.
+    assert sorted(f.get_function_name() for f in module.app.get_functions()) == ["orchestrator_queue",
+                                                                                 "orchestrator_run_status"]
+    bindings = json.loads(function_blueprint.orchestrator_run_status.build().get_function_json())["bindings"]
+    assert bindings == [{"direction": "IN", "type": "eventGridTrigger", "name": "event"}]
 
 
 def test_host_json_settles_after_the_function_and_renews_locks_longer_than_it_may_run() -> None:

@@ -138,7 +138,15 @@ def publish(run_dir: Path, config: Mapping[str, Any] | None) -> str:
 
 def _report_to_devops(run_dir: Path, config: Mapping[str, Any], get_secret: Callable[[str], str]) -> None:
     """Publish with orchestrator.devops: the test run, then TaskCompleted when a server job waits."""
-    from orchestrator.devops import DevOpsContext, report_to_devops
+    from orchestrator.devops import report_to_devops
+
+    report_to_devops(run_dir, context_for(config, get_secret))
+
+
+def context_for(config: Mapping[str, Any], get_secret: Callable[[str], str]) -> Any:
+    """The DevOpsContext the settings route to, its token read by name with `get_secret` (the report node and
+    the Event Grid backstop, orchestrator/azureml/backstop.py, read it the same way)."""
+    from orchestrator.devops import DevOpsContext
 
     name = config.get(TOKEN_SECRET)
     if not name:
@@ -146,10 +154,8 @@ def _report_to_devops(run_dir: Path, config: Mapping[str, Any], get_secret: Call
     token = get_secret(str(name))
     properties = config.get(PROPERTIES)
     if properties:
-        context = DevOpsContext.from_properties({**properties, "AuthToken": token}, config.get(BODY) or {},
-                                                where="devops settings")
-    else:
-        context = DevOpsContext.from_options(collection_url=str(config.get("collection_url") or ""),
-                                             project=str(config.get("project") or ""), token=token,
-                                             build_id=config.get("build_id"))
-    report_to_devops(run_dir, context)
+        return DevOpsContext.from_properties({**properties, "AuthToken": token}, config.get(BODY) or {},
+                                             where="devops settings")
+    return DevOpsContext.from_options(collection_url=str(config.get("collection_url") or ""),
+                                      project=str(config.get("project") or ""), token=token,
+                                      build_id=config.get("build_id"))

@@ -126,7 +126,7 @@ def _download(client: Any, job_name: str, output: str, scratch: Path) -> Path | 
     return folder if folder.is_dir() else None
 
 
-def _copy_tree(source: Path, target: Path) -> None:
+def copy_tree(source: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, target, dirs_exist_ok=True)
 
@@ -143,7 +143,7 @@ def from_report_node(client: Any, name: str, run_dir: Path) -> dict[str, Any] | 
             return None
         if not isinstance(results, dict) or not isinstance(results.get("steps"), list):
             return None
-        _copy_tree(folder, run_dir)
+        copy_tree(folder, run_dir)
     return results
 
 
@@ -159,12 +159,12 @@ def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mappin
                 folder = _download(client, str(child.name), output, Path(scratch))
                 if folder is not None:
                     target = run_dir / "steps" / step
-                    _copy_tree(folder, target)
+                    copy_tree(folder, target)
                     result = read_result_file(target, step_id=step)
             state = STATE.get(status, collect.NOT_STARTED if status not in STARTED else collect.RUNNING)
             findings[step] = collect.Finding(state=state, result=result, where=f"child job {child.name}")
     results = collect.assemble(expected, findings, run_id=run_id, title=title,
-                               extra={**extra, "reported_by": "backstop on the submitting machine"})
+                               extra={"reported_by": "backstop on the submitting machine", **extra})
     collect.write(run_dir, results)
     return results
 

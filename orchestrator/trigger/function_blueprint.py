@@ -1,4 +1,5 @@
-"""The Azure Function: a Service Bus queue trigger in the Python v2 programming model, as a Blueprint that
+"""The Azure Functions: a Service Bus queue trigger, and an Event Grid trigger for Azure ML's RunStatusChanged
+events (the report backstop, orchestrator/trigger/events.py), in the Python v2 programming model, as a Blueprint that
 functionapp/function_app.py registers (docs/architecture.md#code-habits, "Azure Functions, v2 programming model").
 
 Thin (docs/architecture.md#thin-entry-points): the message becomes a RawMessage, `handlers.handle` decides, and the outcome is carried out
@@ -65,3 +66,15 @@ def orchestrator_queue(message: func.ServiceBusMessage) -> None:
     raw = RawMessage.from_function(message)
     outcome = handle(raw, function_services())
     settle(outcome, raw.message_id)
+
+
+@bp.event_grid_trigger(arg_name="event")
+def orchestrator_run_status(event: func.EventGridEvent) -> None:
+    """Azure ML RunStatusChanged -> the report backstop. Raising makes Event Grid retry the delivery (its own
+    retry policy and dead-letter destination, docs/azureml.md#run-status-events); every other outcome returns."""
+    from orchestrator.azureml.backstop import RunStatusChanged
+    from orchestrator.trigger.events import handle_event
+
+    parsed = RunStatusChanged.parse({"id": event.id, "eventType": event.event_type, "data": event.get_json()})
+    outcome = handle_event(parsed, function_services())
+    settle(outcome, event.id)

@@ -45,6 +45,13 @@ _TOKEN_REFUSED = "refused the job token"  # DevOpsAuthError's words, as close_se
 
 def handle(raw: RawMessage, services: Services) -> Outcome:
     started = time.monotonic()
+    from orchestrator.trigger.events import handle_event_message, is_event_grid
+
+    if is_event_grid(raw):  # Azure ML's RunStatusChanged through an Event Grid subscription: the report backstop
+        outcome = handle_event_message(raw, services)
+        log.info("message=%s event attempt=%d outcome=%s secs=%.1f", raw.message_id, raw.attempt, outcome.summary(),
+                 time.monotonic() - started)
+        return outcome
     scrub = _scrubber(raw)
     intake = read(raw, services.settings)
     if services.settings_problem:

@@ -76,6 +76,8 @@ class EmulatedWorkspace:
         self._load()
         self.jobs = EmulatedJobs(self)
         self.schedules = EmulatedSchedules(self)
+        self.workspaces = EmulatedWorkspaces(self)
+        self.workspace_name = self.workspace.workspace_name
 
     def factory(self, options: Any = None) -> EmulatedWorkspace:
         """For `set_client_factory`: every client the code asks for is this workspace."""
@@ -208,6 +210,21 @@ def _absolute_code(job: Any) -> None:
                 and "://" not in code and not code.startswith("azureml:"):
             base = Path(getattr(component, "_base_path", None) or ".")
             component.code = str((base / code).resolve())
+
+
+# ------------------------------------------------------------------------------------------ workspaces
+
+
+class EmulatedWorkspaces:
+    """MLClient.workspaces: `get` returns a Workspace entity whose mlflow_tracking_uri is the emulated store."""
+
+    def __init__(self, ws: EmulatedWorkspace) -> None:
+        self._ws = ws
+
+    def get(self, name: str | None = None, **kwargs: Any) -> Any:
+        from azure.ai.ml.entities import Workspace
+
+        return Workspace(name=name or self._ws.workspace.workspace_name, mlflow_tracking_uri=self._ws.tracking.uri)
 
 
 # ------------------------------------------------------------------------------------------------ jobs
