@@ -106,8 +106,8 @@ class KickedOff:
 
     workspace: Any  # EmulatedWorkspace
     services: Any  # orchestrator.trigger.services.Services
-    clock: Any  # tests.test_trigger_support.Clock
-    scheduler: Any  # tests.test_trigger_support.FakeScheduler
+    clock: Any  # tests.trigger_support.Clock
+    scheduler: Any  # tests.trigger_support.FakeScheduler
     name: str  # the pipeline job
 
     def watchdog(self) -> Any:
