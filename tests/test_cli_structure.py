@@ -56,6 +56,12 @@ def test_help_lists_every_command_by_its_own_first_sentence_without_importing_it
         assert f"  {name}  " in text
 
 
+def test_a_local_run_imports_no_azure_mlflow_devops_or_emulator_module() -> None:
+    loaded = _modules_after("import orchestrator.cli.run, orchestrator.backends.local, orchestrator.report")
+    assert not [name for name in loaded if name.startswith(("azure", "mlflow", "orchestrator.devops",
+                                                            "orchestrator.azureml.emulator.workspace"))]
+
+
 def test_outside_the_cli_only_the_shared_options_are_imported_from_it() -> None:
     import ast
     from pathlib import Path

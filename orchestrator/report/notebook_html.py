@@ -143,6 +143,15 @@ def _render(ipynb: Path, html: Path, back_link: str | None) -> str | None:
     return None
 
 
+def warm_up() -> None:
+    """Import nbconvert and build what every render reuses (~1 CPU-s), ahead of the first notebook's end: the
+    local backend calls this on its render thread as the run starts, while the kernels start and run, so a short
+    run does not pay it after its last notebook."""
+    _exporter()
+    _page_template()
+    _highlight_css()
+
+
 @functools.lru_cache(maxsize=1)
 def _exporter() -> Any:
     # Built once per process: the first conversion compiles the templates (~0.2 s), later ones reuse them.
