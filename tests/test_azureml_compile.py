@@ -200,6 +200,15 @@ def test_exported_yaml_loads_back_with_load_job_keeping_on_finalize(compiled: tu
     assert '"on_finalize": "orchestrator_report"' in rest_body(loaded)
 
 
+def test_the_exported_dict_dumps_each_component_once_and_equals_the_sdks(compiled: tuple[Any, Path]) -> None:
+    from orchestrator.azureml.export import job_dict
+
+    job, _ = compiled
+    shared = [node for node in job.jobs.values() if node.component is job.jobs["data_00_prepare"].component]
+    assert len(shared) > 1
+    assert json.dumps(job_dict(job)) == json.dumps(job._to_dict())
+
+
 def test_the_yaml_is_the_text_of_the_pure_python_dumper(compiled: tuple[Any, Path], tmp_path: Path) -> None:
     import yaml
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from orchestrator.errors import InvalidInputError, Problem
 
-# What a node's component is dumped as when its component was checked in another node: a valid reference, so
-# the node schema has nothing to say about it.
-_REFERENCE = "azureml:validated_elsewhere:1"
+# What a node's component is dumped as when its component was checked (or dumped, export.py) in another node: a
+# valid reference, so the node schema has nothing to say about it.
+COMPONENT_REFERENCE = "azureml:validated_elsewhere:1"
 _COMPONENT_PATH = "component"
 
 
@@ -122,7 +122,7 @@ class _Nodes:
         subject._inputs = type(node._inputs)({})
         subject._outputs = type(node._outputs)({})
         if shared:
-            subject._component = _REFERENCE
+            subject._component = COMPONENT_REFERENCE
         result = _schema_check(schema, subject, node)
         if isinstance(component, Component):
             if shared:
