@@ -145,3 +145,24 @@ def kicked_off_without_report_node(tmp_path: Path, properties: dict[str, Any]) -
     finally:
         set_client_factory(previous)
         workspace.close()
+
+
+NIGHTLY_AT = "2026-01-31T02:00:00Z"
+
+
+def scheduled_run(workspace: Any, repo: Path, snapshots: Path) -> str:
+    """`orchestrator schedule REPO --name nightly` into `workspace` (at the client seam), fired at NIGHTLY_AT
+    and waited for: the name of the job it ran."""
+    from datetime import datetime
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    done = CliRunner().invoke(cli, ["schedule", str(repo), "--cron", "0 2 * * *", "--name", "nightly",
+                                    "--snapshots", str(snapshots), "--subscription", "s",
+                                    "--resource-group", "r", "--workspace", "w"])
+    assert done.exit_code == 0, done.output
+    name: str = workspace.schedules.trigger("nightly", at=datetime.fromisoformat(NIGHTLY_AT.replace("Z", "+00:00")))
+    workspace.wait(name, timeout=300)
+    return name

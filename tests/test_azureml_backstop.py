@@ -105,3 +105,34 @@ def test_a_pipeline_whose_report_node_never_ran_gets_one_report_one_test_run_one
         assert {s["step"]: s["status"] for s in stored["steps"]} == {"nb_a": "passed", "nb_b": "failed"}
         assert stored["reported_by"] == "Event Grid backstop"
         assert (local / "report.html").is_file() and (local / "devops.json").is_file()
+
+
+def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_event(tmp_path: Path) -> None:
+    """A schedule has no watchdog and no --wait: the event is its only backstop. No DevOps routing here."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.azureml.client import set_client_factory
+    from orchestrator.azureml.emulator import Assumptions, EmulatedWorkspace
+    from tests.builders import make_notebook
+    from tests.emulator_support import scheduled_run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "orchestrator.yml").write_text("version: 1\nexperiment: nightly\nnotebooks:\n  - glob: '*.ipynb'\n")
+    make_notebook(repo / "a.ipynb", "x = 1")
+    workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=Assumptions(finalize_never=True))
+    previous = set_client_factory(workspace.factory)
+    try:
+        name = scheduled_run(workspace, repo, tmp_path / "snapshots")
+        assert workspace.state(name).status == "Completed"
+        body = event(name, "Completed", dict(workspace.jobs.get(name).tags))
+        outcome = handle(delivered(body), make_services(tmp_path))
+        assert outcome.action == "complete" and "no DevOps routing" in outcome.detail, outcome
+        tracking = MlflowClient(tracking_uri=workspace.tracking.uri)
+        local = Path(tracking.download_artifacts(str(workspace.state(name).run_id), "report", str(tmp_path / "dl")))
+        stored = json.loads((local / "results.json").read_text())
+        assert [(s["step"], s["status"]) for s in stored["steps"]] == [("a", "passed")]
+        assert tracking.get_run(str(workspace.state(name).run_id)).data.tags["orchestrator.status"] == "passed"
+    finally:
+        set_client_factory(previous)
+        workspace.close()

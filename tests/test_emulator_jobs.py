@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("azure.ai.ml")
 
-from click.testing import CliRunner  # noqa: E402
 
 from orchestrator.azureml.emulator import EmulatedWorkspace  # noqa: E402
-from orchestrator.cli import cli  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
 from tests.devops_server import DevOpsServer  # noqa: E402
 
@@ -66,13 +63,11 @@ def test_cancel_stops_the_running_node_marks_the_rest_and_still_reports(tmp_path
 
 
 def test_a_schedule_fires_with_its_trigger_time_as_run_key(emulated_client: EmulatedWorkspace, tmp_path: Path) -> None:
+    from tests.emulator_support import scheduled_run
+
     repo = _repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
-    done = CliRunner().invoke(cli, ["schedule", str(repo), "--cron", "0 2 * * *", "--name", "nightly",
-                                    "--snapshots", str(tmp_path / "snapshots"), "--subscription", "s",
-                                    "--resource-group", "r", "--workspace", "w"])
-    assert done.exit_code == 0, done.output
-    name = emulated_client.schedules.trigger("nightly", at=datetime(2026, 1, 31, 2, 0, tzinfo=timezone.utc))
-    assert emulated_client.wait(name, timeout=300) == "Completed"
+    name = scheduled_run(emulated_client, repo, tmp_path / "snapshots")
+    assert emulated_client.state(name).status == "Completed"
     job = emulated_client.jobs.get(name)
     assert job.inputs["run_key"]._data == "2026-01-31T02:00:00Z"
     from mlflow.tracking import MlflowClient
