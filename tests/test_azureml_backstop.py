@@ -136,3 +136,27 @@ def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_eve
     finally:
         set_client_factory(previous)
         workspace.close()
+
+
+def test_the_backstop_publishes_nothing_once_the_server_job_is_closed_or_its_token_gone(
+        devops_server: DevOpsServer) -> None:
+    """The watchdog-first order, without a pipeline: what the backstop checks before publishing."""
+    from orchestrator.azureml.backstop import server_job_over
+    from tests.conftest_devops import FAST
+
+    routing = {k: v for k, v in devops_server.message_properties().items() if k != "AuthToken"}
+    config = {"key_vault_url": "https://v.vault.azure.net/", "token_secret": "job-token", "properties": routing}
+
+    def vault(config: Any) -> Any:
+        return lambda name: devops_server.token
+
+    def emptied(config: Any) -> Any:
+        def get(name: str) -> str:
+            raise LookupError(f"Key Vault secret {name!r} is not there")
+        return get
+
+    assert server_job_over(config, vault, FAST) is None  # open: the backstop reports
+    assert "no longer in Key Vault" in str(server_job_over(config, emptied, FAST))
+    devops_server.task_record().update(state="completed", result="succeeded")  # closed by the watchdog
+    assert "already closed" in str(server_job_over(config, vault, FAST))
+    assert server_job_over({"key_vault_url": "x", "token_secret": "t", "collection_url": "c"}, vault, FAST) is None

@@ -152,7 +152,7 @@ def report_job(client: Any, name: str, *, secrets: SecretGetter | None = None, w
         stored = f"pipeline {name} ({status}) reported in its run's artifacts ({ARTIFACT_PATH}/)"
         if not config:
             return Reported(f"{stored}; no DevOps routing", built=built)
-        closed = _server_job_closed(config, secrets, policy)
+        closed = server_job_over(config, secrets, policy)
         if closed is not None:
             return Reported(f"{stored}; {closed}: the report node or the watchdog reported to DevOps, nothing "
                             "published", built=built)
@@ -194,7 +194,7 @@ def _context(config: Mapping[str, Any], secrets: SecretGetter | None) -> Any:
     return devops_hook.context_for(config, _getter(config, secrets))
 
 
-def _server_job_closed(config: Mapping[str, Any], secrets: SecretGetter | None, policy: Any) -> str | None:
+def server_job_over(config: Mapping[str, Any], secrets: SecretGetter | None, policy: Any) -> str | None:
     """Why nothing is to be published, when a server job waits in DevOps routing and is over: its task record
     completed, or its token gone from Key Vault (the watchdog deletes it when its chain ends). None otherwise."""
     if not config.get(devops_hook.PROPERTIES):
