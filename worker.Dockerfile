@@ -19,7 +19,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator
 COPY steps ./steps
-RUN python -m pip install '.[azureml,devops,trigger]' && rm -rf /src
+# azureml-mlflow: the report backstop logs to the pipeline run through the workspace's azureml:// MLflow URI.
+RUN python -m pip install '.[azureml,devops,trigger]' 'azureml-mlflow>=1.57' && rm -rf /src
 
 # An unprivileged user: a fetched repository and its notebooks' plan are hostile until checked.
 RUN useradd --create-home --uid 10001 orchestrator
