@@ -16,6 +16,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-DEFAULT_WORK = Path(__file__).resolve().parent / ".work" / "compile"  # git-ignored
+# Outside the repository: the generated repository and its snapshots are copies of project files (environments,
+# the code snapshot), which the repository's own checks (tests/test_docs_citations.py) would read as its own.
+DEFAULT_WORK = Path(tempfile.gettempdir()) / "orchestrator-bench" / "compile"
 TARGET_S = 5.0
 PLAN = """\
 version: 1

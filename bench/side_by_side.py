@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compile_scale  # noqa: E402
 from local_overhead import orchestrator_command  # noqa: E402
 
-DEFAULT_WORK = Path(__file__).resolve().parent / ".work" / "side_by_side"  # git-ignored
+DEFAULT_WORK = compile_scale.DEFAULT_WORK.parent / "side_by_side"  # outside the repository, as compile_scale's
 TINY = ["size = 1000", "total = sum(range(size))\ntotal", "assert total == size * (size - 1) // 2\nprint('ok')"]
 PANDAS = ["import numpy as np\nimport pandas as pd", "frame = pd.DataFrame({'x': np.arange(1000)})\nframe.x.sum()"]
 TARGET_LOCAL = 0.25  # orchestrator / nbmake, N tiny notebooks

@@ -25,10 +25,10 @@ from orchestrator.azureml.compile import (  # noqa: E402
     CompileOptions,
     compile_pipeline,
     pack_label,
-    validate,
 )
 from orchestrator.azureml.components import AFTER_INPUT, PACK_OUTPUT, RESULT_OUTPUT  # noqa: E402
 from orchestrator.azureml.packing import pack_steps  # noqa: E402
+from orchestrator.azureml.validation import validate  # noqa: E402
 from orchestrator.azureml.watch import node_steps  # noqa: E402
 from orchestrator.cli import cli  # noqa: E402
 from orchestrator.plan.spec import PackSpec, StepSpec, TargetSpec  # noqa: E402
