@@ -164,6 +164,16 @@ def _descendants_of(pid: int) -> list[int]:
         return []
 
 
+def _running(pid: int, name: str | None = None) -> bool:
+    """Alive (not a zombie) and, when given, called `name`; a process may exit between listing and reading
+    (a kernel's short-lived launch helpers do), which counts as not running."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and (name is None or process.name() == name)
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_every_kernel_records_what_finished_and_exits_130(tmp_path: Path, signum: int) -> None:
     repo = tmp_path / "repo"
@@ -180,7 +190,7 @@ def test_interrupt_stops_every_kernel_records_what_finished_and_exits_130(tmp_pa
     quick_done = False
     while time.monotonic() < deadline and not (sleepers and quick_done):
         time.sleep(0.2)
-        sleepers = [p for p in _descendants_of(process.pid) if psutil.Process(p).name() == "sleep"]
+        sleepers = [p for p in _descendants_of(process.pid) if _running(p, "sleep")]
         quick_done = (out / "results.json").exists() and read_results(out)["counts"]["passed"] == 1
     assert sleepers and quick_done, "the slow notebook never started its child process"
     descendants = _descendants_of(process.pid)
@@ -188,7 +198,7 @@ def test_interrupt_stops_every_kernel_records_what_finished_and_exits_130(tmp_pa
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     time.sleep(0.5)
-    alive = [pid for pid in descendants if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [pid for pid in descendants if _running(pid)]
     assert alive == [], f"orphaned processes: {alive}"
     results = read_results(out)
     assert results["status"] == "interrupted"
