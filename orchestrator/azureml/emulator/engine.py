@@ -7,7 +7,8 @@ workspace"):
   cancels the running nodes and the rest;
 - the `settings.on_finalize` node runs after every other node has ended, whether the pipeline completed,
   failed or was cancelled (azure-ai-ml dsl/_settings.py), unless the `finalize-never` assumption is on;
-- each node runs its command with bash, in a fresh working directory holding the code snapshot as the SDK
+- each node runs its command with bash (a plain `python SCRIPT ...` forks from a warm parent instead:
+  warm_nodes.py), in a fresh working directory holding the code snapshot as the SDK
   uploads it, with outputs as folders and the Azure ML and MLflow environment variables of a command job;
 - `limits.timeout` stops a node (its process group) and cancels it;
 - a deterministic node whose component, inputs, code and environment match a completed node of an earlier
@@ -32,7 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from orchestrator.azureml.emulator import commandline, packages
+from orchestrator.azureml.emulator import commandline, packages, warm_nodes
 from orchestrator.azureml.emulator.graph import Literal, Node, NodeOutput, Pipeline, resolve
 from orchestrator.azureml.emulator.state import TERMINAL, Child, JobState
 
@@ -56,7 +57,7 @@ class JobRun:
         self.folder = Path(state.folder)
         self._lock = workspace.lock
         self._code_hashes: dict[Path, str] = {}
-        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._processes: dict[str, warm_nodes.NodeProcess] = {}
 
     # ------------------------------------------------------------------------------------------ the graph
 
@@ -292,9 +293,7 @@ class JobRun:
         # A short, fresh TMPDIR: kernels put ipc sockets there, and a socket path is limited to 107 bytes.
         tmp = tempfile.mkdtemp(prefix="aml-")
         with log_path.open("ab") as out:
-            process = subprocess.Popen(["bash", "-c", command], cwd=work, env={**self._environment(child), "TMPDIR": tmp},
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = self._start(command, work, {**self._environment(child), "TMPDIR": tmp}, log_path, out)
             self._processes[node.name] = process
             try:
                 while process.poll() is None:
@@ -313,7 +312,19 @@ class JobRun:
         return ("Completed", None) if code == 0 else ("Failed", f"the command exited with {code}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+    def _start(self, command: str, work: Path, env: dict[str, str], log_path: Path, out: Any) -> warm_nodes.NodeProcess:
+        """bash -c COMMAND in a session of its own; one plain `python SCRIPT ...` forks from the warm parent."""
+        argv = warm_nodes.direct_argv(command, env) if self.ws.warm_nodes else None
+        if argv is not None:
+            out.flush()
+            forked = warm_nodes.shared().start(argv, cwd=work, env=env, log_path=log_path)
+            if forked is not None:
+                return forked
+        return subprocess.Popen(["bash", "-c", command], cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: warm_nodes.NodeProcess) -> None:
     """SIGTERM to the node's process group, SIGKILL after a grace period."""
     for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         try:

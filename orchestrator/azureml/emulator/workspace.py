@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 from orchestrator.azureml.emulator.assumptions import Assumptions
 from orchestrator.azureml.emulator.state import JOB_FILE, STATE_FILE, TERMINAL, Child, JobState
 from orchestrator.azureml.emulator.tracking import Tracking
+from orchestrator.azureml.emulator.warm_nodes import enabled_by_default as warm_nodes_enabled
 
 log = logging.getLogger("orchestrator.azureml.emulator")
 
@@ -62,8 +63,11 @@ class Poller:
 
 class EmulatedWorkspace:
     def __init__(self, root: Path, *, assumptions: Assumptions | None = None,
-                 node_environment: Mapping[str, str] | None = None, ids: EmulatedIds | None = None) -> None:
+                 node_environment: Mapping[str, str] | None = None, ids: EmulatedIds | None = None,
+                 warm_nodes: bool | None = None) -> None:
         self.root = root.resolve()
+        # Nodes whose command is one plain `python SCRIPT ...` fork from a warm parent (emulator/warm_nodes.py).
+        self.warm_nodes = warm_nodes_enabled() if warm_nodes is None else warm_nodes
         self.root.mkdir(parents=True, exist_ok=True)
         self.assumptions = assumptions or Assumptions()
         self.node_environment = dict(node_environment or {})  # added to every node's variables (tests' knobs)

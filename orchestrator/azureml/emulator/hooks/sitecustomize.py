@@ -34,4 +34,9 @@ if _LAG > 0:
             spec.loader.exec_module = exec_module  # type: ignore[method-assign]
             return spec
 
-    sys.meta_path.insert(0, _Patcher())
+    if _TARGET in sys.modules:  # a node forked from a warm parent (warm_nodes.py) may have it already
+        from orchestrator_search_lag import patch
+
+        patch(sys.modules[_TARGET].FileStore, _LAG)
+    else:
+        sys.meta_path.insert(0, _Patcher())
