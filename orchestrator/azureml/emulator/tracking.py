@@ -53,7 +53,7 @@ class Tracking:
     def copy(self, source: str, experiment_id: str, *, name: str, tags: Mapping[str, str]) -> str:
         """A new run showing what `source` logged (a reused node: Learn says the service displays the original's
         outputs, logs and metrics), with this pipeline's parent and name."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         original = self.client.get_run(source)
         kept = {k: v for k, v in original.data.tags.items() if k not in (PARENT_TAG, RUN_NAME_TAG) and not k.startswith("mlflow.")}
