@@ -108,7 +108,8 @@ def test_a_pipeline_whose_report_node_never_ran_gets_one_report_one_test_run_one
 
 
 def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_event(tmp_path: Path) -> None:
-    """A schedule has no watchdog and no --wait: the event is its only backstop. No DevOps routing here."""
+    """A schedule has no watchdog and no --wait: the event is its only backstop. No DevOps routing here. The
+    schedule fires with its trigger time as the run key."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.azureml.client import set_client_factory
@@ -125,10 +126,14 @@ def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_eve
     try:
         name = scheduled_run(workspace, repo, tmp_path / "snapshots")
         assert workspace.state(name).status == "Completed"
+        # The schedule's trigger time is the run key (`${{creation_context.trigger_time}}`), on the job and its nodes.
+        assert workspace.jobs.get(name).inputs["run_key"]._data == "2026-01-31T02:00:00Z"
+        tracking = MlflowClient(tracking_uri=workspace.tracking.uri)
+        node_run = tracking.get_run(str(workspace.state(name).children["a"].run_id))
+        assert node_run.data.tags["orchestrator.run_key"] == "2026-01-31T02:00:00Z"
         body = event(name, "Completed", dict(workspace.jobs.get(name).tags))
         outcome = handle(delivered(body), make_services(tmp_path))
         assert outcome.action == "complete" and "no DevOps routing" in outcome.detail, outcome
-        tracking = MlflowClient(tracking_uri=workspace.tracking.uri)
         local = Path(tracking.download_artifacts(str(workspace.state(name).run_id), "report", str(tmp_path / "dl")))
         stored = json.loads((local / "results.json").read_text())
         assert [(s["step"], s["status"]) for s in stored["steps"]] == [("a", "passed")]

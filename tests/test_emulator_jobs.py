@@ -62,19 +62,7 @@ def test_cancel_stops_the_running_node_marks_the_rest_and_still_reports(tmp_path
         workspace.close()
 
 
-def test_a_schedule_fires_with_its_trigger_time_as_run_key(emulated_client: EmulatedWorkspace, tmp_path: Path) -> None:
-    from tests.emulator_support import scheduled_run
-
-    repo = _repo(tmp_path / "repo", {"a.ipynb": "x = 1"})
-    name = scheduled_run(emulated_client, repo, tmp_path / "snapshots")
-    assert emulated_client.state(name).status == "Completed"
-    job = emulated_client.jobs.get(name)
-    assert job.inputs["run_key"]._data == "2026-01-31T02:00:00Z"
-    from mlflow.tracking import MlflowClient
-
-    child = emulated_client.state(name).children["a"]
-    run = MlflowClient(tracking_uri=emulated_client.tracking.uri).get_run(str(child.run_id))
-    assert run.data.tags["orchestrator.run_key"] == "2026-01-31T02:00:00Z"
+# A schedule firing with its trigger time as run_key: tests/test_azureml_backstop.py (its event reports it).
 
 
 def test_the_watchdog_reports_and_closes_the_devops_job_when_the_report_node_never_ran(
