@@ -2,6 +2,8 @@
 importing them. Builders (plain functions) stay in their modules: builders.py, report_builders.py,
 history_builders.py, trigger_support.py, azureml_support.py, emulator_support.py, cli_helpers.py."""
 
+import pytest
+
 from tests.conftest_devops import run_dir
 from tests.devops_server import devops_server
 from tests.emulator_support import emulated_client
@@ -10,3 +12,9 @@ from tests.git_server import no_git, test_certs
 from tests.trigger_support import fake_ml
 
 __all__ = ["devops_server", "emulated_client", "fake", "fake_ml", "no_git", "run_dir", "test_certs"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (emulated pipelines, many kernels) first: with pytest-xdist, a long test handed out last keeps
+    one worker busy after the others have finished. The order is the same in every worker (xdist requires it)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

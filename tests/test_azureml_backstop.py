@@ -79,6 +79,7 @@ def test_the_event_schema_is_read_and_queue_messages_are_not_taken_for_events() 
     assert not is_event_grid(raw({"job": "wrap_up", "eventType": "x"}, {}))
 
 
+@pytest.mark.slow
 def test_a_pipeline_whose_report_node_never_ran_gets_one_report_one_test_run_one_task_completed(
         tmp_path: Path, devops_server: DevOpsServer) -> None:
     """The backstop first (events twice and out of order), the watchdog after it: one test run, one TaskCompleted."""
@@ -107,6 +108,7 @@ def test_a_pipeline_whose_report_node_never_ran_gets_one_report_one_test_run_one
         assert (local / "report.html").is_file() and (local / "devops.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_event(tmp_path: Path) -> None:
     """A schedule has no watchdog and no --wait: the event is its only backstop. No DevOps routing here. The
     schedule fires with its trigger time as the run key."""

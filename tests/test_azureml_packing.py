@@ -258,6 +258,7 @@ def test_a_followed_azure_ml_run_records_the_jobs_commit_and_branch_for_the_hist
     assert (entry.backend, entry.commit, entry.branch) == ("azureml", "abc123", "topic")
 
 
+@pytest.mark.slow
 def test_run_emulate_wait_then_rerun_failed_reuses_the_pack_and_the_node_that_passed(tmp_path: Path) -> None:
     """`run --emulate --wait`, then `rerun --failed` from the workspace folder: a passed pack and a passed
     single node are reused, the failed node runs again, the report node is never reused (not deterministic)."""

@@ -185,6 +185,7 @@ def test_a_large_expected_list_travels_compressed() -> None:
     assert collect.decode_expected(text) == entries
 
 
+@pytest.mark.slow
 def test_the_report_node_runs_from_its_staged_snapshot_alone(pipeline: dict[str, Any], tmp_path: Path) -> None:
     """What ships in the report node's snapshot is enough to run it (the command Azure ML runs)."""
     import os

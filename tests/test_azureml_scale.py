@@ -82,6 +82,7 @@ def test_edges_of_the_300_notebook_job(compiled: tuple[Any, Any, float]) -> None
     assert edges == sum(len(s.after) for s in plan.steps) > 30
 
 
+@pytest.mark.exhaustive  # ~7 CPU-s of azure-ai-ml's loader; the examples' pipeline loads back in test_azureml_compile.py
 def test_the_300_notebook_yaml_loads_back(compiled: tuple[Any, Any, float], tmp_path: Path) -> None:
     from azure.ai.ml import load_job
 

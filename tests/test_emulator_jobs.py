@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("azure.ai.ml")
 
+pytestmark = pytest.mark.slow  # emulated pipelines with real kernels
+
 
 from orchestrator.azureml.emulator import EmulatedWorkspace  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
