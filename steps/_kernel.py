@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from queue import Empty
@@ -33,10 +34,11 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 
 try:
-    from . import _env_policy, _isolation
+    from . import _env_policy, _isolation, _warm
 except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
     import _env_policy  # type: ignore[no-redef]
     import _isolation  # type: ignore[no-redef]
+    import _warm  # type: ignore[no-redef]
 
 # An in-memory IPython history: concurrent kernels otherwise contend for one sqlite file (the same default
 # nbclient uses, `NotebookClient.ipython_hist_file`).
@@ -46,6 +48,7 @@ _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 _EXIT_POLL_S = 0.02
 _REAP_WAIT_S = 2.0
 
+FORKED_LINE = "forked from a warm parent"
 FOLDER_PREFIX = "nbk-"
 _LOCK_FILE = "owner.lock"
 _UNLOCKED_GRACE_S = 60.0
@@ -126,8 +129,8 @@ class _ConfinedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        if self.confinement is None:
-            return command
+        if self.confinement is None or isinstance(self.provisioner, _warm.ForkProvisioner):
+            return command  # a forked kernel confines itself (steps/_zygote.py)
         return self.confinement.command(command, self.search_path)
 
 
@@ -137,7 +140,8 @@ class LocalKernel:
     killed: the process group, plus descendants that started a session of their own."""
 
     def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path,
-                 isolation: _isolation.Isolation | None = None, withheld: Sequence[str] = ()):
+                 isolation: _isolation.Isolation | None = None, withheld: Sequence[str] = (),
+                 warm: _warm.WarmParent | None = None):
         self.spec_name = spec_name
         self.withheld = list(withheld)  # names only: what the secret policy kept from this kernel
         self.spec = spec
@@ -160,6 +164,16 @@ class LocalKernel:
         )
         self.km.confinement = self.confinement
         self.km.search_path = self.env.get("PATH", os.defpath)
+        self.warm = warm
+        if warm is not None:  # jupyter_client uses a provisioner that is already set (manager.pre_start_kernel)
+            self.km.kernel_id = str(uuid.uuid4())
+            provisioner = _warm.ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec,
+                                                parent=self.km)
+            provisioner.warm = warm
+            provisioner.request_file = self._folder / "fork-request.json"
+            provisioner.fork_request = {"status_file": str(self._folder / _isolation.STATUS_FILE),
+                                        "log": str(log_path), "keep_caps": list(_isolation.ROOT_KERNEL_CAPS)}
+            self.km.provisioner = provisioner
         self._process: subprocess.Popen[bytes] | None = None
         self.client: Any = None  # AsyncKernelClient once started
         self.info: dict[str, Any] = {}  # the kernel_info reply's content once started
@@ -182,6 +196,8 @@ class LocalKernel:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 log.write(f"--- {stamp} starting kernel {self.spec_name!r} in {self.cwd}\n".encode())
                 log.write(f"--- {self.confinement.isolation.describe()}\n".encode())
+                if self.warm is not None:
+                    log.write(f"--- {FORKED_LINE} (pid {self.warm.process.pid}; docs/step-runner.md)\n".encode())
                 if self.withheld:
                     log.write(f"--- environment withheld (docs/isolation.md): {', '.join(self.withheld)}\n".encode())
                 log.flush()

@@ -1,15 +1,21 @@
-"""Warm kernel start: the next kernel is started ahead of time, while the current notebooks run.
+"""Warm kernel start: each kernel is forked from a warm parent that has already imported what every ipykernel imports.
 
-Why ahead of time, not a fork of a warm parent: every kernel lives in a PID namespace of its own (steps/_isolation.py),
-entered by exec'ing `unshare` and the namespace's init; a fork from one warm parent would have to rebuild that
-namespace, its /proc and (as root) the capability drop by hand in the child. A kernel started early goes through
-exactly the launch a cold kernel does (same wrapper, same init, same secret policy, a new process and namespace per
-notebook), so nothing one notebook does can reach another: the warmth is only *when* it started.
+Importing ipykernel and IPython is most of a small kernel's start (about 0.3 CPU-s of 0.5). A warm parent
+(steps/_zygote.py) pays it once per run and per (interpreter, kernel command line, environment); each kernel is
+then a fork of it that builds its own PID and mount namespace, /proc, read-only /proc/sys and /sys and (as root)
+capability drop exactly as the cold launch does (steps/_isolation.py), takes the step's environment, working
+directory, sys.path and command line, and runs `python -m ipykernel_launcher` as a fresh interpreter would.
 
-A spare serves a notebook whose kernelspec, working directory, isolation and environment match the one it was
-started with, except for the variables named `late` (each step's own folders, docs/step-runner.md), which the
-claiming step sets in the kernel's `os.environ` before its first cell, with a silent request that binds no name
-in the notebook's namespace and counts no execution. Anything else that differs starts cold, as before.
+The parent is started with the kernel's environment *after* the secret policy (steps/_env_policy.py) and without
+the variables that differ per step (`late`: the step's own folders, CUDA_VISIBLE_DEVICES), so its
+/proc/<pid>/environ holds nothing a kernel may not see, and nothing that makes one kernel's start differ from
+another's. A step's request goes to the forked child through a file in the kernel's private connection folder:
+the parent never holds one step's settings when it forks the next.
+
+Only what can be kept exactly is forked; everything else starts cold, as before: kernels that are not run as
+`PYTHON -m ipykernel_launcher|ipykernel ...`, machines without PID namespaces (the cold path's marker that finds
+stray processes of an unconfined kernel reads /proc/<pid>/environ, which a fork cannot set), a parent that
+failed to start, and a forked kernel that did not become ready (its step starts a cold one and reports that).
 
 docs/step-runner.md, "Warm kernel start", describes it for users.
 """
@@ -17,180 +23,279 @@ docs/step-runner.md, "Warm kernel start", describes it for users.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import itertools
 import json
 import os
-import secrets
-from collections.abc import Collection, Mapping, Sequence
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 try:
-    from . import _isolation, _kernel
+    from . import _isolation
 except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
     import _isolation  # type: ignore[no-redef]
-    import _kernel  # type: ignore[no-redef]
 
-_SETUP_TIMEOUT_S = 10.0
+ZYGOTE = Path(__file__).with_name("_zygote.py")
+# `python -c` so that no file's folder lands on sys.path; the parent's own names stay out of __main__.
+_BOOT = ("import sys\npath = sys.argv[1]\nwith open(path, 'rb') as file:\n    code = compile(file.read(), path, 'exec')\n"
+         "exec(code, {'__name__': '__warm_parent__'})")
+_LAUNCHERS = ("ipykernel_launcher", "ipykernel")
+# Variables a forked kernel sets for itself; nothing the parent imports reads them (docs/step-runner.md).
+FORK_LATE = ("CUDA_VISIBLE_DEVICES",)
+_CLOSE_WAIT_S = 2.0
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
+class WarmParentError(Exception):
+    """The warm parent could not fork this kernel (the step starts a cold one)."""
+
+
+def fork_command(spec: KernelSpec, path: str | None) -> tuple[str, ...] | None:
+    """(the resolved interpreter, `-m`, the launcher module) when the kernelspec runs ipykernel as a module of a
+    Python interpreter, the only command line a fork reproduces exactly; None otherwise."""
+    argv = list(spec.argv)
+    if len(argv) < 3 or argv[1] != "-m" or argv[2] not in _LAUNCHERS:
+        return None
+    python: str | None = argv[0]
+    if argv[0] in ("python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]):
+        python = sys.executable  # as jupyter_client's format_kernel_cmd: "python" means this interpreter
+    elif os.sep not in argv[0]:
+        python = shutil.which(argv[0], path=path)
+    if python is None or not os.access(python, os.X_OK):
+        return None
+    return (python, "-m", argv[2])
+
+
+def _absolute_path(pythonpath: str) -> bool:
+    """A relative PYTHONPATH entry is resolved against the working directory the interpreter starts in, which
+    for a fork is the parent's, not the kernel's."""
+    return all(os.path.isabs(part) for part in pythonpath.split(os.pathsep) if pythonpath)
+
+
+class ForkedProcess:
+    """The outer process of a forked kernel, as much of subprocess.Popen as jupyter_client and steps/_kernel.py use.
+    Its parent is the warm parent, which reports its end; `returncode` is what Popen's would be."""
+
+    stdin: IO[bytes] | None = None
+    stdout: IO[bytes] | None = None
+    stderr: IO[bytes] | None = None
+
+    def __init__(self, pid: int, parent: WarmParent) -> None:
+        self.pid = pid
+        self._parent = parent
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._parent.exit_code(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._parent.wait_exit(self.pid, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+        self.returncode = code
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # never signal a pid that may have been reused
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(_KILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class WarmParent:
+    """One warm parent process and the thread that reads what it says."""
+
+    def __init__(self, python: str, env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, concurrent.futures.Future[int]] = {}
+        self._exits: dict[int, int] = {}
+        self._known: set[int] = set()
+        self._changed = threading.Condition()
+        self._gone = False
+        self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with open(log_path, "ab") as log:
+            # Its own session: a Ctrl-C at the terminal reaches the orchestrator, which ends it in order.
+            self.process = subprocess.Popen([python, "-c", _BOOT, str(ZYGOTE)], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=log, env=dict(env),
+                                            cwd=log_path.parent, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="warm-parent", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self._changed:
+                if "ready" in message:
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                elif "exit" in message:
+                    self._exits[message["exit"]] = message["code"]
+                elif "id" in message:
+                    future = self._waiting.pop(message["id"])
+                    if "pid" in message:
+                        self._known.add(message["pid"])
+                    if "error" in message:
+                        future.set_exception(WarmParentError(message["error"]))
+                    else:
+                        future.set_result(message["pid"])
+                self._changed.notify_all()
+        with self._changed:  # the parent is gone, and with it (parent-death signal) every kernel it forked
+            self._gone = True
+            for pid in self._known - set(self._exits):
+                self._exits[pid] = -_KILL
+            for future in self._waiting.values():
+                future.set_exception(WarmParentError(f"the warm parent ended{self._log_tail()}"))
+            self._waiting.clear()
+            if not self.ready.done():
+                self.ready.set_exception(WarmParentError(f"the warm parent did not start{self._log_tail()}"))
+            self._changed.notify_all()
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            if lines:
+                return f": {lines[-1][:300]}"
+        return ""
+
+    async def fork(self, request: Mapping[str, Any], request_file: Path) -> ForkedProcess:
+        """Fork one kernel; `request` goes to the child only, through `request_file` (a private folder)."""
+        descriptor = os.open(request_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as file:
+            json.dump(request, file)
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        with self._changed:
+            if self._gone:
+                raise WarmParentError("the warm parent has ended")
+            number = next(self._ids)
+            self._waiting[number] = future
+            assert self.process.stdin is not None
+            try:
+                self.process.stdin.write((json.dumps({"id": number, "request": str(request_file)}) + "\n").encode())
+                self.process.stdin.flush()
+            except OSError as exc:
+                self._waiting.pop(number, None)
+                raise WarmParentError(f"the warm parent is gone: {exc}") from exc
+        return ForkedProcess(await asyncio.wrap_future(future), self)
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._changed:
+            return self._exits.get(pid)
+
+    def wait_exit(self, pid: int, timeout: float | None) -> int | None:
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._exits, timeout)
+            return self._exits.get(pid)
+
+    def close(self) -> None:
+        """End the parent: it kills every kernel it forked, then exits (SIGKILL if it does not in time)."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(_CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(self.process.pid, _KILL)
+            self.process.wait()
+        self._reader.join(_CLOSE_WAIT_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class ForkProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, launching by a fork of a warm parent instead of Popen: the documented
+    plug-in point (`jupyter_client.provisioning`), so the manager, clients and shutdown work as for any kernel."""
+
+    warm: WarmParent | None = None
+    fork_request: dict[str, Any] = {}
+    request_file: Path | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        assert self.warm is not None and self.request_file is not None
+        request = {**self.fork_request, "argv": cmd, "env": dict(kwargs["env"]), "cwd": str(kwargs["cwd"])}
+        forked = await self.warm.fork(request, self.request_file)
+        self.process = forked  # type: ignore[assignment]  # the subset of Popen that jupyter_client uses
+        self.pid = self.pgid = forked.pid  # the outer process leads its own session, as Popen's would
+        self.cwd = kwargs["cwd"]
+        return self.connection_info
 
 
 @dataclass(frozen=True)
 class _Key:
-    """What a spare kernel was started with; a step may take it only if its own key is equal."""
+    """What a warm parent was started with; a kernel is forked from it only if its own key is equal."""
 
-    spec_name: str
-    argv: tuple[str, ...]
-    cwd: str
+    command: tuple[str, ...]
     env: frozenset[tuple[str, str]]  # without the late variables
-    withheld: tuple[str, ...]
     isolation: _isolation.Isolation
 
 
-@dataclass
-class _Spare:
-    kernel: _kernel.LocalKernel
-    ready: asyncio.Task[None]
-
-
 class KernelPool:
-    """Spare kernels for one run: at most `spares` per key, all stopped by `close` (the run's end).
+    """The warm parents of one run, one per key, started on first use and all ended by `close` (the run's end)."""
 
-    `expected` is how many kernels the run will ask for: no spare is started that no step is left to take (a
-    one-notebook run starts none, and the last notebooks do not pay for a kernel nobody uses)."""
-
-    def __init__(self, folder: Path, late: Collection[str], *, expected: int, spares: int = 1) -> None:
-        # Spare logs live in `folder`, on the run folder's file system: a claimed spare's log is renamed to the
-        # step's kernel.log, and the kernel keeps writing to it through the same open file.
+    def __init__(self, folder: Path, late: Collection[str], *, limit: int = 4) -> None:
+        # Parents' logs live in `folder` (in the run folder): what a parent that failed to start said.
         self.folder = folder
-        self.late = frozenset(late)
-        self.spares = spares
-        self.expected = expected
-        self._pool: dict[_Key, list[_Spare]] = {}
+        self.late = frozenset(late) | frozenset(FORK_LATE)
+        self.limit = limit
+        self._parents: dict[_Key, WarmParent] = {}
         self._closed = False
-        self.started = 0  # spares started, and claimed: for the bench and tests
-        self.claimed = 0
+        self.forked = 0  # kernels forked, and parents started: for the bench and tests
+        self.started = 0
 
-    def eligible(self, spec: KernelSpec) -> bool:
-        # The late variables are set by Python code in the kernel: ipykernel only.
-        return not self._closed and _kernel.is_ipykernel(spec) and os.name == "posix"
-
-    async def take(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: Mapping[str, str], log_path: Path,
-                   isolation: _isolation.Isolation, withheld: Sequence[str],
-                   start_timeout_s: float) -> _kernel.LocalKernel | None:
-        """A started kernel for this step, its late variables set and its log now `log_path`; None when no spare
-        matches (start one cold). Either way a spare for the next step with the same key is started."""
-        self.expected -= 1
-        if not self.eligible(spec):
+    def parent_for(self, spec: KernelSpec, env: Mapping[str, str],
+                   isolation: _isolation.Isolation) -> WarmParent | None:
+        """The warm parent to fork this kernel from (started now if needed), or None: start it cold."""
+        if self._closed or not isolation.confined or not sys.platform.startswith("linux"):
             return None
-        key = self._key(spec_name, spec, cwd, env, withheld, isolation)
-        waiting = self._pool.get(key, [])
-        spare = waiting.pop(0) if waiting else None
-        self._replenish(key, spec, cwd, env, isolation, withheld, start_timeout_s)
-        if spare is None:
+        command = fork_command(spec, env.get("PATH", os.defpath))
+        if command is None or not _absolute_path(env.get("PYTHONPATH", "")):
             return None
-        try:
-            await spare.ready
-        except asyncio.CancelledError:
-            spare.kernel.kill_now()
-            await _quietly_stop(spare.kernel)
-            raise
-        except Exception:  # the spare did not start: this step starts its own and reports what that does
-            await _quietly_stop(spare.kernel)
-            return None
-        if log_path.exists() or not _move_log(spare.kernel, log_path):
-            # A retry appends to the earlier attempt's kernel.log, which a rename would replace.
-            await _quietly_stop(spare.kernel)
-            return None
-        try:
-            await _set_late(spare.kernel, {name: env[name] for name in self.late if name in env})
-        except asyncio.CancelledError:
-            spare.kernel.kill_now()
-            await _quietly_stop(spare.kernel)
-            raise
-        except Exception:  # died or no answer: this step starts its own kernel instead
-            await _quietly_stop(spare.kernel)
-            return None
-        self.claimed += 1
-        return spare.kernel
-
-    def _key(self, spec_name: str, spec: KernelSpec, cwd: Path, env: Mapping[str, str], withheld: Sequence[str],
-             isolation: _isolation.Isolation) -> _Key:
-        early = frozenset((name, value) for name, value in env.items() if name not in self.late)
-        return _Key(spec_name, tuple(spec.argv), str(cwd), early, tuple(sorted(withheld)), isolation)
-
-    def _replenish(self, key: _Key, spec: KernelSpec, cwd: Path, env: Mapping[str, str],
-                   isolation: _isolation.Isolation, withheld: Sequence[str], start_timeout_s: float) -> None:
-        waiting = self._pool.setdefault(key, [])
-        in_flight = sum(len(spares) for spares in self._pool.values())
-        while len(waiting) < self.spares and in_flight < self.expected:
-            in_flight += 1
+        early = {name: value for name, value in env.items() if name not in self.late and name != "PYTHONEXECUTABLE"}
+        key = _Key(command, frozenset(early.items()), isolation)
+        parent = self._parents.get(key)
+        if parent is None:
+            if len(self._parents) >= self.limit:
+                return None
             self.folder.mkdir(parents=True, exist_ok=True)
-            log_path = self.folder / f"spare-{secrets.token_hex(6)}.log"
-            early = {name: value for name, value in env.items() if name not in self.late}
-            kernel = _kernel.LocalKernel(key.spec_name, spec, cwd=cwd, env=early, log_path=log_path,
-                                         isolation=isolation, withheld=withheld)
-            ready = asyncio.ensure_future(kernel.start(start_timeout_s))
-            ready.add_done_callback(_retrieve)
-            waiting.append(_Spare(kernel, ready))
+            try:
+                parent = WarmParent(command[0], early, self.folder / f"warm-parent-{len(self._parents) + 1}.log")
+            except OSError:
+                return None
+            self._parents[key] = parent
             self.started += 1
+        if parent.ready.done() and parent.ready.exception() is not None:
+            return None
+        return parent
 
-    async def close(self) -> None:
-        """Stop every spare (also on Ctrl-C: the run's end must leave no kernel behind)."""
+    def close(self) -> None:
+        """End every warm parent and the kernels it forked (also on Ctrl-C: the run's end leaves no process)."""
         self._closed = True
-        spares = [spare for waiting in self._pool.values() for spare in waiting]
-        self._pool.clear()
-        for spare in spares:
-            spare.ready.cancel()
-            spare.kernel.kill_now()
-        for spare in spares:
-            with contextlib.suppress(BaseException):
-                await spare.ready
-            await _quietly_stop(spare.kernel)
+        parents = list(self._parents.values())
+        self._parents.clear()
+        for parent in parents:
+            parent.close()
             with contextlib.suppress(OSError):
-                spare.kernel.log_path.unlink()
+                if parent.log_path.stat().st_size == 0:
+                    parent.log_path.unlink()
         with contextlib.suppress(OSError):
             self.folder.rmdir()
 
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    # A spare that failed to start is reported by whoever claims it (it then starts cold); never "never retrieved".
-    if not task.cancelled():
-        task.exception()
-
-
-async def _quietly_stop(kernel: _kernel.LocalKernel) -> None:
-    with contextlib.suppress(Exception):
-        await kernel.stop()
-    with contextlib.suppress(OSError):
-        if kernel.log_path.name.startswith("spare-"):
-            kernel.log_path.unlink()
-
-
-def _move_log(kernel: _kernel.LocalKernel, log_path: Path) -> bool:
-    try:
-        os.rename(kernel.log_path, log_path)  # same inode: the kernel's stdout and stderr now write to log_path
-    except OSError:  # another file system: not worth a copy
-        return False
-    kernel.log_path = log_path
-    with open(log_path, "ab") as log:
-        log.write(b"--- started ahead of time (warm kernel start, docs/step-runner.md)\n")
-    return True
-
-
-async def _set_late(kernel: _kernel.LocalKernel, values: Mapping[str, str]) -> None:
-    """Set the step's own variables in the kernel's os.environ before its first cell. An expression, run silent:
-    IPython then binds no name (not even `_`), keeps no history and counts no execution."""
-    if not values:
-        return
-    code = f"__import__('os').environ.update(__import__('json').loads({json.dumps(json.dumps(dict(values)))}))"
-    client: Any = kernel.client
-    msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
-    while True:
-        reply = await client.shell_channel.get_msg(timeout=_SETUP_TIMEOUT_S)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    if reply["content"].get("status") != "ok":
-        raise _kernel.KernelStartError(f"could not set the step's environment in a warm kernel: {reply['content']}")

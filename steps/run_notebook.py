@@ -286,20 +286,32 @@ class _StepRun:
         except _isolation.IsolationUnavailable as exc:
             return _Outcome("error", "infrastructure", None, "IsolationUnavailable", str(exc))
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
-        warm = None
-        if request.kernels is not None:
-            warm = await request.kernels.take(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
-                                              isolation=isolation, withheld=withheld,
-                                              start_timeout_s=request.start_timeout_s)
-        self.kernel = warm or _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env,
-                                                  log_path=output_dir / KERNEL_LOG, isolation=isolation,
-                                                  withheld=withheld)
+        warm = request.kernels.parent_for(spec, env, isolation) if request.kernels is not None else None
+
+        def kernel(parent: _warm.WarmParent | None) -> _kernel.LocalKernel:
+            return _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
+                                       isolation=isolation, withheld=withheld, warm=parent)
+
+        self.kernel = kernel(warm)
         log_cap = _logs.LogCap(output_dir / KERNEL_LOG)
         watching = asyncio.ensure_future(log_cap.watch())
         try:
             try:
-                if warm is None:
+                try:
                     await self.kernel.start(request.start_timeout_s)
+                except _kernel.KernelStartError as exc:
+                    if warm is None:
+                        raise
+                    # Whatever went wrong in the fork, a cold start reports exactly what a cold start does.
+                    await self.kernel.stop()
+                    with open(output_dir / KERNEL_LOG, "ab") as log_file:
+                        log_file.write(f"--- the forked kernel did not start ({exc}); starting it the ordinary "
+                                       "way\n".encode())
+                    self.kernel = kernel(None)
+                    await self.kernel.start(request.start_timeout_s)
+                else:
+                    if warm is not None and request.kernels is not None:
+                        request.kernels.forked += 1
             except _kernel.KernelStartError as exc:
                 return _Outcome("error", "infrastructure", None, "KernelStartError", str(exc), self._log_tail())
             if request.timeout_s:

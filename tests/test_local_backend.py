@@ -41,9 +41,9 @@ def test_after_orders_steps_and_a_file_written_by_one_is_read_by_the_next(tmp_pa
     steps = by_notebook(read_results(out))
     assert steps["use.ipynb"]["status"] == "passed"
     assert _time(steps["use.ipynb"]["started_at"]) >= _time(steps["prep.ipynb"]["finished_at"])
-    # Its kernel was started while prep ran (steps/_warm.py), and the spare's folder is gone with the run.
-    assert "started ahead of time" in (out / "steps" / "use" / "kernel.log").read_text(encoding="utf-8")
-    assert not (out / ".spare-kernels").exists()
+    # Its kernel was forked from the run's warm parent (steps/_warm.py), whose folder is gone with the run.
+    assert "forked from a warm parent" in (out / "steps" / "use" / "kernel.log").read_text(encoding="utf-8")
+    assert not (out / ".warm-parents").exists()
 
 
 def test_steps_run_concurrently_up_to_jobs(tmp_path: Path) -> None:

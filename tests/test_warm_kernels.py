@@ -1,33 +1,40 @@
-"""Warm kernel start (steps/_warm.py) with real kernels: a kernel started ahead of time is as clean as a cold one,
-sees exactly the environment a cold start gives, and every status of the step contract is classified as before.
+"""Warm kernel start (steps/_warm.py, steps/_zygote.py) with real kernels: a kernel forked from a warm parent is as
+clean as a cold one, sees exactly the environment, sys.path, modules and confinement a cold start gives, and every
+status of the step contract is classified as before.
 
-Each test runs its notebooks one after another through one pool in one event loop, so every step after the first
-runs on a kernel that was started while the previous one ran (checked through kernel.log and the pool's count).
-Interrupts with warm kernels on are covered by test_local_backend.py's SIGINT/SIGTERM test (a spare is alive
-when the signal arrives) and by the cancellation test here.
+Each test runs its notebooks one after another through one pool in one event loop, so every kernel after the first
+is forked from a parent that has already served another notebook (checked through kernel.log and the pool's count).
+Interrupts with warm kernels on are also covered by test_local_backend.py's SIGINT/SIGTERM test (the warm parent is
+one of the orchestrator's descendants that must be gone), and the hostile notebooks of test_kernel_isolation.py run
+through `orchestrator run` and `handle`, so on forked kernels.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.plan import load_plan
-from steps import _warm, run_notebook
+from steps import _kernel, _warm, run_notebook
 from steps.run_notebook import StepRequest, run_step
 from steps.step_result import StepResult
 from tests.builders import left_running, make_notebook
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import orchestrator_env, run_cli
 
-WARM_LINE = "started ahead of time"
+WARM_LINE = _kernel.FORKED_LINE
 
 
-def _pool(tmp_path: Path, expected: int, spares: int = 1) -> _warm.KernelPool:
-    return _warm.KernelPool(tmp_path / "spares", run_notebook.STEP_FOLDER_ENV, expected=expected, spares=spares)
+def _pool(tmp_path: Path) -> _warm.KernelPool:
+    return _warm.KernelPool(tmp_path / "parents", run_notebook.STEP_FOLDER_ENV)
 
 
 def _was_warm(out: Path) -> bool:
@@ -41,27 +48,34 @@ async def _in_order(pool: _warm.KernelPool, requests: list[StepRequest]) -> list
             request.kernels = pool
             results.append(await run_step(request))
     finally:
-        await pool.close()
+        pool.close()
     return results
 
 
-def _printed(result: StepResult) -> Any:
-    return json.loads(result.output_tail.strip().splitlines()[-1])
+def _seen(result: StepResult, out: Path) -> Any:
+    assert result.status == "passed", result.error
+    return json.loads((out / "seen.json").read_text(encoding="utf-8"))
 
 
-# What a notebook can observe of the process it runs in; every item is something the dirty notebook changes.
+# What a notebook can observe of the process it runs in; every item is something the dirty notebook changes, or
+# something a fork could get wrong (the modules loaded, the command line, the confinement, the random state).
 PROBE = (
-    "import json, os, signal, string, sys\n"
+    "import json, os, random, signal, string, sys\n"
     "import matplotlib\n"
     "fds = []\n"
     "for fd in os.listdir('/proc/self/fd'):\n"
     "    try: fds.append(os.readlink(f'/proc/self/fd/{fd}'))\n"
     "    except OSError: pass  # the listing's own descriptor\n"
-    "print(json.dumps({'global': 'dirty_global' in globals(), 'module': 'colorsys' in sys.modules,\n"
+    "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+    "seen = os.path.join(os.environ['ORCHESTRATOR_STEP_OUTPUT'], 'seen.json')\n"
+    "open(seen, 'w').write(json.dumps({'global': 'dirty_global' in globals(), 'module': 'colorsys' in sys.modules,\n"
     "  'patched': getattr(string.capwords, 'patched', False),\n"
     "  'env': os.environ.get('DIRTY_ENV'), 'cwd': os.getcwd(), 'files': [f for f in fds if 'dirty-file' in f],\n"
     "  'signal': signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,\n"
-    "  'matplotlib': matplotlib.rcParams['lines.linewidth'], 'path': sys.path, 'environ': dict(os.environ)}))"
+    "  'matplotlib': matplotlib.rcParams['lines.linewidth'], 'path': sys.path, 'environ': dict(os.environ),\n"
+    "  'modules': sorted(sys.modules), 'argv': sys.argv[1:] + sys.orig_argv, 'random': random.random(),\n"
+    "  'caps': {k: v.strip() for k, v in status.items() if k.startswith('Cap')}, 'pid': os.getpid(),\n"
+    "  'processes': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), 'ppid': os.getppid()}))"
 )
 DIRTY = (
     "import colorsys, os, signal, string, matplotlib\n"
@@ -77,35 +91,64 @@ DIRTY = (
 )
 
 
-def test_a_warm_kernel_sees_nothing_another_notebook_did_and_the_environment_of_a_cold_start(tmp_path: Path) -> None:
+def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_cold_start_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = tmp_path / "repo_lib"
     lib.mkdir()
     dirty = make_notebook(tmp_path / "dirty.ipynb", DIRTY)
     probe = make_notebook(tmp_path / "probe.ipynb", PROBE)
+    token = f"LEAKME-{uuid.uuid4().hex}"
+    monkeypatch.setenv("SYSTEM_ACCESSTOKEN", token)  # the orchestrator's own: no kernel, and no warm parent, has it
     settings: dict[str, Any] = {"pythonpath": [lib], "env": {"VISIBLE": "shown"}}
-    pool = _pool(tmp_path, expected=2)
-    results = asyncio.run(_in_order(pool, [
-        StepRequest(notebook_path=dirty, output_dir=tmp_path / "out-dirty", **settings),
-        StepRequest(notebook_path=probe, output_dir=tmp_path / "out-warm", **settings),
-    ]))
-    assert [result.status for result in results] == ["passed", "passed"], results[1].error
-    assert pool.claimed == 1 and _was_warm(tmp_path / "out-warm")
+    pool = _pool(tmp_path)
+    parent_environ: list[bytes] = []
+
+    async def run() -> list[StepResult]:
+        try:
+            results = []
+            for name, notebook in (("dirty", dirty), ("warm", probe), ("warm2", probe)):
+                results.append(await run_step(StepRequest(notebook_path=notebook, output_dir=tmp_path / f"out-{name}",
+                                                          kernels=pool, **settings)))
+                if not parent_environ:
+                    [parent] = pool._parents.values()
+                    parent_environ.append(Path(f"/proc/{parent.process.pid}/environ").read_bytes())
+            return results
+        finally:
+            pool.close()
+
+    results = asyncio.run(run())
+    assert [result.status for result in results] == ["passed"] * 3, results[1].error
+    assert pool.forked == 3 and pool.started == 1 and _was_warm(tmp_path / "out-warm")
     cold = asyncio.run(run_step(StepRequest(notebook_path=probe, output_dir=tmp_path / "out-cold", **settings)))
     assert cold.status == "passed" and not _was_warm(tmp_path / "out-cold")
+    assert token.encode() not in parent_environ[0] and b"VISIBLE=shown" in parent_environ[0]
 
-    warm_seen, cold_seen = _printed(results[1]), _printed(cold)
+    warm_seen, second_seen = _seen(results[1], tmp_path / "out-warm"), _seen(results[2], tmp_path / "out-warm2")
+    cold_seen = _seen(cold, tmp_path / "out-cold")
     assert warm_seen["global"] is False and warm_seen["module"] is False and warm_seen["patched"] is False
     assert warm_seen["env"] is None and warm_seen["cwd"] == str(tmp_path) and warm_seen["files"] == []
     assert warm_seen["signal"] is True and warm_seen["matplotlib"] == cold_seen["matplotlib"] != 7.5
-    # The same sys.path (PYTHONPATH first) and environment as a cold start, but for the step's own folder.
+    # The same sys.path (PYTHONPATH first), modules, command line and confinement as a cold start: PID 1 is the
+    # namespace's init, the kernel the only other process, the capabilities those of a cold root kernel.
     assert warm_seen["path"] == cold_seen["path"] and str(lib) in warm_seen["path"], warm_seen["path"]
+    assert warm_seen["modules"] == cold_seen["modules"]
+    assert [_no_folder(a) for a in warm_seen["argv"]] == [_no_folder(a) for a in cold_seen["argv"]]
+    for seen in (warm_seen, cold_seen):
+        assert seen["processes"] == [1, seen["pid"]] and seen["ppid"] == 1, seen["processes"]
+    assert warm_seen["caps"] == cold_seen["caps"]
+    assert warm_seen["random"] != second_seen["random"]  # reseeded in each child, as in a fresh interpreter
     warm_env, cold_env = warm_seen.pop("environ"), cold_seen.pop("environ")
     assert warm_env.pop(run_notebook.STEP_OUTPUT_ENV) == str(tmp_path / "out-warm")
     assert cold_env.pop(run_notebook.STEP_OUTPUT_ENV) == str(tmp_path / "out-cold")
-    assert warm_env == cold_env and warm_env["VISIBLE"] == "shown"
+    assert warm_env == cold_env and warm_env["VISIBLE"] == "shown" and "SYSTEM_ACCESSTOKEN" not in warm_env
+    assert left_running(str(tmp_path)) == []
 
 
-def test_every_status_is_classified_as_before_on_warm_kernels(tmp_path: Path) -> None:
+def _no_folder(argument: str) -> str:
+    return re.sub(r"nbk-[^/]+", "nbk-X", argument)
+
+
+def test_every_status_is_classified_as_before_on_forked_kernels(tmp_path: Path) -> None:
     def step(name: str, *cells: str, **fields: Any) -> StepRequest:
         notebook = make_notebook(tmp_path / f"{name}.ipynb", *cells)
         # Killed at once when done: a graceful shutdown is no part of what is checked here, and costs time.
@@ -122,11 +165,13 @@ def test_every_status_is_classified_as_before_on_warm_kernels(tmp_path: Path) ->
         step("os_exit", "import os\nos._exit(3)"),
         step("segfault", "import ctypes\nctypes.string_at(0)"),
         step("oom_kill", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"),
+        step("memory_limit", "import resource\nresource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+                             "x = bytearray(2 << 30)"),
         StepRequest(notebook_path=garbage, output_dir=tmp_path / "out" / "invalid"),
         step("no_kernel", "x = 1", kernel="no-such-kernel", kernel_required=True),
         step("last", "x = 1"),
     ]
-    pool = _pool(tmp_path, expected=len(requests), spares=3)
+    pool = _pool(tmp_path)
     results = {request.output_dir.name: result for request, result in
                zip(requests, asyncio.run(_in_order(pool, requests)), strict=True)}
     seen = {name: (result.status, result.error.kind if result.error else None) for name, result in results.items()}
@@ -135,16 +180,18 @@ def test_every_status_is_classified_as_before_on_warm_kernels(tmp_path: Path) ->
         "expectation": ("failed", "expectation"), "cell_timeout": ("timed_out", "timeout"),
         "notebook_timeout": ("timed_out", "timeout"), "os_exit": ("crashed", "kernel_died"),
         "segfault": ("crashed", "kernel_died"), "oom_kill": ("crashed", "kernel_died"),
+        "memory_limit": ("failed", "cell_error"),
         "invalid": ("error", "invalid_notebook"), "no_kernel": ("error", "no_kernel"), "last": ("passed", None),
     }
     assert "exit code 3" in results["os_exit"].error.evalue  # type: ignore[union-attr]
     assert "killed by SIGSEGV" in results["segfault"].error.evalue  # type: ignore[union-attr]
     assert "killed by SIGKILL" in results["oom_kill"].error.evalue  # type: ignore[union-attr]
+    assert results["memory_limit"].error.ename == "MemoryError"  # type: ignore[union-attr]
     kernels_started = [name for name in results if (tmp_path / "out" / name / "kernel.log").exists()]
-    assert [name for name in kernels_started if _was_warm(tmp_path / "out" / name)] == kernels_started[1:]
-    assert pool.claimed == len(kernels_started) - 1
-    assert left_running(str(tmp_path)) == []  # the kernels and any spare ran in tmp_path
-    assert not (tmp_path / "spares").exists()
+    assert [name for name in kernels_started if _was_warm(tmp_path / "out" / name)] == kernels_started
+    assert pool.forked == len(kernels_started) == 10
+    assert left_running(str(tmp_path)) == []  # the kernels and the warm parent ran in tmp_path
+    assert not (tmp_path / "parents").exists()
 
 
 def test_a_cancelled_step_and_the_closed_pool_leave_no_kernel_behind(tmp_path: Path) -> None:
@@ -152,7 +199,7 @@ def test_a_cancelled_step_and_the_closed_pool_leave_no_kernel_behind(tmp_path: P
     first = make_notebook(tmp_path / "first.ipynb", "x = 1")
     slow = make_notebook(tmp_path / "slow.ipynb", "import subprocess\nchild = subprocess.Popen(['sleep', '60'])\n"
                          f"open({str(started)!r}, 'w').close()", "import time\ntime.sleep(60)")
-    pool = _pool(tmp_path, expected=3)  # one more than run: a spare is alive when the run is cancelled
+    pool = _pool(tmp_path)
 
     async def cancel_the_second() -> None:
         await run_step(StepRequest(notebook_path=first, output_dir=tmp_path / "out-first", kernels=pool))
@@ -163,13 +210,30 @@ def test_a_cancelled_step_and_the_closed_pool_leave_no_kernel_behind(tmp_path: P
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert pool.started == 2
-        await pool.close()
+        assert pool.forked == 2
+        pool.close()
 
     asyncio.run(cancel_the_second())
     result = json.loads((tmp_path / "out-slow" / "result.json").read_text(encoding="utf-8"))
     assert result["error"]["kind"] == "interrupted" and _was_warm(tmp_path / "out-slow")
     assert left_running(str(tmp_path)) == []
+
+
+def test_a_killed_orchestrator_leaves_no_warm_parent_and_no_kernel_behind(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    started = tmp_path / "started"
+    make_notebook(repo / "slow.ipynb", "import subprocess\nchild = subprocess.Popen(['sleep', '60'])\n"
+                  f"open({str(started)!r}, 'w').close()", "import time\ntime.sleep(60)")
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(repo), "--out", str(tmp_path / "run")],
+                               env=orchestrator_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert started.exists()
+    assert _was_warm(tmp_path / "run" / "steps" / "slow")
+    process.kill()  # SIGKILL: no handler runs; the warm parent sees its input close and the kernels their parent die
+    process.wait()
+    assert left_running(str(tmp_path), within_s=5) == []
 
 
 def test_the_plan_setting_and_the_command_line_option_turn_warm_kernels_off(tmp_path: Path) -> None:

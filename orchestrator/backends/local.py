@@ -73,8 +73,8 @@ class _LocalRun:
         starting = [step for step in plan.steps if step.skip is None and step.id not in options.carried]
         if starting:  # nbconvert imported and set up while the first kernels start, not after the first notebook
             self.renderer.submit(notebook_html.warm_up)
-        self.kernels = (_warm.KernelPool(options.run_dir / ".spare-kernels", run_notebook.STEP_FOLDER_ENV,
-                                         expected=len(starting)) if plan.warm_kernels and len(starting) > 1 else None)
+        self.kernels = (_warm.KernelPool(options.run_dir / ".warm-parents", run_notebook.STEP_FOLDER_ENV)
+                        if plan.warm_kernels and starting else None)
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
@@ -108,7 +108,7 @@ class _LocalRun:
                 outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 if self.kernels is not None:
-                    await self.kernels.close()
+                    self.kernels.close()
             watcher.cancel()
             for step, outcome in zip(self.plan.steps, outcomes, strict=True):
                 if self.done[step.id].done():
