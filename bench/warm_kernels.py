@@ -2,10 +2,10 @@
 
     python bench/warm_kernels.py [--notebooks 40] [--jobs 2] [--repeat 2] [--sleep 0.5] [--work DIR]
 
-Runs `orchestrator run WORK --jobs N` on N generated tiny notebooks, alternating warm (the default) and
-`--no-warm-kernels`, best of --repeat each; then the same with notebooks that wait --sleep seconds in a cell (a
-notebook waiting on I/O leaves a core free, which is when a kernel started ahead of time pays). Prints wall time,
-CPU seconds of the run and its children, per notebook, and the warm/cold ratio.
+Runs `orchestrator run WORK --jobs N` on N generated tiny notebooks, alternating warm (the default: kernels forked
+from a warm parent) and `--no-warm-kernels`, best of --repeat each; then the same with notebooks that wait --sleep
+seconds in a cell. Prints wall time, CPU seconds of the run and its children, per notebook, and the warm/cold
+ratio.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ log = logging.getLogger("orchestrator")
               help="Fail every notebook instead of running it without its own PID namespace (as the plan's "
               "`isolation: required`; docs/isolation.md).")
 @click.option("--no-warm-kernels", "cold_kernels", is_flag=True,
-              help="Start each kernel only when its notebook starts (as the plan's `warm_kernels: false`; "
+              help="Start every kernel as a new interpreter, not a fork of a warm parent (as the plan's `warm_kernels: false`; "
               "docs/step-runner.md, \"Warm kernel start\").")
 @devops_options("Report to Azure DevOps while running")
 @workspace_options

@@ -295,8 +295,9 @@ class PlanFile(_Model):
     )
     warm_kernels: bool = Field(
         default=True,
-        description="Local runs: start the next kernel while the current notebooks run, a new process in its own "
-        "namespace as always (docs/step-runner.md, \"Warm kernel start\"); false: each kernel starts with its step.",
+        description="Local runs: fork each ipykernel from a warm parent that has imported ipykernel once, in its "
+        "own namespace as always (docs/step-runner.md, \"Warm kernel start\"); false: every kernel is a new "
+        "interpreter.",
     )
 
     _no_null = field_validator("experiment", "notebooks", mode="before")(reject_null)

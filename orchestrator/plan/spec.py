@@ -78,7 +78,7 @@ class ResolvedPlan:
     secret_env: tuple[str, ...] = ()  # extra environment variable names never passed to a kernel
     pass_env: tuple[str, ...] = ()  # names the kernel secret policy lets through (docs/isolation.md)
     isolation: str = "auto"  # "required": no kernel runs without its own PID namespace
-    warm_kernels: bool = True  # local runs start the next kernel ahead of time (steps/_warm.py)
+    warm_kernels: bool = True  # local runs fork each kernel from a warm parent (steps/_warm.py)
     warnings: tuple[str, ...] = ()
     pack: PackSpec = field(default_factory=PackSpec)
 
