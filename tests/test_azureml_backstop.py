@@ -109,9 +109,10 @@ def test_a_pipeline_whose_report_node_never_ran_gets_one_report_one_test_run_one
 
 
 @pytest.mark.slow
-def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_event(tmp_path: Path) -> None:
-    """A schedule has no watchdog and no --wait: the event is its only backstop. No DevOps routing here. The
-    schedule fires with its trigger time as the run key."""
+def test_a_scheduled_pipeline_and_a_studio_clone_of_it_are_reported_by_their_events(tmp_path: Path) -> None:
+    """A schedule has no watchdog and no --wait: the event is its only backstop; nor has a job cloned and submitted
+    again in studio (its node is reused: same run_key). The schedule fires with its trigger time as the run key.
+    No DevOps routing here (tests/test_azureml_publish.py has a clone with it)."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.azureml.client import set_client_factory
@@ -140,6 +141,15 @@ def test_a_scheduled_pipeline_whose_report_node_never_ran_is_reported_by_its_eve
         stored = json.loads((local / "results.json").read_text())
         assert [(s["step"], s["status"]) for s in stored["steps"]] == [("a", "passed")]
         assert tracking.get_run(str(workspace.state(name).run_id)).data.tags["orchestrator.status"] == "passed"
+
+        clone = workspace.studio_clone(name)
+        assert workspace.wait(clone, timeout=300) == "Completed" and workspace.state(clone).children["a"].reused_from
+        outcome = handle(delivered(event(clone, "Completed", dict(workspace.jobs.get(clone).tags))),
+                         make_services(tmp_path))
+        assert outcome.action == "complete" and "no DevOps routing" in outcome.detail, outcome
+        local = Path(tracking.download_artifacts(str(workspace.state(clone).run_id), "report", str(tmp_path / "c")))
+        stored = json.loads((local / "results.json").read_text())
+        assert [(s["step"], s["status"]) for s in stored["steps"]] == [("a", "passed")]
     finally:
         set_client_factory(previous)
         workspace.close()

@@ -5,12 +5,14 @@ pipeline-component deployment cannot carry it at all. Azure ML publishes `RunSta
 (docs/azureml.md#run-status-events); the Function's Event Grid trigger and `orchestrator worker` (an Event Grid
 subscription delivering to its Service Bus queue) both hand the event to `report_event` here.
 
-On a terminal status of a pipeline job carrying this tool's tags, when the report node left no report:
+On a terminal status of a pipeline job carrying this tool's tags (a compiled job, or a job invoked from an endpoint
+that `orchestrator publish` made: its tags come from the deployment, and its pipeline inputs hold what the report
+node's would, rerun.report_inputs), when the report node left no report:
 1. the run record is built from each notebook node's own output (`watch.backstop`, the code `run --wait` and
    the watchdog use), then junit.xml and report.html;
 2. it is logged to the pipeline run's MLflow artifacts under `report/` (what studio shows on the pipeline
    run): the report output itself cannot be written from outside the job (docs/azureml.md#run-status-events);
-3. with DevOps routing (the report node's `devops` input), the test run is published and a waiting server
+3. with DevOps routing (the `devops` input), the test run is published and a waiting server
    job closed, the token read by name from Key Vault, as the report node does (devops_hook);
 4. the stored report is written again with its devops.json, so a second delivery publishes nothing.
 
@@ -29,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from orchestrator.azureml import devops_hook, watch
-from orchestrator.azureml.compile import REPORT_NODE
 from orchestrator.errors import InfrastructureError
 
 log = logging.getLogger("orchestrator.azureml")
@@ -113,19 +114,20 @@ def report_job(client: Any, name: str, *, secrets: SecretGetter | None = None, w
 
     `secrets(config)`: the function reading a secret by name for the job's DevOps settings (default: Key
     Vault at the settings' key_vault_url, with this process's identity)."""
-    from orchestrator.azureml.rerun import expected_of, input_value
+    from orchestrator.azureml.rerun import expected_of, input_value, report_inputs
     from orchestrator.azureml.submit import azure_errors, find_job
     from orchestrator.devops.http import DEFAULT_POLICY
 
     policy = policy or DEFAULT_POLICY  # a RetryPolicy
     with azure_errors(f"looking up pipeline job {name}"):
         job = find_job(client, name)
-    if job is None or str(getattr(job, "type", "")) != "pipeline" or REPORT_NODE not in (getattr(job, "jobs", None) or {}):
+    # A job of a published endpoint has no report node: its pipeline inputs carry the report's (publish.py).
+    inputs = report_inputs(job) if job is not None and str(getattr(job, "type", "")) == "pipeline" else None
+    if job is None or inputs is None:
         return Reported(f"job {name} is not a pipeline compiled by orchestrator: nothing to report")
     status = str(job.status)
     if status not in watch.TERMINAL:
         return Reported(f"pipeline {name} is {status} now (an older event arrived late): nothing to report yet")
-    inputs = job.jobs[REPORT_NODE].inputs
     config = _devops_config(input_value(inputs, "devops"))
     title = str(input_value(inputs, "title") or job.experiment_name or "notebooks")
     if work_dir is not None:

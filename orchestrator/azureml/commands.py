@@ -1,4 +1,4 @@
-"""Click commands of the Azure ML backend, listed in orchestrator/cli/main.py: `compile`, `schedule`, and
+"""Click commands of the Azure ML backend, listed in orchestrator/cli/main.py: `compile`, `schedule`, `publish`, and
 `rerun_azureml` for `orchestrator rerun --backend azureml JOB_NAME`.
 
 Thin: parse, call the library, print the outcome. Importing this module imports no Azure SDK and no plan
@@ -110,6 +110,45 @@ def schedule_command(path: Path, plan_file: Path | None, only: tuple[str, ...], 
     with azure_errors(f"creating schedule {schedule.name}"):
         created = schedules.create(client, schedule)
     click.echo(f"schedule {getattr(created, 'name', schedule.name)} created: '{cron}' ({time_zone}); {_summary(job)}")
+
+
+@click.command("publish")
+@plan_options
+@snapshots_option
+@click.option("--endpoint", help="Batch endpoint name (3-32 letters, digits and -, a letter first); created if absent.")
+@click.option("--deployment", help="Deployment name on the endpoint (default: notebooks); made the endpoint's default.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write endpoint.yml, deployment.yml and component.yml here instead (nothing is sent to Azure).")
+@workspace_options
+def publish_command(path: Path, plan_file: Path | None, only: tuple[str, ...], params: tuple[str, ...],
+                    snapshots: Path | None, endpoint: str | None, deployment: str | None, out: Path | None,
+                    subscription: str | None, resource_group: str | None, workspace: str | None,
+                    workspace_config: Path | None) -> None:
+    """Publish the notebooks of PATH as an Azure ML batch endpoint (a pipeline-component deployment) to invoke or schedule."""
+    from orchestrator.azureml import publish
+    from orchestrator.azureml.client import get_client
+    from orchestrator.azureml.compile import CompileOptions, compile_plan
+    from orchestrator.azureml.submit import azure_errors
+    from orchestrator.errors import InvalidInputError, Problem
+
+    if not endpoint:
+        what = "--deployment names a deployment of a batch endpoint: " if deployment else ""
+        raise InvalidInputError([Problem("--endpoint", "", f"{what}give the endpoint with --endpoint NAME")])
+    publish.check_name(endpoint, "--endpoint")
+    deployment = publish.check_name(deployment or publish.DEFAULT_DEPLOYMENT, "--deployment", deployment=True)
+    plan, durations = _plan_with_history(load_from_options(path, plan_file, only, params))
+    job = compile_plan(plan, CompileOptions(cache_dir=snapshots, expected_durations=durations))
+    publication = publish.build(job, endpoint=endpoint, deployment=deployment)
+    publish.validate(publication)
+    if out is not None:
+        publish.write(publication, out, source=str(plan.plan_file or plan.root))
+        publish.load(out)  # what `az ml batch-endpoint/batch-deployment create --file` will read
+        click.echo(f"{out}: {', '.join(publish.FILES)}: {publication.describe()}")
+        return
+    client = get_client(workspace_from(subscription, resource_group, workspace, workspace_config))
+    with azure_errors(f"publishing batch endpoint {endpoint}"):
+        publish.create(client, publication)
+    click.echo(f"published {publication.describe()}; invoke with a run_key input (docs/azureml.md#pipeline-endpoint)")
 
 
 def rerun_azureml(job_name: str, *, failed: bool, wait: bool = False, out: Path | None = None,

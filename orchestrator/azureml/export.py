@@ -46,7 +46,7 @@ def _restore_settings(data: dict[str, Any], job: Any) -> None:
             settings[key] = value
 
 
-def _restore_node_labels(data: dict[str, Any], job: Any) -> None:
+def restore_node_labels(data: dict[str, Any], job: Any) -> None:
     """Each node's display_name and tags: `PipelineJob._to_dict()` drops them (the node schema of a pipeline
     dump leaves them out), while `load_job` reads them when present. Without them a job submitted from the
     file shows step ids in studio and its child jobs carry no `step` tag."""
@@ -63,16 +63,16 @@ def _restore_node_labels(data: dict[str, Any], job: Any) -> None:
             entry["tags"] = {str(k): str(v) for k, v in node.tags.items()}
 
 
-def _relative_code(node: Any, base: Path) -> None:
+def relative_code(node: Any, base: Path) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "code" and isinstance(value, str) and os.path.isabs(value):
                 node[key] = Path(os.path.relpath(value, base)).as_posix()
             else:
-                _relative_code(value, base)
+                relative_code(value, base)
     elif isinstance(node, list):
         for item in node:
-            _relative_code(item, base)
+            relative_code(item, base)
 
 
 def _literal_inputs(data: dict[str, Any], job: Any) -> None:
@@ -121,9 +121,9 @@ def job_dict(job: Any) -> dict[str, Any]:
 def pipeline_dict(job: Any, base: Path) -> dict[str, Any]:
     data = job_dict(job)
     _restore_settings(data, job)
-    _restore_node_labels(data, job)
+    restore_node_labels(data, job)
     _literal_inputs(data, job)
-    _relative_code(data, base.resolve())
+    relative_code(data, base.resolve())
     return data
 
 
@@ -134,6 +134,15 @@ def schedule_dict(schedule: Any, pipeline_file: str) -> dict[str, Any]:
     data: dict[str, Any] = schedule._to_dict()
     data["create_job"] = {"job": pipeline_file}
     return data
+
+
+def plain_data(value: Any) -> Any:
+    """An SDK dump (OrderedDicts, which yaml.safe_dump refuses) as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
 
 
 def _write(data: dict[str, Any], path: Path, source: str) -> None:

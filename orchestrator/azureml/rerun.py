@@ -38,14 +38,24 @@ def new_run_key() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def report_inputs(job: Any) -> Any:
+    """Where a job compiled here keeps what its report needs (`expected`, `title`, `devops`): its report node's
+    inputs; for a job invoked from a published batch endpoint, which has no report node (orchestrator/azureml/
+    publish.py), the pipeline job's own inputs. None for any other job."""
+    nodes = getattr(job, "jobs", None) or {}
+    if REPORT_NODE in nodes:
+        return nodes[REPORT_NODE].inputs
+    inputs = getattr(job, "inputs", None)
+    return inputs if input_value(inputs, "expected") is not None else None
+
+
 def expected_of(job: Any) -> list[dict[str, Any]]:
-    """The steps a compiled job accounts for, from its report node's `expected` input."""
-    try:
-        node = job.jobs[REPORT_NODE]
-    except (KeyError, TypeError, AttributeError):
+    """The steps a compiled job accounts for, from its report's `expected` input (report_inputs)."""
+    inputs = report_inputs(job)
+    if inputs is None:
         raise InvalidInputError([Problem(str(getattr(job, "name", "job")), "jobs",
-                                         f"has no {REPORT_NODE} node: not a pipeline compiled by orchestrator")]) from None
-    return collect.decode_expected(str(input_value(node.inputs, "expected")))
+                                         f"has no {REPORT_NODE} node: not a pipeline compiled by orchestrator")])
+    return collect.decode_expected(str(input_value(inputs, "expected")))
 
 
 def _resubmission_class() -> Any:

@@ -32,6 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Compile the notebooks of PATH into an Azure ML pipeline job (YAML), offline, and validate it."),
     "schedule": ("orchestrator.azureml.commands:schedule_command",
                  "Create (or update) an Azure ML schedule running the notebooks of PATH; each run gets a fresh run_key."),
+    "publish": ("orchestrator.azureml.commands:publish_command",
+                "Publish the notebooks of PATH as an Azure ML batch endpoint (a pipeline-component deployment) to invoke "
+                "or schedule."),
     "emulate": ("orchestrator.azureml.emulator.cli:emulate_command",
                 "Run a compiled pipeline file (orchestrator compile --out) in an emulated Azure ML workspace, here."),
     "handle": ("orchestrator.trigger.commands:handle_command",

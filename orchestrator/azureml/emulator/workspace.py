@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from orchestrator.azureml.emulator.assumptions import Assumptions
+from orchestrator.azureml.emulator.endpoints import EmulatedBatchDeployments, EmulatedBatchEndpoints, EmulatedComponents
 from orchestrator.azureml.emulator.state import JOB_FILE, STATE_FILE, TERMINAL, Child, JobState
 from orchestrator.azureml.emulator.tracking import Tracking
 from orchestrator.azureml.emulator.warm_nodes import enabled_by_default as warm_nodes_enabled
@@ -81,6 +82,9 @@ class EmulatedWorkspace:
         self.jobs = EmulatedJobs(self)
         self.schedules = EmulatedSchedules(self)
         self.workspaces = EmulatedWorkspaces(self)
+        self.components = EmulatedComponents(self)
+        self.batch_endpoints = EmulatedBatchEndpoints(self)
+        self.batch_deployments = EmulatedBatchDeployments(self, self.batch_endpoints)
         self.workspace_name = self.workspace.workspace_name
 
     def factory(self, options: Any = None) -> EmulatedWorkspace:
@@ -134,7 +138,7 @@ class EmulatedWorkspace:
                 raise HttpResponseError(message=f"Conflict: a job named {name} exists in the workspace")
         folder = self.root / "jobs" / name
         folder.mkdir(parents=True, exist_ok=True)
-        _absolute_code(job)
+        absolute_code(job)
         write_pipeline(job, folder / JOB_FILE, source=f"emulated workspace submission {name}")
         loaded = load_job(folder / JOB_FILE)  # what the service would have received
         if experiment_name:
@@ -159,6 +163,16 @@ class EmulatedWorkspace:
             with self.lock:
                 run.state.status = "Failed"
             run.state.save(self.lock)
+
+    def studio_clone(self, name: str) -> str:
+        """Studio's Clone, then Submit, on job `name` (Learn: how-to-use-pipeline-ui, "Clone a pipeline job to
+        continue editing": a draft with the job's graph, inputs and settings): the definition the workspace keeps,
+        submitted again under a new name, with its experiment and tags. Returns the new job's name."""
+        from azure.ai.ml import load_job
+
+        job: Any = load_job(Path(self.state(name).folder) / JOB_FILE)
+        job.name = self.new_name()
+        return self.submit(job, experiment_name=job.experiment_name)
 
     def wait(self, name: str, timeout: float | None = None) -> str:
         """Block until job `name` ends (this process's jobs); its status."""
@@ -205,7 +219,7 @@ class EmulatedWorkspace:
                 thread.join(timeout)
 
 
-def _absolute_code(job: Any) -> None:
+def absolute_code(job: Any) -> None:
     """A job loaded from a file names its code relative to that file; it is written again elsewhere."""
     for node in (getattr(job, "jobs", None) or {}).values():
         component = getattr(node, "component", None)
@@ -362,7 +376,7 @@ class EmulatedSchedules:
         from orchestrator.azureml.export import write_pipeline
 
         # What the service keeps: the job as sent (code paths made absolute first, as for a job submission).
-        _absolute_code(schedule.create_job)
+        absolute_code(schedule.create_job)
         write_pipeline(schedule.create_job, self._folder(schedule.name) / JOB_FILE, source=f"schedule {schedule.name}")
         self._schedules[schedule.name] = schedule
         return Poller(schedule)
