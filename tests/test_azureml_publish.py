@@ -106,9 +106,11 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
     from tests.emulator_support import SETTLE_S
     from tests.trigger_support import VAULT, FakeSecrets, make_services, notebook_repo
 
-    repo, _ = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "raise ValueError('x')"},
+    repo, _ = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "y = 2"},
                             "version: 1\nexperiment: endpoint\ndefaults: {retries: 0}\nnotebooks:\n  - glob: 'nb/*.ipynb'\n")
-    workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=Assumptions(finalize_never=True),
+    # defaults-hidden: the invoked job lists only run_key and devops; the backstop reads the rest from the component.
+    workspace = EmulatedWorkspace(tmp_path / "workspace",
+                                  assumptions=Assumptions(finalize_never=True, defaults_hidden=True),
                                   node_environment={"ORCHESTRATOR_DISCOVERY_SETTLE_S": SETTLE_S})
     previous = set_client_factory(workspace.factory)
     try:
@@ -127,13 +129,13 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
             "nb-endpoint", inputs={"run_key": Input(type="string", default="2026-12-03"),
                                    "devops": Input(type="string", default=json.dumps(devops))})
         name = str(invoked.name)
-        assert workspace.wait(name, timeout=300) == "Failed"
+        assert workspace.wait(name, timeout=300) == "Completed"
         job = workspace.jobs.get(name)
-        assert REPORT_NODE not in job.jobs and job.tags["endpoint"] == "nb-endpoint"
+        assert REPORT_NODE not in job.jobs and job.tags["endpoint"] == "nb-endpoint" and "expected" not in job.inputs
 
         services = make_services(tmp_path, secrets=secrets)
         tags = dict(job.tags)
-        finished, running = event(name, "Failed", tags, event_id="e-2"), event(name, "Running", tags, event_id="e-1")
+        finished, running = event(name, "Completed", tags, event_id="e-2"), event(name, "Running", tags, event_id="e-1")
         first = handle(delivered(finished), services)
         assert first.action == "complete" and "by the backstop: test run" in first.detail, first
         again = handle(delivered(finished, message_id="eg-2"), services)
@@ -141,21 +143,31 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
         assert again.action == "complete" and "not finished" in late.detail, (again, late)
         assert len(devops_server.runs) == 1, devops_server.runs
         [completed] = devops_server.task_completed_events()
-        assert str(completed["result"]).lower() == "failed"
+        assert str(completed["result"]).lower() == "succeeded"
 
-        clone = workspace.studio_clone(name)  # the same run_key: a is reused, b runs again
-        assert workspace.wait(clone, timeout=300) == "Failed"
-        assert workspace.state(clone).children["nb_a"].reused_from
-        cloned = handle(delivered(event(clone, "Failed", dict(workspace.jobs.get(clone).tags), event_id="e-3")), services)
+        clone = workspace.studio_clone(name)  # the same run_key: both notebooks are reused, nothing runs
+        assert workspace.wait(clone, timeout=300) == "Completed"
+        assert all(child.reused_from for child in workspace.state(clone).children.values())
+        cloned = handle(delivered(event(clone, "Completed", dict(workspace.jobs.get(clone).tags), event_id="e-3")),
+                        services)
         assert cloned.action == "complete" and "already closed" in cloned.detail, cloned
         assert len(devops_server.runs) == 1 and len(devops_server.task_completed_events()) == 1
 
+        # Where the service lists the component's defaults on the job: read from the job itself. Same run_key:
+        # every notebook is reused.
+        workspace.assumptions = Assumptions(finalize_never=True)
+        shown = str(workspace.batch_endpoints.invoke("nb-endpoint", inputs={"run_key": "2026-12-03"}).name)
+        assert workspace.wait(shown, timeout=300) == "Completed" and "expected" in workspace.jobs.get(shown).inputs
+        plain = handle(delivered(event(shown, "Completed", dict(workspace.jobs.get(shown).tags), event_id="e-4")),
+                       services)
+        assert plain.action == "complete" and "no DevOps routing" in plain.detail, plain
+
         tracking = MlflowClient(tracking_uri=workspace.tracking.uri)
-        for job_name in (name, clone):
+        for job_name in (name, clone, shown):
             local = Path(tracking.download_artifacts(str(workspace.state(job_name).run_id), "report",
                                                      str(tmp_path / "dl" / job_name)))
             stored = json.loads((local / "results.json").read_text())
-            assert {s["step"]: s["status"] for s in stored["steps"]} == {"nb_a": "passed", "nb_b": "failed"}, job_name
+            assert {s["step"]: s["status"] for s in stored["steps"]} == {"nb_a": "passed", "nb_b": "passed"}, job_name
             assert stored["reported_by"] == "Event Grid backstop" and (local / "report.html").is_file()
     finally:
         set_client_factory(previous)

@@ -114,15 +114,22 @@ def report_job(client: Any, name: str, *, secrets: SecretGetter | None = None, w
 
     `secrets(config)`: the function reading a secret by name for the job's DevOps settings (default: Key
     Vault at the settings' key_vault_url, with this process's identity)."""
-    from orchestrator.azureml.rerun import expected_of, input_value, report_inputs
+    from orchestrator.azureml import collect
+    from orchestrator.azureml.rerun import input_value, report_inputs
     from orchestrator.azureml.submit import azure_errors, find_job
     from orchestrator.devops.http import DEFAULT_POLICY
 
     policy = policy or DEFAULT_POLICY  # a RetryPolicy
     with azure_errors(f"looking up pipeline job {name}"):
         job = find_job(client, name)
-    # A job of a published endpoint has no report node: its pipeline inputs carry the report's (publish.py).
+    # A job of a published endpoint has no report node: its pipeline inputs carry the report's, or, where the
+    # job shows only the inputs its invocation gave, its component's defaults do (publish.py).
     inputs = report_inputs(job) if job is not None and str(getattr(job, "type", "")) == "pipeline" else None
+    if job is not None and inputs is None and str(getattr(job, "type", "")) == "pipeline":
+        from orchestrator.azureml.publish import published_inputs
+
+        with azure_errors(f"reading the published component of pipeline job {name}"):
+            inputs = published_inputs(client, job)
     if job is None or inputs is None:
         return Reported(f"job {name} is not a pipeline compiled by orchestrator: nothing to report")
     status = str(job.status)
@@ -143,7 +150,8 @@ def report_job(client: Any, name: str, *, secrets: SecretGetter | None = None, w
         built = not _restore(tracking, run_id, run_dir)
         if built:
             with azure_errors(f"collecting the outputs of pipeline job {name}"):
-                results = watch.backstop(client, name, run_dir, expected=expected_of(job), run_id=name, title=title,
+                results = watch.backstop(client, name, run_dir, expected=collect.decode_expected(str(input_value(inputs, "expected"))),
+                                         run_id=name, title=title,
                                          extra={"azureml": {"job_name": name, "studio_url": getattr(job, "studio_url", None),
                                                             "status": status},
                                                 "reported_by": REPORTED_BY})

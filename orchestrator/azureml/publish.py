@@ -13,7 +13,8 @@ What the component is, and why:
 - inputs: `run_key` (required: each invocation names its own, so nothing is reused by accident), `devops`
   (optional: the DevOps routing of the run, names only, as the report node takes it), and `expected`/`title`
   with the compiled values as defaults: what the backstop reads from the job to account for every notebook;
-- tags: the compiled job's (`orchestrator`, `plan`, `repository`, `commit`...) plus `endpoint`/`deployment`.
+- tags: the compiled job's (`orchestrator`, `plan`, `repository`, `commit`...) plus `endpoint`/`deployment` and
+  `component` (name:version, where the backstop finds the defaults when a job does not list them).
   The deployment's pipeline configuration carries them as "the tags which will be applied to the job" (REST
   model BatchPipelineComponentDeploymentConfiguration.tags), which is how the backstop recognises the job from
   its RunStatusChanged event. azure-ai-ml fills that field from the component's tags only while the component
@@ -36,6 +37,7 @@ from orchestrator.azureml.components import RUN_KEY
 from orchestrator.errors import InvalidInputError, Problem
 
 DEFAULT_DEPLOYMENT = "notebooks"
+COMPONENT_TAG = "component"  # name:version of the published component, on every job the endpoint runs
 EXPECTED_INPUT = "expected"  # the report node's input names: the backstop reads either (rerun.report_inputs)
 TITLE_INPUT = "title"
 DEVOPS_INPUT = "devops"
@@ -102,7 +104,9 @@ def build(job: Any, *, endpoint: str, deployment: str = DEFAULT_DEPLOYMENT, vers
     nodes = {name: node for name, node in job.jobs.items() if name != REPORT_NODE}
     if not nodes:
         raise InvalidInputError([Problem("plan", "notebooks", "every notebook is skipped: there is nothing to publish")])
-    tags = {**{str(k): str(v) for k, v in (job.tags or {}).items()}, "endpoint": endpoint, "deployment": deployment}
+    name, version = component_name(endpoint), version or version_now()
+    tags = {**{str(k): str(v) for k, v in (job.tags or {}).items()}, "endpoint": endpoint, "deployment": deployment,
+            COMPONENT_TAG: f"{name}:{version}"}
     inputs = {
         RUN_KEY: Input(type="string", description="Names this run; the same key lets Azure ML reuse completed notebooks."),
         DEVOPS_INPUT: Input(type="string", optional=True,
@@ -113,7 +117,7 @@ def build(job: Any, *, endpoint: str, deployment: str = DEFAULT_DEPLOYMENT, vers
                            description="The report's title."),
     }
     component = PipelineComponent(
-        name=component_name(endpoint), version=version or version_now(), display_name=job.display_name,
+        name=name, version=version, display_name=job.display_name,
         description=f"{job.description}; published to batch endpoint {endpoint}", jobs=nodes, inputs=inputs, tags=tags)
     return Publication(
         endpoint=BatchEndpoint(name=endpoint, description=f"Runs the notebooks of {tags.get('plan', 'the plan')} "
@@ -123,6 +127,23 @@ def build(job: Any, *, endpoint: str, deployment: str = DEFAULT_DEPLOYMENT, vers
                                                     description=component.description),
         component=component,
     )
+
+
+def published_inputs(client: Any, job: Any) -> dict[str, Any] | None:
+    """What the report needs for a job of a published endpoint whose inputs show only what its invocation gave:
+    the defaults of the component its `component` tag names (`components.get`), under the job's own inputs.
+    None for a job without that tag. No source says whether the service lists a defaulted input on the job, so
+    the backstop does not depend on it (the emulator's `defaults-hidden` assumption)."""
+    from orchestrator.azureml.rerun import input_value
+
+    name, _, version = str((getattr(job, "tags", None) or {}).get(COMPONENT_TAG) or "").partition(":")
+    if not name or not version:
+        return None
+    component = client.components.get(name=name, version=version)
+    values: dict[str, Any] = {k: getattr(spec, "default", None) for k, spec in (component.inputs or {}).items()}
+    given = getattr(job, "inputs", None) or {}
+    values.update({k: input_value(given, k) for k in given if input_value(given, k) is not None})
+    return values if values.get(EXPECTED_INPUT) is not None else None
 
 
 def validate(publication: Publication) -> None:

@@ -9,7 +9,9 @@ worst plausible form, so that the report can be shown to stay complete and true 
 - `no-parent-tag`: the finalize node's MLflow run has no `mlflow.parentRunId` tag;
 - `reused-hidden`: a reused node gets no MLflow run of its own in the new pipeline (Learn only says the service
   "displays original component's output/logs/metrics");
-- `search-lag`: a tag becomes visible to `search_runs` only `search_lag_s` seconds after it was set.
+- `search-lag`: a tag becomes visible to `search_runs` only `search_lag_s` seconds after it was set;
+- `defaults-hidden`: a job invoked from a batch endpoint lists only the inputs the invocation gave, not the
+  defaults of its pipeline component (no source says which the service shows).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ FINALIZE_NEVER = "finalize-never"
 NO_PARENT_TAG = "no-parent-tag"
 REUSED_HIDDEN = "reused-hidden"
 SEARCH_LAG = "search-lag"
-NAMES = (FINALIZE_NEVER, NO_PARENT_TAG, REUSED_HIDDEN, SEARCH_LAG)
+DEFAULTS_HIDDEN = "defaults-hidden"
+NAMES = (FINALIZE_NEVER, NO_PARENT_TAG, REUSED_HIDDEN, SEARCH_LAG, DEFAULTS_HIDDEN)
 DEFAULT_SEARCH_LAG_S = 5.0
 
 
@@ -33,6 +36,7 @@ class Assumptions:
     no_parent_tag: bool = False
     reused_hidden: bool = False
     search_lag_s: float = 0.0  # 0: tags are searchable as soon as they are set
+    defaults_hidden: bool = False
 
     @classmethod
     def parse(cls, names: Iterable[str], *, search_lag_s: float = DEFAULT_SEARCH_LAG_S) -> Assumptions:
@@ -47,9 +51,10 @@ class Assumptions:
             else:
                 raise InvalidInputError([Problem("--assume", name, f"unknown assumption; expected one of: {', '.join(NAMES)}, all")])
         return cls(finalize_never=FINALIZE_NEVER in chosen, no_parent_tag=NO_PARENT_TAG in chosen,
-                   reused_hidden=REUSED_HIDDEN in chosen, search_lag_s=search_lag_s if SEARCH_LAG in chosen else 0.0)
+                   reused_hidden=REUSED_HIDDEN in chosen, search_lag_s=search_lag_s if SEARCH_LAG in chosen else 0.0,
+                   defaults_hidden=DEFAULTS_HIDDEN in chosen)
 
     @property
     def names(self) -> tuple[str, ...]:
-        flags = (self.finalize_never, self.no_parent_tag, self.reused_hidden, self.search_lag_s > 0)
+        flags = (self.finalize_never, self.no_parent_tag, self.reused_hidden, self.search_lag_s > 0, self.defaults_hidden)
         return tuple(name for name, on in zip(NAMES, flags) if on)

@@ -26,7 +26,7 @@ def emulation_options(function: F) -> F:
                      help="azureml: submit to an emulated workspace that runs the job here (docs/azureml.md)."),
         click.option("--assume", multiple=True, metavar="NAME",
                      help="With --emulate: a pessimistic assumption (finalize-never, no-parent-tag, reused-hidden, "
-                          "search-lag, all). Repeatable."),
+                          "search-lag, defaults-hidden, all). Repeatable."),
         click.option("--emulator-dir", type=click.Path(path_type=Path),
                      help=f"With --emulate: the emulated workspace's folder (default: {DEFAULT_DIR})."),
     ]):  # fmt: skip
@@ -86,7 +86,7 @@ def load_pipeline(path: Path) -> Any:
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The run folder to leave.")
 @click.option("--assume", multiple=True, metavar="NAME",
-              help="A pessimistic assumption (finalize-never, no-parent-tag, reused-hidden, search-lag, all). Repeatable.")
+              help="A pessimistic assumption (finalize-never, no-parent-tag, reused-hidden, search-lag, defaults-hidden, all). Repeatable.")
 @click.option("--emulator-dir", type=click.Path(path_type=Path),
               help=f"The emulated workspace's folder (default: {DEFAULT_DIR}); keep it to reuse nodes across runs.")
 def emulate_command(pipeline_file: Path, out: Path, assume: tuple[str, ...], emulator_dir: Path | None) -> None:

@@ -16,6 +16,7 @@ workspace"). Each behaviour and its source:
   under the experiment named at invocation (same page, "job properties") or, when none is named, the
   endpoint's name (the emulator's choice: no source says which; nothing here depends on it), routed to the
   named deployment or the endpoint's default (Learn: reference-yaml-endpoint-batch, `defaults.deployment_name`);
+  the job lists its defaulted inputs too, unless the `defaults-hidden` assumption is on (no source says which);
   an input the component does not declare, or a required one (not `optional`, no default: Learn,
   reference-yaml-component-command) not given, is refused and no job is created.
 """
@@ -176,7 +177,10 @@ class EmulatedBatchEndpoints:
             "display_name": data.get("display_name") or deployment.endpoint,
             "experiment_name": experiment,
             "tags": dict(deployment.job_tags),
-            "inputs": {k: v for k, v in inputs.items() if v is not None},
+            # defaults-hidden: only what the invocation gave (the published component's nodes bind only run_key,
+            # which is required, so what runs is the same).
+            "inputs": {k: v for k, v in inputs.items()
+                       if v is not None and (k in given or not self._ws.assumptions.defaults_hidden)},
             "jobs": data.get("jobs") or {},
             "settings": {"continue_on_step_failure":
                          str(deployment.settings.get("continue_on_step_failure", "True")).lower() != "false"},
