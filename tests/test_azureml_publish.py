@@ -172,3 +172,23 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
     finally:
         set_client_factory(previous)
         workspace.close()
+
+
+def test_publishing_again_deploys_a_new_component_version_so_the_job_tags_survive(
+        plan: Any, emulated_client: Any, tmp_path: Path) -> None:
+    """azure-ai-ml sends the job tags only for a component it registers (publish.py); the emulated workspace does
+    the same, so a deployment naming an existing version would run untagged jobs the backstop dismisses."""
+    from orchestrator.azureml import publish
+    from orchestrator.azureml.compile import CompileOptions, compile_plan
+
+    job = compile_plan(plan, CompileOptions(cache_dir=tmp_path / "snapshots"))
+    deployments = emulated_client.batch_endpoints.deployments
+    for _ in range(2):
+        publish.create(emulated_client, publish.build(job, endpoint="nb-examples"))
+        kept = deployments[("nb-examples", "notebooks")]
+        assert kept.job_tags["orchestrator"] and kept.job_tags["component"] == ":".join(kept.component)
+    versions = sorted(p.name for p in (emulated_client.root / "components" / "orchestrator_nb_examples").iterdir())
+    assert len(versions) == 2
+    same = publish.build(job, endpoint="nb-examples", version=versions[-1])  # an existing version: used by id
+    publish.create(emulated_client, same)
+    assert deployments[("nb-examples", "notebooks")].job_tags == {}

@@ -82,8 +82,8 @@ def check_name(name: str, option: str, *, deployment: bool = False) -> str:
 
 
 def version_now() -> str:
-    """A new component version per publish (see the module docstring): the UTC time, to the second."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S")
+    """A new component version per publish (see the module docstring): the UTC time, to the microsecond."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S%f")
 
 
 def component_name(endpoint: str) -> str:
