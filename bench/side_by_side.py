@@ -158,7 +158,9 @@ def nbmake(folder: Path, jobs: int) -> list[str]:
 
 def papermill_cli(notebook: Path) -> list[str]:
     script = Path(sys.executable).parent / "papermill"
-    return [str(script) if script.exists() else "papermill", str(notebook), str(notebook.with_suffix(".out.ipynb"))]
+    # Written beside the folder, not in it: the orchestrator's next run of the folder would run it as a notebook.
+    out = notebook.parent.parent / f"{notebook.parent.name}.papermill.ipynb"
+    return [str(script) if script.exists() else "papermill", str(notebook), str(out)]
 
 
 def many(name: str, work: Path, count: int, jobs: int, repeat: int, cells: list[str], target: float | None) -> Comparison:

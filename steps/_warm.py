@@ -23,6 +23,7 @@ docs/step-runner.md, "Warm kernel start", describes it for users.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import itertools
@@ -32,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -122,7 +124,7 @@ class ForkedProcess:
 class WarmParent:
     """One warm parent process and the thread that reads what it says."""
 
-    def __init__(self, python: str, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, python: str, env: Mapping[str, str], log_path: Path, cwd: Path) -> None:
         self.log_path = log_path
         self._ids = itertools.count(1)
         self._waiting: dict[int, concurrent.futures.Future[int]] = {}
@@ -135,7 +137,7 @@ class WarmParent:
             # Its own session: a Ctrl-C at the terminal reaches the orchestrator, which ends it in order.
             self.process = subprocess.Popen([python, "-c", _BOOT, str(ZYGOTE)], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, stderr=log, env=dict(env),
-                                            cwd=log_path.parent, start_new_session=True)
+                                            cwd=cwd, start_new_session=True)
         self._reader = threading.Thread(target=self._read, name="warm-parent", daemon=True)
         self._reader.start()
 
@@ -248,6 +250,57 @@ class _Key:
     isolation: _isolation.Isolation
 
 
+def _parent_key(spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation,
+                late: Collection[str]) -> tuple[_Key, dict[str, str]] | None:
+    """(the key, the parent's environment) for a kernel that can be forked; None: it starts cold."""
+    if not isolation.confined or not sys.platform.startswith("linux"):
+        return None
+    command = fork_command(spec, env.get("PATH", os.defpath))
+    if command is None or not _absolute_path(env.get("PYTHONPATH", "")):
+        return None
+    early = {name: value for name, value in env.items() if name not in late and name != "PYTHONEXECUTABLE"}
+    return _Key(command, frozenset(early.items()), isolation), early
+
+
+# Parents started before the run's pool exists (start_early), adopted by the first pool whose kernels match.
+_EARLY: dict[_Key, WarmParent] = {}
+
+
+def start_early(spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation, cwd: Path) -> bool:
+    """Start the warm parent a run's first kernel will most likely need, before the orchestrator's own imports and
+    set-up, so that the parent's imports overlap them. `env` holds no step folder; `cwd` is where the parent runs
+    (its kernels set their own; sys.path does not hold it). Ended by the pool that adopts it, or at exit."""
+    found = _parent_key(spec, env, isolation, FORK_LATE)
+    if found is None or found[0] in _EARLY:
+        return False
+    key, early = found
+    folder = Path(tempfile.mkdtemp(prefix="orchestrator-warm-"))
+    try:
+        _EARLY[key] = WarmParent(key.command[0], early, folder / "warm-parent.log", cwd)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+    if len(_EARLY) == 1:
+        atexit.register(_close_early)
+    return True
+
+
+def _close_early() -> None:
+    for parent in _EARLY.values():
+        _close(parent)
+    _EARLY.clear()
+
+
+def _close(parent: WarmParent) -> None:
+    parent.close()
+    with contextlib.suppress(OSError):
+        if parent.log_path.stat().st_size == 0:
+            parent.log_path.unlink()
+    if parent.log_path.parent.name.startswith("orchestrator-warm-"):
+        with contextlib.suppress(OSError):
+            parent.log_path.parent.rmdir()
+
+
 class KernelPool:
     """The warm parents of one run, one per key, started on first use and all ended by `close` (the run's end)."""
 
@@ -256,28 +309,27 @@ class KernelPool:
         self.folder = folder
         self.late = frozenset(late) | frozenset(FORK_LATE)
         self.limit = limit
-        self._parents: dict[_Key, WarmParent] = {}
+        self._parents: dict[_Key, WarmParent] = dict(_EARLY)  # adopted: they end with this run
+        _EARLY.clear()
         self._closed = False
         self.forked = 0  # kernels forked, and parents started: for the bench and tests
         self.started = 0
 
-    def parent_for(self, spec: KernelSpec, env: Mapping[str, str],
-                   isolation: _isolation.Isolation) -> WarmParent | None:
+    def parent_for(self, spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation,
+                   cwd: Path) -> WarmParent | None:
         """The warm parent to fork this kernel from (started now if needed), or None: start it cold."""
-        if self._closed or not isolation.confined or not sys.platform.startswith("linux"):
+        found = None if self._closed else _parent_key(spec, env, isolation, self.late)
+        if found is None:
             return None
-        command = fork_command(spec, env.get("PATH", os.defpath))
-        if command is None or not _absolute_path(env.get("PYTHONPATH", "")):
-            return None
-        early = {name: value for name, value in env.items() if name not in self.late and name != "PYTHONEXECUTABLE"}
-        key = _Key(command, frozenset(early.items()), isolation)
+        key, early = found
         parent = self._parents.get(key)
         if parent is None:
             if len(self._parents) >= self.limit:
                 return None
             self.folder.mkdir(parents=True, exist_ok=True)
             try:
-                parent = WarmParent(command[0], early, self.folder / f"warm-parent-{len(self._parents) + 1}.log")
+                log = self.folder / f"warm-parent-{len(self._parents) + 1}.log"
+                parent = WarmParent(key.command[0], early, log, cwd)
             except OSError:
                 return None
             self._parents[key] = parent
@@ -292,10 +344,7 @@ class KernelPool:
         parents = list(self._parents.values())
         self._parents.clear()
         for parent in parents:
-            parent.close()
-            with contextlib.suppress(OSError):
-                if parent.log_path.stat().st_size == 0:
-                    parent.log_path.unlink()
+            _close(parent)
         with contextlib.suppress(OSError):
             self.folder.rmdir()
 

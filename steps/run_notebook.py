@@ -286,7 +286,7 @@ class _StepRun:
         except _isolation.IsolationUnavailable as exc:
             return _Outcome("error", "infrastructure", None, "IsolationUnavailable", str(exc))
         cwd = Path(request.cwd) if request.cwd else Path(request.notebook_path).resolve().parent
-        warm = request.kernels.parent_for(spec, env, isolation) if request.kernels is not None else None
+        warm = request.kernels.parent_for(spec, env, isolation, cwd) if request.kernels is not None else None
 
         def kernel(parent: _warm.WarmParent | None) -> _kernel.LocalKernel:
             return _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,

@@ -78,6 +78,10 @@ def run(path: Path, plan_file: Path | None, backend: str, only: tuple[str, ...],
         plan = dataclasses.replace(plan, isolation="required")
     if cold_kernels:
         plan = dataclasses.replace(plan, warm_kernels=False)
+    if backend == "local" and not emulate:
+        from orchestrator.backends.warm_start import start_warm_parent
+
+        start_warm_parent(plan, carried)  # its imports overlap the rest of the orchestrator's start
     settings = {}
     if backend == "azureml":
         settings["workspace"] = workspace_from(subscription, resource_group, workspace, workspace_config)
