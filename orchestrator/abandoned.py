@@ -15,19 +15,20 @@ import errno
 import fcntl
 import json
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from orchestrator.plan.discovery import RUN_MARKER
-from orchestrator.results import RESULTS_FILE, SCHEMA, STATUSES, count_statuses, write_json_atomic
+from orchestrator.results import RESULTS_FILE, SCHEMA, STATUSES, RunResults, count_statuses, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, read_holder, step_dir
 from steps.step_result import StepResult, read_result_file
 
 INTERRUPTED_KIND = "interrupted"
 # The status a report shows for a step of a live run that has no result yet; JUnit makes it an error
 # (NotFinished), so a report published mid-run never looks green.
-PENDING = "pending"
+PENDING: Final = "pending"
 
 
 def settle_if_abandoned(run_dir: Path, *, by: str) -> bool:
@@ -57,15 +58,15 @@ def settle_if_abandoned(run_dir: Path, *, by: str) -> bool:
         os.close(fd)
 
 
-def with_pending_steps(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+def with_pending_steps(run_dir: Path, results: RunResults) -> RunResults:
     """`results` of a run still going, with every step of plan.json that has no result yet added as
     "pending" (for the report only; results.json is not changed): never absent from a report."""
-    if results.get("status") != "running":
+    if results.status != "running":
         return results
-    recorded = {s.get("step") for s in results["steps"] if isinstance(s, dict)}
-    pending = [{"step": p["id"], "notebook": p.get("notebook"), "status": PENDING}
+    recorded = {step.step for step in results.steps}
+    pending = [StepResult(step=p["id"], notebook=str(p.get("notebook") or p["id"]), status=PENDING, attempts=None)
                for p in _planned_steps(run_dir) if isinstance(p.get("id"), str) and p["id"] not in recorded]
-    return {**results, "steps": [*results["steps"], *pending]} if pending else results
+    return replace(results, steps=[*results.steps, *pending]) if pending else results
 
 
 def _settle(run_dir: Path, results: dict[str, Any], by: str) -> None:

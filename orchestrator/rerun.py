@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from orchestrator.abandoned import settle_if_abandoned
 from orchestrator.errors import InvalidInputError, Problem
@@ -39,13 +38,12 @@ def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
     # A dead run's unfinished steps are recorded as interrupted first, so they are what --failed reruns.
     settle_if_abandoned(run_dir, by="rerun")
     results = load_results(run_dir)
-    if results.get("status") == "running" and is_live(run_dir):
+    if results.status == "running" and is_live(run_dir):
         holder = read_holder(run_dir)
         raise InvalidInputError([Problem(str(run_dir), "", f"the run is still going ({holder or 'a live process'}); "
                                                           "rerun it once it has ended")])
     plan = load_run_plan(run_dir)
-    previous = {step["step"]: StepResult.from_json(step) for step in results["steps"]
-                if isinstance(step, dict) and "step" in step}
+    previous = {step.step: step for step in results.steps}
 
     rerun: set[str] = set()
     for step in plan.steps:
@@ -61,7 +59,7 @@ def plan_repair(run_dir: Path, *, failed_only: bool) -> RepairPlan:
                if step_id not in rerun and any(s.id == step_id for s in plan.steps)}
     ordered = tuple(step.id for step in plan.steps if step.id in rerun)
     return RepairPlan(plan=plan, carried=carried, rerun=ordered,
-                      repairs=str(results.get("run_id", run_dir.name)))
+                      repairs=results.run_id if results.run_id != "unknown" else run_dir.name)
 
 
 def _did_not_run_to_completion(result: StepResult) -> bool:

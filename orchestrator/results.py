@@ -1,22 +1,27 @@
 """The run record: results.json (docs/architecture.md#run-folder), written atomically and updated as each step
-finishes.
+finishes, and read back as a RunResults.
 
 Its steps are StepResult objects (steps/step_result.py), whichever backend ran them; keys a step wrote that
-this version does not know are kept as written.
+this version does not know are kept as written. RunResults.from_json is the one reader of a run's own fields:
+results.json is read mid-run, after a crash and from other writers (Azure ML's report node, the backstop), so
+every field may be missing, null or of the wrong type, and the code downstream must not care.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
 from steps.atomic import write_json_atomic
-from steps.step_result import NOT_PASSED, SCHEMA, STATUSES, StepResult, utc_now
+from steps.step_result import NOT_PASSED, SCHEMA, STATUSES, StepResult, as_dict, parse_time, str_or_none, utc_now
 
 __all__ = ["NOT_PASSED", "SCHEMA", "STATUSES", "StepResult", "utc_now", "write_json_atomic", "RunRecord",
-           "load_results", "count_statuses", "overall_status", "RESULTS_FILE", "INTERRUPTED_REASON"]
+           "RunResults", "AzureMLJob", "load_results", "load_results_json", "count_statuses", "overall_status",
+           "RESULTS_FILE", "INTERRUPTED_REASON"]
 
 RESULTS_FILE = "results.json"
 # The skip reason of a step that never started because the run was stopped (Ctrl-C, SIGTERM): a repair run
@@ -38,6 +43,99 @@ def overall_status(steps: Iterable[StepResult], *, finished: bool, interrupted: 
     if not finished:
         return "running"
     return "failed" if any(s.not_passed for s in steps) else "passed"
+
+
+@dataclass(frozen=True)
+class AzureMLJob:
+    """The `azureml` section of a run submitted to Azure ML (docs/azureml.md)."""
+
+    job_name: str
+    studio_url: str | None = None
+    run_key: str | None = None
+    status: str | None = None  # the pipeline job's own status when the run record was written
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """A run's results.json, typed. `sections` keeps the keys this version does not know, as written."""
+
+    run_id: str
+    status: str  # passed | failed | running | interrupted | submitted, or what another writer put there
+    steps: list[StepResult]
+    backend: str | None = None
+    experiment: str | None = None
+    started_at: str | None = None  # ISO 8601 UTC, as written
+    finished_at: str | None = None
+    repairs: str | None = None  # the run a repair run repairs
+    root: str | None = None  # the plan's folder
+    commit: str | None = None
+    branch: str | None = None
+    reported_by: str | None = None  # which report path wrote it (docs/azureml.md#which-report-path-covers-which-way-in)
+    azureml: AzureMLJob | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """What the report calls the run: its experiment."""
+        return self.experiment or "notebooks"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        # Counted from the steps, never read from the file: a partial file may hold stale counts.
+        return count_statuses(self.steps)
+
+    @property
+    def started(self) -> datetime | None:
+        return parse_time(self.started_at)
+
+    @property
+    def finished(self) -> datetime | None:
+        return parse_time(self.finished_at)
+
+    @property
+    def wall_s(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return max(0.0, (self.finished - self.started).total_seconds())
+
+    def step(self, step_id: str) -> StepResult | None:
+        return next((step for step in self.steps if step.step == step_id), None)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RunResults:
+        """The tolerant reader: never fails; a missing run id reads as "unknown", a missing status as "unknown"."""
+        data = as_dict(raw)
+        raw_steps = data.get("steps")
+        steps = [StepResult.from_json(step, index) for index, step in
+                 enumerate(raw_steps if isinstance(raw_steps, list) else [])]
+        azureml = as_dict(data.get("azureml"))
+        job_name = str_or_none(azureml.get("job_name"))
+        return cls(
+            run_id=str_or_none(data.get("run_id")) or "unknown",
+            status=str_or_none(data.get("status")) or "unknown",
+            steps=steps,
+            backend=str_or_none(data.get("backend")),
+            experiment=str_or_none(data.get("experiment")),
+            started_at=str_or_none(data.get("started_at")),
+            finished_at=str_or_none(data.get("finished_at")),
+            repairs=str_or_none(data.get("repairs")),
+            root=_text_or_none(data.get("root")),
+            commit=_text_or_none(data.get("commit")),
+            branch=_text_or_none(data.get("branch")),
+            reported_by=str_or_none(data.get("reported_by")),
+            azureml=AzureMLJob(job_name=job_name, studio_url=str_or_none(azureml.get("studio_url")),
+                               run_key=str_or_none(azureml.get("run_key")), status=str_or_none(azureml.get("status")))
+            if job_name else None,
+            sections={key: value for key, value in data.items() if key not in _RUN_KEYS},
+        )
+
+
+_RUN_KEYS = frozenset({"schema", "run_id", "status", "steps", "counts", "backend", "experiment", "started_at",
+                       "finished_at", "repairs", "root", "commit", "branch", "reported_by", "azureml"})
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class RunRecord:
@@ -103,8 +201,14 @@ class RunRecord:
         write_json_atomic(self.path, self._data)
 
 
-def load_results(run_dir: Path) -> dict[str, Any]:
-    """Read a run folder's results.json (raises InvalidInputError naming the file when unreadable)."""
+def load_results(run_dir: Path) -> RunResults:
+    """A run folder's results.json, typed (raises InvalidInputError naming the file when it is not one)."""
+    return RunResults.from_json(load_results_json(run_dir))
+
+
+def load_results_json(run_dir: Path) -> dict[str, Any]:
+    """A run folder's results.json as written, for the code that rewrites it (raises InvalidInputError naming
+    the file when unreadable)."""
     from orchestrator.errors import InvalidInputError, Problem
 
     path = run_dir / RESULTS_FILE

@@ -25,7 +25,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 if __package__:  # imported as steps.mlflow_log
     from .step_result import StepResult, read_result_file

@@ -14,7 +14,7 @@ from orchestrator.history.trends import notebook_trends
 from orchestrator.plan.rules import check_rule, resolve_relative
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.report import build_report
-from orchestrator.results import load_results
+from orchestrator.results import RunResults, load_results
 from tests.builders import glue_source, make_notebook
 from tests.cli_helpers import by_notebook, orchestrator_env, read_results, run_cli
 from tests.history_builders import FakeStep, fake_run
@@ -131,13 +131,13 @@ def test_a_notebook_whose_status_alternates_on_unchanged_code_is_flaky_and_tagge
     results = {"run_id": "r3", "root": str(tmp_path), "started_at": "2026-01-04T00:00:00Z", "branch": "main",
                "status": "passed", "steps": [{"step": "nb", "notebook": "nb.ipynb", "status": "passed",
                                               "duration_s": 1.0}]}
-    trend = notebook_trends(results, store)["nb.ipynb"]
+    trend = notebook_trends(RunResults.from_json(results), store)["nb.ipynb"]
     assert trend.flaky == "passed, failed, passed over the last 3 runs of this code"
-    write_html(results, tmp_path, tmp_path / "report.html", trends={"nb.ipynb": trend})
+    write_html(RunResults.from_json(results), tmp_path, tmp_path / "report.html", trends={"nb.ipynb": trend})
     assert 'class="tag flaky" title="status alternated: passed, failed, passed over' in (tmp_path / "report.html").read_text()
     # Steady on the same code since: the one failure leaves the window of 6, not flaky any more.
     for n in range(4, 8):
         store.record(HistoryRun(f"r{n}", str(tmp_path), "x", "local", "passed", f"2026-01-0{n + 1}T00:00:00Z", None,
                                 None, "main", (NotebookOutcome("nb", "nb.ipynb", "passed", 1.0, 1, {}, "same"),)))
     later = {**results, "run_id": "r7", "started_at": "2026-01-08T00:00:00Z"}
-    assert notebook_trends(later, store)["nb.ipynb"].flaky is None
+    assert notebook_trends(RunResults.from_json(later), store)["nb.ipynb"].flaky is None

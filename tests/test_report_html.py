@@ -17,7 +17,7 @@ import pytest
 from orchestrator.errors import InvalidInputError
 from orchestrator.report import build_report, render_notebook_html, write_html
 from orchestrator.report import notebook_html
-from orchestrator.report.model import read_run
+from orchestrator.results import RunResults
 from steps.step_result import parse_time
 from orchestrator.report.notebook_html import RenderJob, render_notebooks
 from orchestrator.report.timeline import build_timeline
@@ -134,7 +134,7 @@ def test_a_running_run_with_partial_results(tmp_path: Path) -> None:
     ]
     results = {"schema": 1, "run_id": "r", "status": "running", "started_at": iso(0), "steps": steps}
     path = tmp_path / "report.html"
-    write_html(results, tmp_path, path, now=T0 + timedelta(seconds=10))
+    write_html(RunResults.from_json(results), tmp_path, path, now=T0 + timedelta(seconds=10))
     page = page_of(path)
     assert "still going" in page.by_class("partial")[0].text
     assert squash(page.by_id("wall-time").text) == "10.0 s"
@@ -146,7 +146,7 @@ def test_a_running_run_with_partial_results(tmp_path: Path) -> None:
 
 def test_nothing_started_yet(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
-    write_html({"schema": 1, "steps": [], "status": "running", "started_at": None}, tmp_path, path)
+    write_html(RunResults.from_json({"schema": 1, "steps": [], "status": "running", "started_at": None}), tmp_path, path)
     page = page_of(path)
     assert "No notebook has started yet." in squash(page.by_id("timeline").text)
 
@@ -263,7 +263,7 @@ def test_a_300_notebook_report_is_whole(tmp_path: Path) -> None:
                                  metrics={"accuracy": 0.9}, **extra))
     results = {"schema": 1, "run_id": "big", "experiment": "big", "status": "failed", "started_at": iso(0),
                "finished_at": iso(700), "steps": steps}
-    write_html(results, tmp_path, tmp_path / "report.html")
+    write_html(RunResults.from_json(results), tmp_path, tmp_path / "report.html")
     page = page_of(tmp_path / "report.html")
     assert len(page.by_class("tl-bar")) == 225
     assert len([e for e in page.elements if e.tag == "tr" and "step" in e.classes]) == 300
@@ -276,7 +276,7 @@ def test_a_300_notebook_report_is_whole(tmp_path: Path) -> None:
     (0.2, ["0", "1s"]),
 ])
 def test_axis_ticks_are_round_numbers(span_s: float, labels: list[str]) -> None:
-    run = read_run({"started_at": iso(0), "finished_at": iso(span_s), "status": "passed",
+    run = RunResults.from_json({"started_at": iso(0), "finished_at": iso(span_s), "status": "passed",
                     "steps": [step_result("a.ipynb", "passed", start=0, duration=span_s)]})
     assert [t.label for t in build_timeline(run, T0).ticks] == labels
 

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.report import write_junit
 from orchestrator.report.junit import MESSAGE_LIMIT, TRACEBACK_LIMIT
+from orchestrator.results import RunResults
 from tests.report_builders import every_status, iso, step_result
 
 junitparser = pytest.importorskip("junitparser")
@@ -27,7 +28,7 @@ def results_for(steps: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
 
 def write(tmp_path: Path, results: dict[str, Any]) -> Path:
     path = tmp_path / "junit.xml"
-    write_junit(results, path)
+    write_junit(RunResults.from_json(results), path)
     return path
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from orchestrator.backends import CarriedResult, RunOptions, RunOutcome

@@ -67,7 +67,7 @@ def _from_history(step: StepSpec, past: list[Any], base: str, root: Path, runs_d
             continue
         result = _passed_result(runs_dir / run.run_id, step.id)
         if result is not None:
-            return CarriedResult(StepResult.from_json(result), step_dir(runs_dir / run.run_id, step.id), run.run_id)
+            return CarriedResult(result, step_dir(runs_dir / run.run_id, step.id), run.run_id)
     return None
 
 
@@ -81,7 +81,7 @@ def _current_code(path: Path, step: StepSpec) -> str | None:
     return code_hash(cells, step.parameters)
 
 
-def _passed_result(run_dir: Path, step_id: str) -> dict[str, Any] | None:
+def _passed_result(run_dir: Path, step_id: str) -> StepResult | None:
     from orchestrator.errors import OrchestratorError
     from orchestrator.results import load_results
 
@@ -91,7 +91,5 @@ def _passed_result(run_dir: Path, step_id: str) -> dict[str, Any] | None:
         results = load_results(run_dir)
     except (OrchestratorError, OSError):
         return None
-    for result in results.get("steps", []):
-        if isinstance(result, dict) and result.get("step") == step_id and result.get("status") == "passed":
-            return dict(result)
-    return None
+    result = results.step(step_id)
+    return result if result is not None and result.passed else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from orchestrator.devops.context import DevOpsContext
-from orchestrator.report.model import Run
+from orchestrator.results import RunResults
 from steps.step_result import StepResult
 
 # Step status (docs/architecture.md#step-contract) -> TestCaseResult.outcome (docs/devops-protocol.md#adding-results). A status outside the contract (a
@@ -62,7 +62,7 @@ def result_comment(step: StepResult) -> str:
     return "; ".join(bits)
 
 
-def run_comment(run: Run, context: DevOpsContext) -> str:
+def run_comment(run: RunResults, context: DevOpsContext) -> str:
     bits = [f"notebook run {run.run_id}", f"backend {run.backend or 'unknown'}", f"status {run.status}"]
     if context.commit:
         bits.append(f"commit {context.commit}")

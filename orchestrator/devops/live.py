@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from orchestrator.devops.context import DevOpsContext
 from orchestrator.devops.http import DevOpsAuthError, DevOpsError, RetryPolicy, utc_iso

@@ -26,7 +26,7 @@ from orchestrator.devops.taskclient import TaskClient
 from orchestrator.devops.fields import error_message
 from orchestrator.devops.testrun import PublishOptions, TestRunOutcome, publish_test_run
 from orchestrator.errors import MissingExtraError
-from orchestrator.report.model import read_run
+from orchestrator.results import RunResults
 from orchestrator.report.text import show_duration
 from orchestrator.results import load_results, write_json_atomic
 
@@ -95,7 +95,7 @@ def publish_run(run_dir: Path, context: DevOpsContext, *, policy: RetryPolicy = 
     """Publish RUN_DIR as a test run, unless this run folder already did so for the same target and run
     (force=True publishes again). Raises InvalidInputError only when RUN_DIR holds no results.json."""
     results = load_results(run_dir)
-    key = _test_run_key(context, str(results.get("run_id")))
+    key = _test_run_key(context, results.run_id)
     done = _read_marker(run_dir)["test_runs"].get(key)
     if done and done.get("state") == "Completed" and not force:
         log.info("devops test run already published id=%s (%s); not publishing again", done.get("id"), MARKER_FILE)
@@ -117,7 +117,7 @@ def complete_server_job(run_dir: Path, context: DevOpsContext, *, result: str | 
     results = load_results(run_dir)
     if context.task is None:
         return PublishOutcome(test_run=test_run)
-    outcome = PublishOutcome(test_run=test_run, task_result=result or task_result_for(str(results.get("status"))))
+    outcome = PublishOutcome(test_run=test_run, task_result=result or task_result_for(results.status))
     text = render_task_log(results, test_run, outcome.task_result, notes or [])
     _close(context, outcome, text, policy, run_dir)
     return outcome
@@ -216,11 +216,10 @@ def _completed_in_devops(client: TaskClient, outcome: PublishOutcome, marker_dir
     return True
 
 
-def render_task_log(results: dict[str, Any], test_run: TestRunOutcome | None, task_result: str | None,
+def render_task_log(run: RunResults, test_run: TestRunOutcome | None, task_result: str | None,
                     notes: list[str]) -> str:
     """The task's persisted log: what a person opening the server job in DevOps needs to read."""
-    run = read_run(results)
-    lines = [f"Notebook run {run.run_id} (backend {run.backend or 'unknown'}, {run.experiment}): {run.status}"]
+    lines = [f"Notebook run {run.run_id} (backend {run.backend or 'unknown'}, {run.title}): {run.status}"]
     if run.started is not None:
         lines.append(f"started {utc_iso(run.started)}"
                      + (f", finished {utc_iso(run.finished)} ({show_duration(run.wall_s)})" if run.finished else ""))

@@ -48,9 +48,8 @@ from orchestrator.devops.fields import (
 from orchestrator.errors import MissingExtraError
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.junit import test_identity
-from orchestrator.report.model import Run, read_run
+from orchestrator.results import RunResults, load_results
 from steps.step_result import StepResult
-from orchestrator.results import load_results
 
 log = logging.getLogger("orchestrator.devops")
 
@@ -125,7 +124,7 @@ def publish_test_run(run_dir: Path, context: DevOpsContext, *, policy: RetryPoli
                      options: PublishOptions = PublishOptions()) -> TestRunOutcome:
     """Publish RUN_DIR's results.json as a test run. Raises only for an unreadable run folder
     (InvalidInputError) or a missing azure-devops package (MissingExtraError)."""
-    run = read_run(load_results(run_dir))
+    run = load_results(run_dir)
     require_sdk()
     outcome = TestRunOutcome()
     try:
@@ -146,7 +145,7 @@ def publish_test_run(run_dir: Path, context: DevOpsContext, *, policy: RetryPoli
 
 
 class _Publisher:
-    def __init__(self, client: Any, context: DevOpsContext, run: Run, run_dir: Path, policy: RetryPolicy,
+    def __init__(self, client: Any, context: DevOpsContext, run: RunResults, run_dir: Path, policy: RetryPolicy,
                  options: PublishOptions, outcome: TestRunOutcome) -> None:
         self.client = client
         self.context = context
@@ -191,7 +190,7 @@ class _Publisher:
     def _run_model(self) -> Any:
         m, ctx, run = self.models, self.context, self.run
         name = self.options.run_name or " ".join(
-            part for part in (run.experiment, ctx.build_number or "", f"({run.run_id})") if part)
+            part for part in (run.title, ctx.build_number or "", f"({run.run_id})") if part)
         model = m.RunCreateModel(name=name, automated=True, state="InProgress",
                                  start_date=utc_iso(run.started) if run.started else None,
                                  comment=clip(run_comment(run, ctx), TEXT_LIMIT))

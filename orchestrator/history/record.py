@@ -17,6 +17,7 @@ from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.history.store import HistoryRun, NotebookOutcome
 from orchestrator.results import load_results
 from orchestrator.run_folder import PLAN_FILE, step_dir
+from steps.step_result import StepResult
 
 # Runs that did not finish: nothing about them is worth remembering (`--no-wait` submissions, runs still
 # going when imported).
@@ -27,28 +28,23 @@ INJECTED_TAG = "injected-parameters"  # papermill's cell; its text is the parame
 def run_from_folder(run_dir: Path) -> HistoryRun:
     """The history entry of the run in `run_dir`. Raises InvalidInputError when it is not a finished run."""
     results = load_results(run_dir)
-    status = str(results.get("status"))
-    if status in UNFINISHED:
-        raise InvalidInputError([Problem(str(run_dir), "results.json", f"the run is {status}, not finished")])
-    root = results.get("root") or _plan_root(run_dir)
-    if not isinstance(root, str) or not isinstance(results.get("run_id"), str):
+    if results.status in UNFINISHED:
+        raise InvalidInputError([Problem(str(run_dir), "results.json", f"the run is {results.status}, not finished")])
+    root = results.root or _plan_root(run_dir)
+    if root is None or results.run_id == "unknown":
         raise InvalidInputError([Problem(str(run_dir), "results.json", "expected run_id and the plan's root")])
     # A repair run's carried-over results were measured by the run it repairs, which holds them already.
-    notebooks = tuple(
-        _outcome(run_dir, step)
-        for step in results["steps"]
-        if isinstance(step, dict) and step.get("step") and "carried_over_from" not in step
-    )
+    notebooks = tuple(_outcome(run_dir, step) for step in results.steps if step.carried_over_from is None)
     return HistoryRun(
-        run_id=results["run_id"],
+        run_id=results.run_id,
         root=root,
-        experiment=str(results.get("experiment") or Path(root).name),
-        backend=str(results.get("backend") or "local"),
-        status=status,
-        started_at=str(results.get("started_at") or ""),
-        finished_at=results.get("finished_at") if isinstance(results.get("finished_at"), str) else None,
-        commit=_text(results.get("commit")),
-        branch=_text(results.get("branch")),
+        experiment=results.experiment or Path(root).name,
+        backend=results.backend or "local",
+        status=results.status,
+        started_at=results.started_at or "",
+        finished_at=results.finished_at,
+        commit=results.commit,
+        branch=results.branch,
         notebooks=notebooks,
     )
 
@@ -62,22 +58,10 @@ def _plan_root(run_dir: Path) -> str | None:
     return root if isinstance(root, str) else None
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _outcome(run_dir: Path, step: dict[str, Any]) -> NotebookOutcome:
-    duration = step.get("duration_s")
-    attempts = step.get("attempts")
-    return NotebookOutcome(
-        step=str(step["step"]),
-        notebook=str(step.get("notebook") or step["step"]),
-        status=str(step.get("status") or "error"),
-        duration_s=float(duration) if duration is not None and _finite(duration) else None,
-        attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
-        metrics=numeric_metrics(step.get("metrics")),
-        code_id=code_id(run_dir, step),
-    )
+def _outcome(run_dir: Path, step: StepResult) -> NotebookOutcome:
+    return NotebookOutcome(step=step.step, notebook=step.notebook, status=step.status, duration_s=step.duration_s,
+                           attempts=step.attempts or 0, metrics=numeric_metrics(step.metrics),
+                           code_id=code_id(run_dir, step))
 
 
 def _finite(value: Any) -> bool:
@@ -91,19 +75,19 @@ def numeric_metrics(metrics: Any) -> dict[str, float]:
     return {str(name): float(value) for name, value in metrics.items() if _finite(value) or isinstance(value, bool)}
 
 
-def code_id(run_dir: Path, step: dict[str, Any]) -> str | None:
+def code_id(run_dir: Path, step: StepResult) -> str | None:
     """A hash of what the notebook ran: its code cells (read from the executed notebook, so an import
     long after the run still sees the code of the time) and its parameters. Two runs with the same id ran
     the same code; a notebook whose status changes between them is flaky."""
-    name = step.get("output_notebook")
-    if not isinstance(name, str) or not name.endswith(".ipynb") or "/" in name or "\\" in name:
+    name = step.output_notebook
+    if name is None or not name.endswith(".ipynb") or "/" in name or "\\" in name:
         return None
     try:
-        notebook = json.loads((step_dir(run_dir, str(step["step"])) / name).read_text(encoding="utf-8"))
+        notebook = json.loads((step_dir(run_dir, step.step) / name).read_text(encoding="utf-8"))
         cells = notebook["cells"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return code_hash(cells, step.get("parameters"))
+    return code_hash(cells, step.parameters)
 
 
 def code_hash(cells: Any, parameters: Any) -> str:

@@ -9,13 +9,14 @@ shows the history as it stood then.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from orchestrator.history.store import HistoryStore, PastRun
 from orchestrator.history.vcs import default_branch
+from orchestrator.results import RunResults
+from steps.step_result import StepResult
 
 TREND_RUNS = 10  # points in a sparkline
 FLAKY_WINDOW = 6  # recent runs of the same code looked at
@@ -50,24 +51,22 @@ class NotebookTrend:
     flaky: str | None = None  # why, e.g. "passed, failed, passed over the last 3 runs of this code"
 
 
-def notebook_trends(results: Mapping[str, Any], store: HistoryStore | None = None) -> dict[str, NotebookTrend]:
-    """notebook path -> its trend, for the notebooks of `results` (a results.json object) the history
-    knows. Empty when there is no history, or the run is not in a plan folder."""
-    root, started = results.get("root"), results.get("started_at")
-    if not isinstance(root, str) or not isinstance(started, str):
+def notebook_trends(results: RunResults, store: HistoryStore | None = None) -> dict[str, NotebookTrend]:
+    """notebook path -> its trend, for the notebooks of `results` the history knows. Empty when there is no
+    history, or the run is not in a plan folder."""
+    root, started = results.root, results.started_at
+    if root is None or started is None:
         return {}
     store = store or HistoryStore()
     if not store.path.is_file():
         return {}
-    steps = [s for s in results.get("steps") or [] if isinstance(s, dict) and isinstance(s.get("notebook"), str)]
-    notebooks = [str(s["notebook"]) for s in steps]
+    notebooks = [step.notebook for step in results.steps]
     past = store.notebook_history(root=root, notebooks=notebooks, before=started)
-    run_id = str(results.get("run_id"))
-    branch = results.get("branch") if isinstance(results.get("branch"), str) else None
+    run_id, branch = results.run_id, results.branch
     main = default_branch(Path(root))
     trends: dict[str, NotebookTrend] = {}
-    for step in steps:
-        notebook = str(step["notebook"])
+    for step in results.steps:
+        notebook = step.notebook
         everything = past.get(notebook, [])
         runs = [r for r in everything if r.run_id != run_id]  # newest first, this run left out
         # This run's own entry (recorded before the report is built) holds its code id.
@@ -77,14 +76,14 @@ def notebook_trends(results: Mapping[str, Any], store: HistoryStore | None = Non
     return trends
 
 
-def _trend(step: Mapping[str, Any], runs: Sequence[PastRun], branch: str | None, main: str,
+def _trend(step: StepResult, runs: Sequence[PastRun], branch: str | None, main: str,
            code: str | None) -> NotebookTrend:
     same_branch = [r for r in runs if r.record.status in _RAN and r.branch == branch][: TREND_RUNS - 1]
     baseline_run = next((r for r in runs if r.branch == main and r.record.status == "passed"), None)
     chronological = list(reversed(same_branch))
-    duration = step.get("duration_s") if step.get("status") in _RAN else None
+    duration = step.duration_s if step.status in _RAN else None
     durations = [r.record.duration_s for r in chronological if r.record.duration_s is not None]
-    metrics_now = {k: float(v) for k, v in (step.get("metrics") or {}).items()
+    metrics_now = {k: float(v) for k, v in step.metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
     names = sorted(set(metrics_now) | {name for r in same_branch for name in r.record.metrics})
     metrics = {
@@ -97,12 +96,12 @@ def _trend(step: Mapping[str, Any], runs: Sequence[PastRun], branch: str | None,
     }
     return NotebookTrend(
         duration=Series(
-            tuple(durations + ([float(duration)] if isinstance(duration, (int, float)) else [])),
+            tuple(durations + ([duration] if duration is not None else [])),
             baseline_run.record.duration_s if baseline_run else None,
         ),
         metrics=metrics,
         baseline=Baseline(baseline_run.run_id, main, baseline_run.commit) if baseline_run else None,
-        flaky=flakiness(str(step.get("status")), code, runs),
+        flaky=flakiness(step.status, code, runs),
     )
 
 

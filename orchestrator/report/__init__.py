@@ -17,9 +17,8 @@ from orchestrator.report import notebook_html
 from orchestrator.report.files import executed_notebook
 from orchestrator.report.html import write_html
 from orchestrator.report.junit import write_junit
-from orchestrator.report.model import read_run
 from orchestrator.report.notebook_html import RenderJob, needs_render, render_notebook_html
-from orchestrator.results import load_results
+from orchestrator.results import RunResults, load_results
 from steps.step_result import StepResult
 
 __all__ = ["ReportFiles", "build_report", "render_notebook_html", "render_step_page", "write_html", "write_junit"]
@@ -62,7 +61,7 @@ def build_report(run_dir: Path, *, render_notebooks: bool = True, workers: int |
     return ReportFiles(junit=junit_path, html=html_path, notebooks=pages)
 
 
-def _trends(results: dict[str, Any]) -> dict[str, Any]:
+def _trends(results: RunResults) -> dict[str, Any]:
     """Per notebook, its trend over the run history; none when the history cannot be read (the report of a
     run never fails because of its history)."""
     from orchestrator.history.trends import notebook_trends
@@ -74,11 +73,11 @@ def _trends(results: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def _render_pages(run_dir: Path, results: dict[str, Any], workers: int | None) -> dict[str, Path]:
+def _render_pages(run_dir: Path, results: RunResults, workers: int | None) -> dict[str, Path]:
     """Render what is new; return every step's page that exists afterwards."""
     pages: dict[str, Path] = {}
     jobs: dict[str, RenderJob] = {}
-    for step in read_run(results).steps:
+    for step in results.steps:
         job = _render_job(run_dir, step.id, step.output_notebook)
         if job is None:
             continue

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from orchestrator.history.sparkline import sparkline
 from orchestrator.history.trends import NotebookTrend, Series
 from orchestrator.report.files import executed_notebook, write_atomic
-from orchestrator.report.model import Run, read_run
+from orchestrator.results import RunResults
 from steps.step_result import StepResult
 from orchestrator.report.text import show_duration, show_value, truncate_middle, truncate_tail
 from orchestrator.report.timeline import Row, build_timeline, offset_label
@@ -61,14 +61,13 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def write_html(results: dict[str, Any], run_dir: Path, path: Path, *, now: datetime | None = None,
+def write_html(run: RunResults, run_dir: Path, path: Path, *, now: datetime | None = None,
                trends: Mapping[str, NotebookTrend] | None = None) -> None:
-    """Write report.html for a (possibly partial) results.json object, atomically.
+    """Write report.html for a (possibly partial) run record, atomically.
 
     Links to step files are relative to `path` and appear only for files that exist in `run_dir`.
     `trends`: notebook path -> its trend over the run history (orchestrator.history.trends).
     """
-    run = read_run(results)
     now = now or datetime.now(timezone.utc)
     timeline = build_timeline(run, now)
     links = {step.id: _links(step, run_dir, path.parent) for step in run.steps}
@@ -154,7 +153,7 @@ def _bar_title(row: Row) -> str:
     return f"{step.notebook}: {step.status.replace('_', ' ')}, {show_duration(bar.end_s - bar.start_s)} ({span})"
 
 
-def _elapsed(run: Run, now: datetime) -> float | None:
+def _elapsed(run: RunResults, now: datetime) -> float | None:
     if run.started is None or run.status != "running":
         return None
     return max(0.0, (now - run.started).total_seconds())

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.report.files import write_atomic
-from orchestrator.report.model import Run, read_run
+from orchestrator.results import RunResults
 from orchestrator.report.text import clip, one_line, show_value, truncate_middle, truncate_tail, xml_safe
 from steps.step_result import StepResult
 
@@ -50,9 +50,8 @@ PROPERTY_LIMIT = 1000
 TOP_LEVEL_CLASSNAME = "notebooks"
 
 
-def write_junit(results: dict[str, Any], path: Path) -> None:
-    """Write junit.xml for a (possibly partial) results.json object, atomically."""
-    run = read_run(results)
+def write_junit(run: RunResults, path: Path) -> None:
+    """Write junit.xml for a (possibly partial) run record, atomically."""
     root = build_junit(run)
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
@@ -85,7 +84,7 @@ def classname(step: StepResult) -> str:
     return ".".join(one_line(part.replace(".", "_")) for part in step.folder.split("/") if part) or TOP_LEVEL_CLASSNAME
 
 
-def build_junit(run: Run) -> ET.Element:
+def build_junit(run: RunResults) -> ET.Element:
     cases = [_testcase(step) for step in run.steps]
     failures = sum(1 for case in cases if case.find("failure") is not None)
     errors = sum(1 for case in cases if case.find("error") is not None)
@@ -93,8 +92,8 @@ def build_junit(run: Run) -> ET.Element:
     time = run.wall_s if run.wall_s is not None else sum(s.duration_s or 0.0 for s in run.steps)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors)}
 
-    root = ET.Element("testsuites", {"name": _attr(run.experiment), **counts, "time": _seconds(time)})
-    suite = ET.SubElement(root, "testsuite", {"name": _attr(run.experiment), **counts, "skipped": str(skipped),
+    root = ET.Element("testsuites", {"name": _attr(run.title), **counts, "time": _seconds(time)})
+    suite = ET.SubElement(root, "testsuite", {"name": _attr(run.title), **counts, "skipped": str(skipped),
                                               "time": _seconds(time)})
     if run.started is not None:
         # No offset: the Ant schema's timestamp has none, and the DevOps reader assumes UTC without one.

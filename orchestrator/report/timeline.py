@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator.report.model import Run
+from orchestrator.results import RunResults
 from steps.step_result import StepResult
 
 # Tick spacings a person reads at a glance, in seconds.
@@ -44,7 +44,7 @@ class Timeline:
     origin: datetime | None
 
 
-def build_timeline(run: Run, now: datetime) -> Timeline:
+def build_timeline(run: RunResults, now: datetime) -> Timeline:
     # Results carried over by a repair run ran during the earlier run: placing them here would stretch
     # the axis back by hours or days, so they get a row with a note instead of a bar.
     timed = [s for s in run.steps if s.started is not None and s.carried_over_from is None]
