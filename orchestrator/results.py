@@ -53,6 +53,15 @@ class AzureMLJob:
     studio_url: str | None = None
     run_key: str | None = None
     status: str | None = None  # the pipeline job's own status when the run record was written
+    submitted: bool | None = None  # False: an existing job with the same run key was followed instead
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"job_name": self.job_name, "studio_url": self.studio_url, "run_key": self.run_key}
+        if self.status is not None:
+            data["status"] = self.status
+        if self.submitted is not None:
+            data["submitted"] = self.submitted
+        return data
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class RunResults:
     commit: str | None = None
     branch: str | None = None
     reported_by: str | None = None  # which report path wrote it (docs/azureml.md#which-report-path-covers-which-way-in)
+    run_key: str | None = None  # the pipeline's run_key input, as the Azure ML report node read it
     azureml: AzureMLJob | None = None
     sections: dict[str, Any] = field(default_factory=dict)
 
@@ -123,15 +133,31 @@ class RunResults:
             commit=_text_or_none(data.get("commit")),
             branch=_text_or_none(data.get("branch")),
             reported_by=str_or_none(data.get("reported_by")),
+            run_key=str_or_none(data.get("run_key")),
             azureml=AzureMLJob(job_name=job_name, studio_url=str_or_none(azureml.get("studio_url")),
-                               run_key=str_or_none(azureml.get("run_key")), status=str_or_none(azureml.get("status")))
+                               run_key=str_or_none(azureml.get("run_key")), status=str_or_none(azureml.get("status")),
+                               submitted=azureml["submitted"] if isinstance(azureml.get("submitted"), bool) else None)
             if job_name else None,
             sections={key: value for key, value in data.items() if key not in _RUN_KEYS},
         )
 
+    def to_json(self) -> dict[str, Any]:
+        """results.json as written (docs/architecture.md#run-folder); unknown sections as they were read."""
+        data: dict[str, Any] = {
+            **self.sections, "schema": SCHEMA, "run_id": self.run_id, "backend": self.backend,
+            "experiment": self.experiment, "status": self.status, "started_at": self.started_at,
+            "finished_at": self.finished_at, "counts": self.counts, "steps": [step.to_json() for step in self.steps],
+        }
+        optional = {"repairs": self.repairs, "root": self.root, "commit": self.commit, "branch": self.branch,
+                    "reported_by": self.reported_by, "run_key": self.run_key}
+        data.update({key: value for key, value in optional.items() if value is not None})
+        if self.azureml is not None:
+            data["azureml"] = self.azureml.to_json()
+        return data
+
 
 _RUN_KEYS = frozenset({"schema", "run_id", "status", "steps", "counts", "backend", "experiment", "started_at",
-                       "finished_at", "repairs", "root", "commit", "branch", "reported_by", "azureml"})
+                       "finished_at", "repairs", "root", "commit", "branch", "reported_by", "run_key", "azureml"})
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -182,14 +208,14 @@ class RunRecord:
             self._steps[result.step] = result
             self._write()
 
-    def finish(self, *, interrupted: bool = False, **extra: Any) -> dict[str, Any]:
+    def finish(self, *, interrupted: bool = False, **extra: Any) -> RunResults:
         with self._lock:
             self._data.update(extra)
             steps = self._ordered()
             self._data["status"] = overall_status(steps, finished=True, interrupted=interrupted)
             self._data["finished_at"] = utc_now()
             self._write()
-            return dict(self._data)
+            return RunResults.from_json(self._data)
 
     def _ordered(self) -> list[StepResult]:
         return sorted(self._steps.values(), key=lambda s: self._order.get(s.step, len(self._order)))

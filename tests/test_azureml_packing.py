@@ -243,17 +243,22 @@ def test_packed_notebooks_log_child_runs_that_the_report_node_finds(tmp_path: Pa
 def test_a_followed_azure_ml_run_records_the_jobs_commit_and_branch_for_the_history(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from orchestrator.azureml.backend import azureml_info
+    from dataclasses import replace
+
+    from orchestrator.azureml.backend import azureml_job, job_tag
     from orchestrator.azureml.submit import Submitted
     from orchestrator.history import run_from_folder
+    from orchestrator.results import load_results
 
     job = SimpleNamespace(tags={"commit": "abc123", "branch": "topic", "plan": "orchestrator.yml"})
-    info = azureml_info(Submitted("job-1", None, True, job), "key", status="Completed")
-    assert (info["commit"], info["branch"], info["azureml"]["job_name"]) == ("abc123", "topic", "job-1")
+    submitted = Submitted("job-1", None, True, job)
+    assert (job_tag(submitted, "commit"), job_tag(submitted, "branch")) == ("abc123", "topic")
     folder = fake_run(tmp_path / "run", run_id="r", started_at="2026-01-01T00:00:00Z", root=tmp_path,
                       steps=[FakeStep("a.ipynb")], backend="azureml", commit=None, branch=None)
-    data = json.loads((folder / "results.json").read_text())
-    (folder / "results.json").write_text(json.dumps({**data, **info}))
+    followed = replace(load_results(folder), azureml=azureml_job(submitted, "key", status="Completed"),
+                       commit=job_tag(submitted, "commit"), branch=job_tag(submitted, "branch"))
+    (folder / "results.json").write_text(json.dumps(followed.to_json()))
+    assert json.loads((folder / "results.json").read_text())["azureml"]["job_name"] == "job-1"
     entry = run_from_folder(folder)
     assert (entry.backend, entry.commit, entry.branch) == ("azureml", "abc123", "topic")
 

@@ -92,7 +92,7 @@ def pipeline(store: Any, tmp_path: Path) -> dict[str, Any]:
 def test_the_report_node_accounts_for_every_expected_step(pipeline: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "report"
     results = finalize.run(run_key=RUN_KEY, expected_text=collect.encode_expected(EXPECTED), title="examples",
-                           out=out, devops=None, own_run=pipeline["report"])
+                           out=out, devops=None, own_run=pipeline["report"]).to_json()
     by_step = {s["step"]: s for s in results["steps"]}
     assert [s["step"] for s in results["steps"]] == [e["step"] for e in EXPECTED]
     assert by_step["prep"]["status"] == "passed" and by_step["prep"]["metrics"] == {"rows": 100}
@@ -147,7 +147,7 @@ def test_a_failing_devops_callback_never_fails_the_report(pipeline: dict[str, An
     monkeypatch.setattr(orchestrator.devops, devops_hook.HOOK_FUNCTION, stale_callback, raising=False)
     devops = {"token_secret": "devops-token", "properties": {"PlanId": "1"}}
     results = finalize.run(run_key=RUN_KEY, expected_text=collect.encode_expected(EXPECTED), title="examples",
-                           out=tmp_path / "report", devops=devops, own_run=pipeline["report"])
+                           out=tmp_path / "report", devops=devops, own_run=pipeline["report"]).to_json()
     assert calls and calls[0][0] == tmp_path / "report" and calls[0][1] == devops
     assert results["status"] == "failed" and (tmp_path / "report" / "junit.xml").is_file()
 

@@ -54,7 +54,7 @@ def test_without_wait_it_submits_one_job_and_records_it(fake: FakeMLClient, plan
     outcome = backend(tmp_path).run(plan, options(tmp_path, wait=False), PlainProgress())
     assert outcome.status == SUBMITTED
     assert fake.jobs.created == [job_name_for_key("20261126-100000-abcdef")]
-    info = outcome.results["azureml"]
+    info = outcome.results.to_json()["azureml"]
     assert info["job_name"] == fake.jobs.created[0] and info["studio_url"].startswith("https://ml.azure.com/runs/")
     assert info["run_key"] == "20261126-100000-abcdef"  # a new run: nothing reused
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == SUBMITTED
@@ -267,5 +267,5 @@ def test_a_stop_request_while_waiting_cancels_the_job_and_still_leaves_a_run_rec
     run_options.stop.request("the DevOps job was cancelled")
     outcome = backend(tmp_path).run(plan, run_options, PlainProgress())
     assert fake.jobs.cancelled == [name]
-    assert outcome.results["azureml"]["status"] == "Canceled"
-    assert {s["step"] for s in outcome.results["steps"]} == {s.id for s in plan.steps}
+    assert outcome.results.azureml is not None and outcome.results.azureml.status == "Canceled"
+    assert {s.step for s in outcome.results.steps} == {s.id for s in plan.steps}

@@ -48,7 +48,7 @@ def local(pipeline: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
 
     run_dir = tmp_path_factory.mktemp("local-run")
     outcome = get_backend("local").run(load_plan(pipeline[0]), RunOptions(run_dir=run_dir, run_id="local"), PlainProgress())
-    return statuses(outcome.results)
+    return statuses(outcome.results.to_json())
 
 
 @pytest.mark.slow
@@ -62,8 +62,8 @@ def test_report_is_complete_and_true(names: tuple[str, ...], pipeline: tuple[Pat
 
     def backstop_agrees(results: dict[str, Any], job: Any, folder: Path) -> None:
         built = backstop(workspace, results["azureml"]["job_name"], folder, expected=expected_of(job), run_id="backstop",
-                         title="emulated", extra={})
-        assert statuses(built) == local
+                         title="emulated")
+        assert statuses(built.to_json()) == local
 
     assumptions = Assumptions.parse(names, search_lag_s=SEARCH_LAG_S)
     workspace = EmulatedWorkspace(tmp_path / "workspace", assumptions=assumptions,

@@ -16,7 +16,7 @@ from orchestrator.azureml.submit import Submitted, azure_errors, submit_plan
 from orchestrator.backends import RunOptions, RunOutcome
 from orchestrator.plan.spec import ResolvedPlan
 from orchestrator.progress import Progress
-from orchestrator.results import count_statuses, utc_now, write_json_atomic
+from orchestrator.results import RESULTS_FILE, AzureMLJob, RunResults, utc_now, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE
 
 log = logging.getLogger("orchestrator.azureml")
@@ -47,12 +47,15 @@ class AzureMLBackend:
                       run_key=compile_options.run_key, poll_s=self.poll_s)
 
 
-def azureml_info(submitted: Submitted, run_key: str, **more: Any) -> dict[str, Any]:
-    # The job's commit and branch tags (compile.py) go to the run record too: the run history files runs by them.
-    tags = getattr(submitted.job, "tags", None) or {}
-    code = {key: tags[key] for key in ("commit", "branch") if isinstance(tags.get(key), str)}
-    return {"azureml": {"job_name": submitted.name, "studio_url": submitted.studio_url, "run_key": run_key,
-                        "submitted": submitted.created, **more}, **code}
+def azureml_job(submitted: Submitted, run_key: str, status: str | None = None) -> AzureMLJob:
+    return AzureMLJob(job_name=submitted.name, studio_url=submitted.studio_url, run_key=run_key, status=status,
+                      submitted=submitted.created)
+
+
+def job_tag(submitted: Submitted, name: str) -> str | None:
+    """The job's commit and branch tags (compile.py) go to the run record too: the run history files runs by them."""
+    value = (getattr(submitted.job, "tags", None) or {}).get(name)
+    return value if isinstance(value, str) else None
 
 
 def follow(client: Any, submitted: Submitted, *, options: RunOptions, progress: Progress,
@@ -60,10 +63,10 @@ def follow(client: Any, submitted: Submitted, *, options: RunOptions, progress: 
     """After submission: either record the submission (no --wait) or wait and collect the run folder."""
     progress.message(f"Azure ML job {submitted.name}: {submitted.studio_url or '(no studio URL)'}")
     if not options.wait:
-        results = {"schema": 1, "run_id": options.run_id, "backend": "azureml", "experiment": title,
-                   "status": SUBMITTED, "started_at": utc_now(), "finished_at": None, "counts": count_statuses([]),
-                   "steps": [], **azureml_info(submitted, run_key)}
-        write_json_atomic(options.run_dir / "results.json", results)
+        results = RunResults(run_id=options.run_id, status=SUBMITTED, steps=[], backend="azureml", experiment=title,
+                             started_at=utc_now(), azureml=azureml_job(submitted, run_key),
+                             commit=job_tag(submitted, "commit"), branch=job_tag(submitted, "branch"))
+        write_json_atomic(options.run_dir / RESULTS_FILE, results.to_json())
         return RunOutcome(status=SUBMITTED, results=results)
     started = time.monotonic()
     progress.run_started(options.run_id, len(expected), str(options.run_dir))
@@ -73,9 +76,10 @@ def follow(client: Any, submitted: Submitted, *, options: RunOptions, progress: 
                                stop=lambda: options.stop.reason)
             results = watch.collect_run(client, submitted.name, Path(options.run_dir), expected=expected,
                                         run_id=options.run_id, title=title,
-                                        extra=azureml_info(submitted, run_key, status=final))
+                                        azureml=azureml_job(submitted, run_key, status=final),
+                                        commit=job_tag(submitted, "commit"), branch=job_tag(submitted, "branch"))
     except KeyboardInterrupt:
         progress.message(f"stopped waiting; job {submitted.name} keeps running in Azure ML: {submitted.studio_url}")
         raise
-    progress.run_finished(results["status"], results["counts"], time.monotonic() - started)
-    return RunOutcome(status=results["status"], results=results)
+    progress.run_finished(results.status, results.counts, time.monotonic() - started)
+    return RunOutcome(status=results.status, results=results)

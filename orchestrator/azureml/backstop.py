@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 
 from orchestrator.azureml import devops_hook, watch
 from orchestrator.errors import InfrastructureError
+from orchestrator.results import AzureMLJob, RunResults
 
 log = logging.getLogger("orchestrator.azureml")
 
@@ -151,10 +152,9 @@ def report_job(client: Any, name: str, *, secrets: SecretGetter | None = None, w
         if built:
             with azure_errors(f"collecting the outputs of pipeline job {name}"):
                 results = watch.backstop(client, name, run_dir, expected=collect.decode_expected(str(input_value(inputs, "expected"))),
-                                         run_id=name, title=title,
-                                         extra={"azureml": {"job_name": name, "studio_url": getattr(job, "studio_url", None),
-                                                            "status": status},
-                                                "reported_by": REPORTED_BY})
+                                         run_id=name, title=title, reported_by=REPORTED_BY,
+                                         azureml=AzureMLJob(job_name=name, status=status,
+                                                            studio_url=getattr(job, "studio_url", None)))
             from orchestrator.report import build_report
 
             build_report(run_dir)
@@ -274,7 +274,7 @@ def _restore(tracking: Any, run_id: str, run_dir: Path) -> bool:
     return True
 
 
-def _store(tracking: Any, run_id: str, run_dir: Path, results: Mapping[str, Any] | None) -> None:
+def _store(tracking: Any, run_id: str, run_dir: Path, results: RunResults | None) -> None:
     """The report files (and devops.json once written) to the pipeline run's `report/` artifacts; the run's
     counts as metrics and its status as a tag the first time, as the report node logs them (finalize)."""
     if results is not None:

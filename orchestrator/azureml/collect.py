@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from orchestrator.results import SCHEMA, count_statuses, overall_status, utc_now, write_json_atomic
+from orchestrator.results import RESULTS_FILE, RunResults, overall_status, utc_now, write_json_atomic
 from steps.step_result import StepError, StepResult
 
 # A literal input larger than this is sent compressed: it is also a command-line argument of the report
@@ -126,29 +126,21 @@ def step_result(entry: Mapping[str, Any], finding: Finding | None, done: Mapping
 
 
 def assemble(expected: Sequence[Mapping[str, Any]], findings: Mapping[str, Finding], *, run_id: str,
-             title: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """results.json (docs/architecture.md#run-folder) for the expected steps, in plan order."""
+             title: str, reported_by: str) -> RunResults:
+    """The run record (docs/architecture.md#run-folder) of the expected steps, in plan order; the caller adds
+    what it knows of the job (dataclasses.replace)."""
     done: dict[str, StepResult] = {}
     for entry in expected:
         done[entry["step"]] = step_result(entry, findings.get(entry["step"]), done)
     steps = list(done.values())
     starts = sorted(s.started_at for s in steps if s.started_at is not None)
     ends = sorted(s.finished_at for s in steps if s.finished_at is not None)
-    return {
-        "schema": SCHEMA,
-        "run_id": run_id,
-        "backend": "azureml",
-        "experiment": title,
-        "status": overall_status(steps, finished=True),
-        "started_at": starts[0] if starts else utc_now(),
-        "finished_at": ends[-1] if ends else utc_now(),
-        "counts": count_statuses(steps),
-        "steps": [step.to_json() for step in steps],
-        **dict(extra or {}),
-    }
+    return RunResults(run_id=run_id, status=overall_status(steps, finished=True), steps=steps, backend="azureml",
+                      experiment=title, started_at=starts[0] if starts else utc_now(),
+                      finished_at=ends[-1] if ends else utc_now(), reported_by=reported_by)
 
 
-def write(run_dir: Path, results: Mapping[str, Any]) -> Path:
-    path = run_dir / "results.json"
-    write_json_atomic(path, dict(results))
+def write(run_dir: Path, results: RunResults) -> Path:
+    path = run_dir / RESULTS_FILE
+    write_json_atomic(path, results.to_json())
     return path

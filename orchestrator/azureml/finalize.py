@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from orchestrator.azureml import collect, devops_hook, discover
-from steps.step_result import StepResult
+from orchestrator.results import RunResults
 
 log = logging.getLogger("orchestrator.azureml")
 
@@ -45,7 +46,7 @@ def gather(client: Any, *, own_run: str, run_key: str | None, expected: Sequence
     return {step: discover.fetch_first(client, candidates, out / "steps" / step) for step, candidates in runs.items()}
 
 
-def build(out: Path, results: Mapping[str, Any]) -> list[Path]:
+def build(out: Path, results: RunResults) -> list[Path]:
     """results.json, then junit.xml and report.html with the local run's report code."""
     files = [collect.write(out, results)]
     try:
@@ -58,15 +59,14 @@ def build(out: Path, results: Mapping[str, Any]) -> list[Path]:
     return files
 
 
-def log_to_mlflow(client: Any, run_id: str, results: Mapping[str, Any], files: Sequence[Path]) -> None:
+def log_to_mlflow(client: Any, run_id: str, results: RunResults, files: Sequence[Path]) -> None:
     """The run's counts, each notebook's status and metrics, and the report files, on the report's run."""
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
-    metrics = [Metric(f"notebooks_{status}", float(n), now, 0) for status, n in results.get("counts", {}).items()]
-    tags = [RunTag(STATUS_TAG, str(results.get("status")))]
-    for index, raw in enumerate(results.get("steps", [])):
-        step = StepResult.from_json(raw, index)
+    metrics = [Metric(f"notebooks_{status}", float(n), now, 0) for status, n in results.counts.items()]
+    tags = [RunTag(STATUS_TAG, results.status)]
+    for step in results.steps:
         sid = step.step
         tags.append(RunTag(f"status.{sid}", step.status))
         metrics.append(Metric(f"{sid}.passed", 1.0 if step.passed else 0.0, now, 0))
@@ -89,7 +89,7 @@ def _metric_key(name: str) -> str:
 
 
 def run(*, run_key: str | None, expected_text: str, title: str, out: Path, devops: Mapping[str, Any] | None,
-        own_run: str | None = None, parent_run: str | None = None) -> dict[str, Any]:
+        own_run: str | None = None, parent_run: str | None = None) -> RunResults:
     from mlflow.tracking import MlflowClient
 
     expected = collect.decode_expected(expected_text)
@@ -97,14 +97,14 @@ def run(*, run_key: str | None, expected_text: str, title: str, out: Path, devop
     client = MlflowClient()
     out.mkdir(parents=True, exist_ok=True)
     findings = gather(client, own_run=own, run_key=run_key, expected=expected, out=out, parent_run=parent_run)
-    results = collect.assemble(expected, findings, run_id=own, title=title,
-                               extra={"run_key": run_key, "reported_by": "azureml report node"})
+    results = replace(collect.assemble(expected, findings, run_id=own, title=title, reported_by="azureml report node"),
+                      run_key=run_key)
     files = build(out, results)
     try:
         log_to_mlflow(client, own, results, files)
     except Exception as exc:  # noqa: BLE001 - the report on disk matters more than its copy in MLflow
         log.warning("could not log the report to MLflow: %s: %s", type(exc).__name__, exc)
-    log.info("report status=%s %s", results["status"], " ".join(f"{k}={v}" for k, v in results["counts"].items() if v))
+    log.info("report status=%s %s", results.status, " ".join(f"{k}={v}" for k, v in results.counts.items() if v))
     log.info("%s", devops_hook.publish(out, devops))
     return results
 
@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     title = _text(args.title)
     devops = json.loads(args.devops) if args.devops else None
-    results = run(run_key=_text(args.run_key) if args.run_key else None, expected_text=args.expected, title=title,
-                  out=args.out, devops=devops, own_run=args.run_id, parent_run=args.parent_run_id)
+    run(run_key=_text(args.run_key) if args.run_key else None, expected_text=args.expected, title=title,
+        out=args.out, devops=devops, own_run=args.run_id, parent_run=args.parent_run_id)
     # The report node succeeds when it wrote the report: the notebooks' outcome is in the report, and the
     # pipeline's own status already reflects failed notebook nodes.
-    return 0 if results.get("steps") is not None else 1
+    return 0
 
 
 def _text(value: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,6 +23,7 @@ from orchestrator.azureml.compile import REPORT_NODE
 from orchestrator.azureml.components import PACK_OUTPUT, REPORT_OUTPUT, RESULT_OUTPUT
 from orchestrator.errors import InfrastructureError
 from orchestrator.progress import Progress
+from orchestrator.results import AzureMLJob, RunResults
 from steps.step_result import Status, StepResult, read_result_file
 
 log = logging.getLogger("orchestrator.azureml")
@@ -131,7 +133,7 @@ def copy_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, dirs_exist_ok=True)
 
 
-def from_report_node(client: Any, name: str, run_dir: Path) -> dict[str, Any] | None:
+def from_report_node(client: Any, name: str, run_dir: Path) -> RunResults | None:
     """The run folder the report node wrote, copied into `run_dir`; None when it wrote none."""
     with tempfile.TemporaryDirectory() as scratch:
         folder = _download(client, name, REPORT_OUTPUT, Path(scratch))
@@ -144,11 +146,11 @@ def from_report_node(client: Any, name: str, run_dir: Path) -> dict[str, Any] | 
         if not isinstance(results, dict) or not isinstance(results.get("steps"), list):
             return None
         copy_tree(folder, run_dir)
-    return results
+    return RunResults.from_json(results)
 
 
 def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mapping[str, Any]], run_id: str, title: str,
-             extra: Mapping[str, Any]) -> dict[str, Any]:
+             azureml: AzureMLJob | None = None, reported_by: str = "backstop on the submitting machine") -> RunResults:
     """Build the run record here from each notebook node's own output (docs/azureml-sdk.md#learning-each-steps-outcome, option 4)."""
     findings: dict[str, collect.Finding] = {}
     for child in children(client, name):
@@ -163,19 +165,21 @@ def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mappin
                     result = read_result_file(target, step_id=step)
             state = STATE.get(status, collect.NOT_STARTED if status not in STARTED else collect.RUNNING)
             findings[step] = collect.Finding(state=state, result=result, where=f"child job {child.name}")
-    results = collect.assemble(expected, findings, run_id=run_id, title=title,
-                               extra={"reported_by": "backstop on the submitting machine", **extra})
+    results = replace(collect.assemble(expected, findings, run_id=run_id, title=title, reported_by=reported_by),
+                      azureml=azureml)
     collect.write(run_dir, results)
     return results
 
 
 def collect_run(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mapping[str, Any]], run_id: str,
-                title: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """The finished job's run folder in `run_dir`: the report node's, or else the backstop's."""
+                title: str, azureml: AzureMLJob, commit: str | None = None, branch: str | None = None) -> RunResults:
+    """The finished job's run folder in `run_dir`: the report node's, or else the backstop's, with what this
+    machine knows of the job."""
     results = from_report_node(client, name, run_dir)
     if results is None:
         log.warning("job=%s: the report node left no report; building it here from the notebooks' outputs", name)
-        return backstop(client, name, run_dir, expected=expected, run_id=run_id, title=title, extra=extra)
-    results = {**results, **extra, "run_id": run_id}
+        results = backstop(client, name, run_dir, expected=expected, run_id=run_id, title=title)
+    results = replace(results, run_id=run_id, azureml=azureml, commit=commit or results.commit,
+                      branch=branch or results.branch)
     collect.write(run_dir, results)
     return results

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from orchestrator.errors import InvalidInputError, Problem
 from orchestrator.plan.spec import ResolvedPlan
 from orchestrator.progress import Progress
+from orchestrator.results import RunResults
 from steps.step_result import StepResult
 
 # name -> "module:class"
@@ -70,7 +71,7 @@ class RunOptions:
 @dataclass
 class RunOutcome:
     status: str  # passed | failed | interrupted
-    results: dict[str, Any]  # the final results.json
+    results: RunResults  # the final results.json
 
 
 class Backend(Protocol):

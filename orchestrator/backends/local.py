@@ -120,8 +120,8 @@ class _LocalRun:
             self.renderer.shutdown()
             extra = {"interrupted_by": self.interrupted} if self.interrupted else {}
             final = self.record.finish(interrupted=self.interrupted is not None, **extra)
-        self.progress.run_finished(final["status"], final["counts"], time.monotonic() - started)
-        return RunOutcome(status=final["status"], results=final)
+        self.progress.run_finished(final.status, final.counts, time.monotonic() - started)
+        return RunOutcome(status=final.status, results=final)
 
     async def _watch_stop_request(self, tasks: list[asyncio.Task[None]]) -> None:
         """A stop requested from another thread (e.g. DevOps shows the job cancelled) stops like Ctrl-C."""

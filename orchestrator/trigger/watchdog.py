@@ -39,6 +39,7 @@ from orchestrator.devops.http import DevOpsAuthError, DevOpsError
 from orchestrator.devops.publish import close_server_task, report_to_devops
 from orchestrator.devops.taskclient import CANCELLED_RESULTS, TaskClient, TaskState
 from orchestrator.errors import InfrastructureError
+from orchestrator.results import AzureMLJob
 from orchestrator.trigger.dedupe import azureml_job_name
 from orchestrator.trigger.intake import Accepted
 from orchestrator.trigger.messages import WrapUp
@@ -249,11 +250,11 @@ def _backstop(client: Any, message: WrapUp, name: str, context: DevOpsContext, s
         with azure_errors(f"collecting the outputs of pipeline job {name}"):
             results = watch.collect_run(client, name, run_dir, expected=collect.decode_expected(message.expected),
                                         run_id=name, title=message.title,
-                                        extra={"azureml": {"job_name": name, "studio_url": url, "status": status}})
+                                        azureml=AzureMLJob(job_name=name, studio_url=url, status=status))
         build_report(run_dir)
         outcome = report_to_devops(run_dir, context, policy=services.devops_policy, notes=[note])
     if outcome.task_completed or outcome.already_completed:
-        return completed(f"pipeline {name} ended ({status}, notebooks {results.get('status')}) and its task was "
+        return completed(f"pipeline {name} ended ({status}, notebooks {results.status}) and its task was "
                          f"still open: reported and closed ({outcome.task_result})")
     raise DevOpsError("; ".join(outcome.all_problems) or "the DevOps task could not be closed")
 
