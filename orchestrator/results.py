@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
 from steps.atomic import write_json_atomic
-from steps.step_result import NOT_PASSED, SCHEMA, STATUSES, StepResult, as_dict, parse_time, str_or_none, utc_now
+from steps.step_result import NOT_PASSED, SCHEMA, STATUSES, StepResult, Timed, as_dict, str_or_none, utc_now
 
 __all__ = ["NOT_PASSED", "SCHEMA", "STATUSES", "StepResult", "utc_now", "write_json_atomic", "RunRecord",
            "RunResults", "AzureMLJob", "load_results", "load_results_json", "count_statuses", "overall_status",
@@ -65,7 +64,7 @@ class AzureMLJob:
 
 
 @dataclass(frozen=True)
-class RunResults:
+class RunResults(Timed):
     """A run's results.json, typed. `sections` keeps the keys this version does not know, as written."""
 
     run_id: str
@@ -93,14 +92,6 @@ class RunResults:
     def counts(self) -> dict[str, int]:
         # Counted from the steps, never read from the file: a partial file may hold stale counts.
         return count_statuses(self.steps)
-
-    @property
-    def started(self) -> datetime | None:
-        return parse_time(self.started_at)
-
-    @property
-    def finished(self) -> datetime | None:
-        return parse_time(self.finished_at)
 
     @property
     def wall_s(self) -> float | None:

@@ -88,8 +88,23 @@ class Expectation:
         return {"metric": self.metric, "rule": self.rule, "actual": self.actual, "ok": self.ok}
 
 
+class Timed:
+    """A record with ISO 8601 `started_at`/`finished_at` text, read as aware datetimes (None when unreadable)."""
+
+    started_at: str | None
+    finished_at: str | None
+
+    @property
+    def started(self) -> datetime | None:
+        return parse_time(self.started_at)
+
+    @property
+    def finished(self) -> datetime | None:
+        return parse_time(self.finished_at)
+
+
 @dataclass(frozen=True)
-class StepResult:
+class StepResult(Timed):
     step: str  # the step id
     notebook: str  # relative to the plan's folder, forward slashes
     status: RecordedStatus
@@ -133,14 +148,6 @@ class StepResult:
     def transient_failure(self) -> bool:
         """An error worth another attempt (see TRANSIENT_KINDS)."""
         return self.status == "error" and self.error is not None and self.error.transient
-
-    @property
-    def started(self) -> datetime | None:
-        return parse_time(self.started_at)
-
-    @property
-    def finished(self) -> datetime | None:
-        return parse_time(self.finished_at)
 
     @property
     def folder(self) -> str:
