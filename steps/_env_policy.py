@@ -18,9 +18,11 @@ HF_TOKEN, say); never the orchestrator's own credentials, never a `secret_env` n
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # The orchestrator's own credentials. Exact names (upper case) and prefixes.
 _OWN_NAMES = frozenset({
@@ -119,3 +121,25 @@ class EnvPolicy:
                 kept[name] = value
         return kept, sorted(removed)
 
+
+def kernel_environment(
+    base: Mapping[str, str],
+    *,
+    extra: Mapping[str, str] = {},
+    pythonpath: Sequence[Path] = (),
+    policy: EnvPolicy = EnvPolicy(),
+) -> tuple[dict[str, str], list[str]]:
+    """(the kernel's environment, the names withheld): ours plus `extra`, with `pythonpath` first on
+    PYTHONPATH, minus whatever the secret policy above removes.
+
+    The policy applies last so that nothing (not even `extra`) can pass a secret to a notebook.
+    """
+    env = dict(base)
+    env.update(extra)
+    if pythonpath:
+        existing = [part for part in env.get("PYTHONPATH", "").split(os.pathsep) if part]
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(p).resolve()) for p in pythonpath] + existing)
+    # debugpy (imported by ipykernel) warns about frozen modules on every start; the warning is noise in
+    # kernel.log, not something a notebook author can act on.
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return policy.apply(env)

@@ -32,6 +32,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 try:
     from . import _env_policy, _isolation, _warm
@@ -39,6 +40,8 @@ except ImportError:  # run as a script (steps/run_notebook.py puts this folder o
     import _env_policy  # type: ignore[no-redef]
     import _isolation  # type: ignore[no-redef]
     import _warm  # type: ignore[no-redef]
+
+kernel_environment = _env_policy.kernel_environment  # the rule lives with the secret policy it ends with
 
 # An in-memory IPython history: concurrent kernels otherwise contend for one sqlite file (the same default
 # nbclient uses, `NotebookClient.ipython_hist_file`).
@@ -83,29 +86,6 @@ def is_ipykernel(spec: KernelSpec) -> bool:
     return any("ipykernel" in part for part in spec.argv)
 
 
-def kernel_environment(
-    base: Mapping[str, str],
-    *,
-    extra: Mapping[str, str] = {},
-    pythonpath: Sequence[Path] = (),
-    policy: _env_policy.EnvPolicy = _env_policy.EnvPolicy(),
-) -> tuple[dict[str, str], list[str]]:
-    """(the kernel's environment, the names withheld): ours plus `extra`, with `pythonpath` first on
-    PYTHONPATH, minus whatever the secret policy (steps/_env_policy.py) removes.
-
-    The policy applies last so that nothing (not even `extra`) can pass a secret to a notebook.
-    """
-    env = dict(base)
-    env.update(extra)
-    if pythonpath:
-        existing = [part for part in env.get("PYTHONPATH", "").split(os.pathsep) if part]
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(p).resolve()) for p in pythonpath] + existing)
-    # debugpy (imported by ipykernel) warns about frozen modules on every start; the warning is noise in
-    # kernel.log, not something a notebook author can act on.
-    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return policy.apply(env)
-
-
 def _context() -> zmq.asyncio.Context:
     # One zmq context for every kernel and client of this process (jupyter_client otherwise creates one per
     # manager and one per client): each costs an I/O thread, and destroying it blocks the event loop for up
@@ -120,6 +100,24 @@ def _context() -> zmq.asyncio.Context:
     return _shared_context
 
 
+class ForkProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, launching by a fork of a warm parent instead of Popen: the documented
+    plug-in point (`jupyter_client.provisioning`), so the manager, clients and shutdown work as for any kernel."""
+
+    warm: _warm.WarmParent | None = None
+    fork_request: dict[str, Any] = {}
+    request_file: Path | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        assert self.warm is not None and self.request_file is not None
+        request = {**self.fork_request, "argv": cmd, "env": dict(kwargs["env"]), "cwd": str(kwargs["cwd"])}
+        forked = await self.warm.fork(request, self.request_file)
+        self.process = forked  # type: ignore[assignment]  # the subset of Popen that jupyter_client uses
+        self.pid = self.pgid = forked.pid  # the outer process leads its own session, as Popen's would
+        self.cwd = kwargs["cwd"]
+        return self.connection_info
+
+
 class _ConfinedKernelManager(AsyncKernelManager):
     """jupyter_client's manager, with the kernel's command line put inside its confinement: the one place
     where the launch differs from jupyter_client's (its provisioner calls `format_kernel_cmd`)."""
@@ -129,7 +127,7 @@ class _ConfinedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         command = super().format_kernel_cmd(extra_arguments)
-        if self.confinement is None or isinstance(self.provisioner, _warm.ForkProvisioner):
+        if self.confinement is None or isinstance(self.provisioner, ForkProvisioner):
             return command  # a forked kernel confines itself (steps/_zygote.py)
         return self.confinement.command(command, self.search_path)
 
@@ -167,7 +165,7 @@ class LocalKernel:
         self.warm = warm
         if warm is not None:  # jupyter_client uses a provisioner that is already set (manager.pre_start_kernel)
             self.km.kernel_id = str(uuid.uuid4())
-            provisioner = _warm.ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec,
+            provisioner = ForkProvisioner(kernel_id=self.km.kernel_id, kernel_spec=self.km.kernel_spec,
                                                 parent=self.km)
             provisioner.warm = warm
             provisioner.request_file = self._folder / "fork-request.json"

@@ -35,13 +35,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from jupyter_client.kernelspec import KernelSpec
-from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+if TYPE_CHECKING:
+    from jupyter_client.kernelspec import KernelSpec
 
 try:
     from . import _isolation
@@ -63,10 +63,9 @@ class WarmParentError(Exception):
     """The warm parent could not fork this kernel (the step starts a cold one)."""
 
 
-def fork_command(spec: KernelSpec, path: str | None) -> tuple[str, ...] | None:
-    """(the resolved interpreter, `-m`, the launcher module) when the kernelspec runs ipykernel as a module of a
-    Python interpreter, the only command line a fork reproduces exactly; None otherwise."""
-    argv = list(spec.argv)
+def fork_command(argv: Sequence[str], path: str | None) -> tuple[str, ...] | None:
+    """(the resolved interpreter, `-m`, the launcher module) when a kernelspec's argv runs ipykernel as a module of
+    a Python interpreter, the only command line a fork reproduces exactly; None otherwise."""
     if len(argv) < 3 or argv[1] != "-m" or argv[2] not in _LAUNCHERS:
         return None
     python: str | None = argv[0]
@@ -223,24 +222,6 @@ class WarmParent:
             self.process.stdout.close()
 
 
-class ForkProvisioner(LocalProvisioner):
-    """jupyter_client's local provisioner, launching by a fork of a warm parent instead of Popen: the documented
-    plug-in point (`jupyter_client.provisioning`), so the manager, clients and shutdown work as for any kernel."""
-
-    warm: WarmParent | None = None
-    fork_request: dict[str, Any] = {}
-    request_file: Path | None = None
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        assert self.warm is not None and self.request_file is not None
-        request = {**self.fork_request, "argv": cmd, "env": dict(kwargs["env"]), "cwd": str(kwargs["cwd"])}
-        forked = await self.warm.fork(request, self.request_file)
-        self.process = forked  # type: ignore[assignment]  # the subset of Popen that jupyter_client uses
-        self.pid = self.pgid = forked.pid  # the outer process leads its own session, as Popen's would
-        self.cwd = kwargs["cwd"]
-        return self.connection_info
-
-
 @dataclass(frozen=True)
 class _Key:
     """What a warm parent was started with; a kernel is forked from it only if its own key is equal."""
@@ -250,12 +231,12 @@ class _Key:
     isolation: _isolation.Isolation
 
 
-def _parent_key(spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation,
+def _parent_key(argv: Sequence[str], env: Mapping[str, str], isolation: _isolation.Isolation,
                 late: Collection[str]) -> tuple[_Key, dict[str, str]] | None:
     """(the key, the parent's environment) for a kernel that can be forked; None: it starts cold."""
     if not isolation.confined or not sys.platform.startswith("linux"):
         return None
-    command = fork_command(spec, env.get("PATH", os.defpath))
+    command = fork_command(argv, env.get("PATH", os.defpath))
     if command is None or not _absolute_path(env.get("PYTHONPATH", "")):
         return None
     early = {name: value for name, value in env.items() if name not in late and name != "PYTHONEXECUTABLE"}
@@ -266,11 +247,11 @@ def _parent_key(spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.
 _EARLY: dict[_Key, WarmParent] = {}
 
 
-def start_early(spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation, cwd: Path) -> bool:
+def start_early(argv: Sequence[str], env: Mapping[str, str], isolation: _isolation.Isolation, cwd: Path) -> bool:
     """Start the warm parent a run's first kernel will most likely need, before the orchestrator's own imports and
     set-up, so that the parent's imports overlap them. `env` holds no step folder; `cwd` is where the parent runs
     (its kernels set their own; sys.path does not hold it). Ended by the pool that adopts it, or at exit."""
-    found = _parent_key(spec, env, isolation, FORK_LATE)
+    found = _parent_key(argv, env, isolation, FORK_LATE)
     if found is None or found[0] in _EARLY:
         return False
     key, early = found
@@ -318,7 +299,7 @@ class KernelPool:
     def parent_for(self, spec: KernelSpec, env: Mapping[str, str], isolation: _isolation.Isolation,
                    cwd: Path) -> WarmParent | None:
         """The warm parent to fork this kernel from (started now if needed), or None: start it cold."""
-        found = None if self._closed else _parent_key(spec, env, isolation, self.late)
+        found = None if self._closed else _parent_key(spec.argv, env, isolation, self.late)
         if found is None:
             return None
         key, early = found

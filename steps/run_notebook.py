@@ -278,7 +278,7 @@ class _StepRun:
         folders = {STEP_OUTPUT_ENV: str(output_dir.resolve()),
                    AFTER_OUTPUTS_ENV: json.dumps({notebook: str(Path(folder).resolve())
                                                   for notebook, folder in request.after_outputs.items()})}
-        env, withheld = _kernel.kernel_environment(
+        env, withheld = _env_policy.kernel_environment(
             os.environ, extra={**folders, **request.env}, pythonpath=request.pythonpath,
             policy=_env_policy.EnvPolicy.of(request.secret_env, request.pass_env))
         try:

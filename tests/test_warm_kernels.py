@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.backends.warm_start import start_warm_parent
 from orchestrator.plan import load_plan
 from steps import _kernel, _warm, run_notebook
 from steps.run_notebook import StepRequest, run_step
@@ -248,3 +249,18 @@ def test_the_plan_setting_and_the_command_line_option_turn_warm_kernels_off(tmp_
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "plan.json").read_text(encoding="utf-8"))["warm_kernels"] is False
     assert [_was_warm(folder) for folder in sorted((out / "steps").iterdir())] == [False, False]
+
+
+def test_the_parent_started_before_the_run_serves_its_first_kernel(tmp_path: Path) -> None:
+    """orchestrator/backends/warm_start.py guesses the first kernel's parent from the plan alone (no jupyter_client):
+    the run's pool adopts it, and the kernel is forked from it, not from a second parent."""
+    make_notebook(tmp_path / "a.ipynb", "x = 1")
+    plan = load_plan(tmp_path)
+    assert start_warm_parent(plan)
+    pool = _pool(tmp_path)
+    pythonpath = [tmp_path / folder for folder in plan.steps[0].pythonpath]  # as the local backend asks
+    result = asyncio.run(_in_order(pool, [StepRequest(notebook_path=tmp_path / "a.ipynb", output_dir=tmp_path / "out",
+                                                      pythonpath=pythonpath)]))
+    assert result[0].status == "passed" and _was_warm(tmp_path / "out")
+    assert pool.forked == 1 and pool.started == 0
+    assert left_running(str(tmp_path)) == []
