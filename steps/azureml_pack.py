@@ -39,6 +39,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plan-root", type=azureml_step.text, required=True)
     p.add_argument("--pack", type=json.loads, required=True, help="The notebooks, in running order, JSON")
     p.add_argument("--run-key", type=azureml_step.text, default=None)
+    p.add_argument("--invocation-parameters", type=azureml_step.json_object, default={})
     p.add_argument("--output-dir", action="append", type=Path, required=True, help="One per notebook, in order")
     p.add_argument("--secret-env", action="append", default=[])
     p.add_argument("--pass-env", action="append", default=[])
@@ -67,6 +68,7 @@ def notebook_args(args: argparse.Namespace, index: int) -> argparse.Namespace:
         timeout=entry["timeout"], cell_timeout=entry["cell_timeout"], retries=int(entry["retries"]),
         target=entry["target"], environment=entry["environment"], pythonpath=entry["pythonpath"],
         output_limit=int(entry["output_limit"]), run_key=args.run_key, output_dir=args.output_dir[index],
+        invocation_parameters=args.invocation_parameters,
         secret_env=args.secret_env, pass_env=args.pass_env, require_isolation=args.require_isolation,
         after_result=after, runner=args.runner, code_root=args.code_root,
     )

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__:  # imported as steps.azureml_step (tests, the local tree)
     from . import mlflow_log
@@ -41,6 +42,22 @@ def text(value: str) -> str:
     return json.loads(value[len(JSON_PREFIX) :]) if value.startswith(JSON_PREFIX) else value
 
 
+def json_object(value: str) -> dict[str, Any]:
+    """--invocation-parameters: a JSON object (an endpoint's `parameters` input, given by whoever invokes it)."""
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {value[:200]!r}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of notebook parameters, got {value[:200]!r}")
+    return parsed
+
+
+def merged_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The compiled parameters, with the ones given for this run over them (as --param over the plan's)."""
+    return {**args.parameters, **getattr(args, "invocation_parameters", {})}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run one notebook in an Azure ML node, then log it to MLflow.")
     p.add_argument("--plan-root", type=text, required=True, help="Plan folder relative to the code snapshot")
@@ -55,6 +72,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--environment", type=text, required=True)
     p.add_argument("--pythonpath", type=json.loads, default=[])
     p.add_argument("--run-key", type=text, default=None)
+    p.add_argument("--invocation-parameters", type=json_object, default={},
+                   help="Notebook parameters given for this run (a published endpoint's input), JSON object")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--secret-env", action="append", default=[])
     p.add_argument("--pass-env", action="append", default=[])
@@ -79,7 +98,7 @@ def runner_command(args: argparse.Namespace, root: Path) -> list[str]:
         "--output-dir", str(args.output_dir),
         "--step", args.step,
         "--notebook-rel", args.notebook,
-        "--parameters", json.dumps(args.parameters),
+        "--parameters", json.dumps(merged_parameters(args)),
         "--kernel", args.kernel,
         "--target", args.target,
         "--environment", args.environment,

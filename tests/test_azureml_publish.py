@@ -62,6 +62,9 @@ def test_publish_out_writes_an_endpoint_and_deployment_that_azure_ai_ml_loads(
     expected = json.loads(component.inputs["expected"].default)
     assert [e["step"] for e in expected][-2:] == ["scratch_wip", "scratch_after_wip"]  # skipped ones reported too
     assert component.inputs["devops"].optional is True
+    assert component.inputs["parameters"].default == "{}"  # notebook parameters per invocation, bound to every node
+    bound = {getattr(node.inputs["invocation_parameters"]._data, "path", None) for node in component.jobs.values()}
+    assert bound == {"${{parent.inputs.parameters}}"}
     for tag in ("orchestrator", "plan", "repository"):  # what the backstop recognises the invoked job by
         assert component.tags[tag] and deployment.tags[tag] == component.tags[tag]
     assert component.tags["endpoint"] == "nb-examples"
@@ -69,6 +72,25 @@ def test_publish_out_writes_an_endpoint_and_deployment_that_azure_ai_ml_loads(
     assert (node.display_name, node.tags["step"]) == ("models/02_train.ipynb", "models_02_train")
     written = "".join((out / name).read_text() for name in ("endpoint.yml", "deployment.yml", "component.yml"))
     assert SECRET not in written and "MY_TOKEN" in written  # the name crosses, never the value
+
+
+def test_parameters_given_at_invocation_go_over_the_compiled_ones_in_a_node_and_a_pack() -> None:
+    from steps import azureml_pack, azureml_step
+
+    args = azureml_step.parse(["--plan-root", ".", "--step", "a", "--notebook", "a.ipynb", "--kernel", "python3",
+                               "--target", "cpu", "--environment", "cpu", "--output-dir", "out",
+                               "--parameters", '{"day": "mon", "k": 1}', "--invocation-parameters", '{"day": "tue"}'])
+    command = azureml_step.runner_command(args, Path("/code"))
+    assert json.loads(command[command.index("--parameters") + 1]) == {"day": "tue", "k": 1}
+    entry = {"step": "a", "notebook": "a.ipynb", "parameters": {"day": "mon"}, "expect": {}, "kernel": "python3",
+             "kernel_required": False, "timeout": None, "cell_timeout": None, "retries": 0, "target": "cpu",
+             "environment": "cpu", "pythonpath": [], "output_limit": 1000, "after_inputs": [], "after_inside": []}
+    pack = azureml_pack.parse(["--plan-root", ".", "--pack", json.dumps([entry]), "--output-dir", "out",
+                               "--invocation-parameters", '{"day": "tue"}'])
+    assert azureml_step.merged_parameters(azureml_pack.notebook_args(pack, 0)) == {"day": "tue"}
+    with pytest.raises(SystemExit):  # not an object: the node fails with argparse's message in its log
+        azureml_step.parse(["--plan-root", ".", "--step", "a", "--notebook", "a.ipynb", "--kernel", "k", "--target",
+                            "t", "--environment", "e", "--output-dir", "o", "--invocation-parameters", "[1]"])
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -106,7 +128,7 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
     from tests.emulator_support import SETTLE_S
     from tests.trigger_support import VAULT, FakeSecrets, make_services, notebook_repo
 
-    repo, _ = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "x = 1", "nb/b.ipynb": "y = 2"},
+    repo, _ = notebook_repo(tmp_path / "repo", {"nb/a.ipynb": "assert who == 'endpoint'", "nb/b.ipynb": "y = 2"},
                             "version: 1\nexperiment: endpoint\ndefaults: {retries: 0}\nnotebooks:\n  - glob: 'nb/*.ipynb'\n")
     # defaults-hidden: the invoked job lists only run_key and devops; the backstop reads the rest from the component.
     workspace = EmulatedWorkspace(tmp_path / "workspace",
@@ -127,6 +149,7 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
             workspace.batch_endpoints.invoke("nb-endpoint", inputs={})
         invoked = workspace.batch_endpoints.invoke(
             "nb-endpoint", inputs={"run_key": Input(type="string", default="2026-12-03"),
+                                   "parameters": Input(type="string", default='{"who": "endpoint"}'),  # a asserts it
                                    "devops": Input(type="string", default=json.dumps(devops))})
         name = str(invoked.name)
         assert workspace.wait(name, timeout=300) == "Completed"
@@ -156,7 +179,8 @@ def test_an_invoked_endpoint_and_a_studio_clone_of_its_job_are_reported_by_the_b
         # Where the service lists the component's defaults on the job: read from the job itself. Same run_key:
         # every notebook is reused.
         workspace.assumptions = Assumptions(finalize_never=True)
-        shown = str(workspace.batch_endpoints.invoke("nb-endpoint", inputs={"run_key": "2026-12-03"}).name)
+        shown = str(workspace.batch_endpoints.invoke(
+            "nb-endpoint", inputs={"run_key": "2026-12-03", "parameters": '{"who": "endpoint"}'}).name)
         assert workspace.wait(shown, timeout=300) == "Completed" and "expected" in workspace.jobs.get(shown).inputs
         plain = handle(delivered(event(shown, "Completed", dict(workspace.jobs.get(shown).tags), event_id="e-4")),
                        services)

@@ -31,6 +31,17 @@ RESULT_OUTPUT = "result"
 REPORT_OUTPUT = "report"
 RUN_KEY = "run_key"
 AFTER_INPUT = "after_{}"
+# Notebook parameters given when the job is created, over the compiled ones: a published endpoint's `parameters`
+# input is bound to it (publish.py); a compiled job leaves it unset, and its `$[[...]]` block drops out.
+INVOCATION_INPUT = "invocation_parameters"
+INVOCATION_ARGUMENT = f"$[[--invocation-parameters '${{{{inputs.{INVOCATION_INPUT}}}}}']]"
+
+
+def _invocation_input() -> Any:
+    from azure.ai.ml import Input
+
+    return Input(type="string", optional=True,
+                 description="Notebook parameters of this run over the compiled ones, a JSON object (endpoints)")
 
 
 def kernel_policy_arguments(secret_env: tuple[str, ...], pass_env: tuple[str, ...],
@@ -58,6 +69,7 @@ def notebook_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots
         *(_setting_argument(setting) for setting in COMPONENT_SETTINGS),
         "--run-key '${{inputs.run_key}}'",
         "--output-dir '${{outputs.result}}'",
+        INVOCATION_ARGUMENT,
     ]
     parts.extend(kernel_policy_arguments(secret_env, pass_env, require_isolation))
     parts.extend(f"$[[--after-result '${{{{inputs.{AFTER_INPUT.format(i)}}}}}']]" for i in range(after_slots))
@@ -90,6 +102,7 @@ def notebook_component(*, code: Path, environment: Any, plan_root: str, secret_e
         "pythonpath": Input(type="string", description="Folders relative to the plan put on PYTHONPATH, JSON"),
         **{str(s.component_input): Input(type=s.input_type, optional=s.default is None, description=s.help)
            for s in COMPONENT_SETTINGS},
+        INVOCATION_INPUT: _invocation_input(),
     }
     inputs.update(_after_inputs(after_slots, "result folder of a notebook this one runs after"))
     return CommandComponent(
@@ -121,6 +134,7 @@ def pack_command(*, plan_root: str, secret_env: tuple[str, ...], after_slots: in
         f"--plan-root '{shell_arg(plan_root)}'",
         "--pack '${{inputs.pack}}'",
         "--run-key '${{inputs.run_key}}'",
+        INVOCATION_ARGUMENT,
     ]
     parts.extend(f"--output-dir '${{{{outputs.{PACK_OUTPUT.format(i)}}}}}'" for i in range(size))
     parts.extend(kernel_policy_arguments(secret_env, pass_env, require_isolation))
@@ -139,6 +153,7 @@ def pack_component(*, code: Path, environment: Any, plan_root: str, secret_env: 
     inputs: dict[str, Any] = {
         RUN_KEY: Input(type="string", description="Same key: completed packs are reused; new key: all run"),
         "pack": Input(type="string", description="The notebooks and their settings, in running order, JSON"),
+        INVOCATION_INPUT: _invocation_input(),
     }
     inputs.update(_after_inputs(after_slots, "result folder of a notebook in another node"))
     return CommandComponent(

@@ -5,12 +5,13 @@ component (Learn: migrate-to-v2-execution-pipeline). Each invocation creates a p
 with the literal inputs the caller gives (Learn: how-to-access-data-batch-endpoints-jobs).
 
 What the component is, and why:
-- the compiled job's notebook nodes, unchanged (same components, snapshot and environments, so a job invoked
-  here reuses what a `run` of the same commit completed, for the same run_key);
+- the compiled job's notebook nodes (same components, snapshot and environments as a `run`), each bound to the
+  endpoint's `parameters` input, so one invocation's notebook parameters reach every notebook;
 - **no report node**: a pipeline component cannot carry on_finalize (azure-ai-ml refuses "On_init/on_finalize
   is not supported for pipeline component"), and a report node without it would start with the notebooks.
   Every invoked job is reported by the Event Grid backstop (orchestrator/azureml/backstop.py);
-- inputs: `run_key` (required: each invocation names its own, so nothing is reused by accident), `devops`
+- inputs: `run_key` (required: each invocation names its own, so nothing is reused by accident), `parameters`
+  (a JSON object of notebook parameters for the run, bound to every node's `invocation_parameters`), `devops`
   (optional: the DevOps routing of the run, names only, as the report node takes it), and `expected`/`title`
   with the compiled values as defaults: what the backstop reads from the job to account for every notebook;
 - tags: the compiled job's (`orchestrator`, `plan`, `repository`, `commit`...) plus `endpoint`/`deployment` and
@@ -33,7 +34,7 @@ from typing import Any
 import yaml
 
 from orchestrator.azureml.compile import REPORT_NODE
-from orchestrator.azureml.components import RUN_KEY
+from orchestrator.azureml.components import INVOCATION_INPUT, RUN_KEY
 from orchestrator.errors import InvalidInputError, Problem
 
 DEFAULT_DEPLOYMENT = "notebooks"
@@ -41,6 +42,7 @@ COMPONENT_TAG = "component"  # name:version of the published component, on every
 EXPECTED_INPUT = "expected"  # the report node's input names: the backstop reads either (rerun.report_inputs)
 TITLE_INPUT = "title"
 DEVOPS_INPUT = "devops"
+PARAMETERS_INPUT = "parameters"  # notebook parameters of one invocation, bound to every node (components.py)
 # Run-time settings of the pipeline job (REST BatchPipelineComponentDeploymentConfiguration.settings): what the
 # compiled job sets, so one failing notebook does not cancel the others.
 SETTINGS = {"continue_on_step_failure": "True"}
@@ -107,8 +109,13 @@ def build(job: Any, *, endpoint: str, deployment: str = DEFAULT_DEPLOYMENT, vers
     name, version = component_name(endpoint), version or version_now()
     tags = {**{str(k): str(v) for k, v in (job.tags or {}).items()}, "endpoint": endpoint, "deployment": deployment,
             COMPONENT_TAG: f"{name}:{version}"}
+    for node in nodes.values():  # the compiled job is built for this publication: its nodes are changed in place
+        setattr(node.inputs, INVOCATION_INPUT, f"${{{{parent.inputs.{PARAMETERS_INPUT}}}}}")  # wrapped as a binding
     inputs = {
         RUN_KEY: Input(type="string", description="Names this run; the same key lets Azure ML reuse completed notebooks."),
+        PARAMETERS_INPUT: Input(type="string", optional=True, default="{}",
+                                description="Notebook parameters for this run, a JSON object: set in every notebook, "
+                                            "over the published values (as --param)."),
         DEVOPS_INPUT: Input(type="string", optional=True,
                             description="DevOps routing for the report (JSON, names only, as the report node takes it)."),
         EXPECTED_INPUT: Input(type="string", optional=True, default=str(input_value(report.inputs, EXPECTED_INPUT)),
