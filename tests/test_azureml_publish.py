@@ -107,6 +107,14 @@ def test_bad_publish_arguments_are_exit_2_without_a_traceback(args: list[str], s
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_folder_that_cannot_be_written_is_exit_2(plan: Any, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    code, text = cli(["publish", str(plan.root), "--endpoint", "nb-examples", "--out", str(tmp_path / "taken"),
+                      "--snapshots", str(tmp_path / "snapshots")], capsys)
+    assert code == 2 and "--out" in text and "Traceback" not in text, text
+
+
 def test_publishing_an_unknown_plan_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, text = cli(["publish", str(tmp_path / "nowhere"), "--endpoint", "nb-examples", "--out", str(tmp_path / "o")],
                      capsys)

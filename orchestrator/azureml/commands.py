@@ -141,8 +141,12 @@ def publish_command(path: Path, plan_file: Path | None, only: tuple[str, ...], p
     publication = publish.build(job, endpoint=endpoint, deployment=deployment)
     publish.validate(publication)
     if out is not None:
-        publish.write(publication, out, source=str(plan.plan_file or plan.root))
-        publish.load(out)  # what `az ml batch-endpoint/batch-deployment create --file` will read
+        try:
+            publish.write(publication, out, source=str(plan.plan_file or plan.root))
+        except OSError as exc:
+            raise InvalidInputError([Problem("--out", str(out), f"cannot write the YAML files there: {exc}")]) from None
+        with azure_errors(f"reading {out} back with azure-ai-ml's loaders"):
+            publish.load(out)  # what `az ml batch-endpoint/batch-deployment create --file` will read
         click.echo(f"{out}: {', '.join(publish.FILES)}: {publication.describe()}")
         return
     client = get_client(workspace_from(subscription, resource_group, workspace, workspace_config))
