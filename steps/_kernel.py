@@ -107,11 +107,12 @@ class ForkProvisioner(LocalProvisioner):
     warm: _warm.WarmParent | None = None
     fork_request: dict[str, Any] = {}
     request_file: Path | None = None
+    timeout_s = 60.0  # the kernel start's limit (LocalKernel.start sets it)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         assert self.warm is not None and self.request_file is not None
         request = {**self.fork_request, "argv": cmd, "env": dict(kwargs["env"]), "cwd": str(kwargs["cwd"])}
-        forked = await self.warm.fork(request, self.request_file)
+        forked = await self.warm.fork(request, self.request_file, self.timeout_s)
         self.process = forked  # type: ignore[assignment]  # the subset of Popen that jupyter_client uses
         self.pid = self.pgid = forked.pid  # the outer process leads its own session, as Popen's would
         self.cwd = kwargs["cwd"]
@@ -187,6 +188,8 @@ class LocalKernel:
     async def start(self, timeout_s: float) -> None:
         """Start the process and wait until it answers kernel_info; KernelStartError otherwise."""
         extra = list(IPYKERNEL_ARGUMENTS) if is_ipykernel(self.spec) else []
+        if isinstance(self.km.provisioner, ForkProvisioner):
+            self.km.provisioner.timeout_s = timeout_s
         try:
             with open(self.log_path, "ab") as log:
                 # The kernel's own stdout/stderr (C libraries, crashes) go to kernel.log, not to the

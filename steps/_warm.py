@@ -120,6 +120,13 @@ class ForkedProcess:
         self.send_signal(signal.SIGTERM)
 
 
+def _kill_late(future: concurrent.futures.Future[int]) -> None:
+    """A kernel forked after its step stopped waiting for it (timeout, Ctrl-C): nobody will ever stop it."""
+    if not future.cancelled() and future.exception() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(future.result(), _KILL)
+
+
 class WarmParent:
     """One warm parent process and the thread that reads what it says."""
 
@@ -141,16 +148,27 @@ class WarmParent:
         self._reader.start()
 
     def _read(self) -> None:
+        try:
+            self._read_messages()
+        finally:
+            self._ended()
+
+    def _read_messages(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not ours (the parent's own output goes to its log): never a reason to stop
+                continue
+            if not isinstance(message, dict):
+                continue
             with self._changed:
                 if "ready" in message:
                     if not self.ready.done():
                         self.ready.set_result(None)
                 elif "exit" in message:
                     self._exits[message["exit"]] = message["code"]
-                elif "id" in message:
+                elif "id" in message and message["id"] in self._waiting:
                     future = self._waiting.pop(message["id"])
                     if "pid" in message:
                         self._known.add(message["pid"])
@@ -159,6 +177,8 @@ class WarmParent:
                     else:
                         future.set_result(message["pid"])
                 self._changed.notify_all()
+
+    def _ended(self) -> None:
         with self._changed:  # the parent is gone, and with it (parent-death signal) every kernel it forked
             self._gone = True
             for pid in self._known - set(self._exits):
@@ -177,8 +197,10 @@ class WarmParent:
                 return f": {lines[-1][:300]}"
         return ""
 
-    async def fork(self, request: Mapping[str, Any], request_file: Path) -> ForkedProcess:
-        """Fork one kernel; `request` goes to the child only, through `request_file` (a private folder)."""
+    async def fork(self, request: Mapping[str, Any], request_file: Path, timeout_s: float) -> ForkedProcess:
+        """Fork one kernel; `request` goes to the child only, through `request_file` (a private folder). A parent
+        that does not answer within `timeout_s` (the kernel start's own limit) is given up on: the step starts
+        cold, and a kernel forked after that is killed at once."""
         descriptor = os.open(request_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(descriptor, "w", encoding="utf-8") as file:
             json.dump(request, file)
@@ -195,7 +217,15 @@ class WarmParent:
             except OSError as exc:
                 self._waiting.pop(number, None)
                 raise WarmParentError(f"the warm parent is gone: {exc}") from exc
-        return ForkedProcess(await asyncio.wrap_future(future), self)
+        try:
+            pid = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except asyncio.TimeoutError as exc:
+            future.add_done_callback(_kill_late)
+            raise WarmParentError(f"the warm parent did not fork the kernel within {timeout_s:g} s") from exc
+        except asyncio.CancelledError:
+            future.add_done_callback(_kill_late)
+            raise
+        return ForkedProcess(pid, self)
 
     def exit_code(self, pid: int) -> int | None:
         with self._changed:

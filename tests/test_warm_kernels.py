@@ -88,6 +88,9 @@ DIRTY = (
     "kept = open('dirty-file.txt', 'w')\n"
     "signal.signal(signal.SIGUSR1, lambda *a: None)\n"
     "matplotlib.rcParams['lines.linewidth'] = 7.5\n"
+    "import atexit\n"
+    "out = os.environ['ORCHESTRATOR_STEP_OUTPUT']\n"
+    "atexit.register(lambda: open(os.path.join(out, 'atexit-ran'), 'w').close())\n"
     "os.chdir('/')"
 )
 
@@ -120,6 +123,7 @@ def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_co
     results = asyncio.run(run())
     assert [result.status for result in results] == ["passed"] * 3, results[1].error
     assert pool.forked == 3 and pool.started == 1 and _was_warm(tmp_path / "out-warm")
+    assert (tmp_path / "out-dirty" / "atexit-ran").exists()  # a forked kernel's exit runs atexit handlers
     cold = asyncio.run(run_step(StepRequest(notebook_path=probe, output_dir=tmp_path / "out-cold", **settings)))
     assert cold.status == "passed" and not _was_warm(tmp_path / "out-cold")
     assert token.encode() not in parent_environ[0] and b"VISIBLE=shown" in parent_environ[0]
