@@ -19,6 +19,7 @@ pytest.importorskip("azure.ai.ml")
 
 from click.testing import CliRunner  # noqa: E402
 
+from orchestrator.azureml.collect import ExpectedStep  # noqa: E402
 from orchestrator.azureml.compile import (  # noqa: E402
     REPORT_NODE,
     TIMEOUT_GRACE_S,
@@ -109,8 +110,8 @@ def test_packs_compile_to_one_labelled_node_each_with_an_output_per_notebook(tmp
     assert str(node_inputs(job.jobs["area_11_nb_026"])[AFTER_INPUT.format(0)]).endswith(
         f"jobs.area_10_nb_025.outputs.{RESULT_OUTPUT}}}}}")
     # The watcher and the backstop read each packed notebook from its own output.
-    assert node_steps(pack, [{"step": s} for s in packed])[:2] == [(packed[0], "result_0"), (packed[1], "result_1")]
-    assert node_steps(job.jobs["area_00_nb_000"], [{"step": "area_00_nb_000"}]) == [("area_00_nb_000", RESULT_OUTPUT)]
+    assert node_steps(pack, [ExpectedStep(s, f"{s}.ipynb") for s in packed])[:2] == [(packed[0], "result_0"), (packed[1], "result_1")]
+    assert node_steps(job.jobs["area_00_nb_000"], [ExpectedStep("area_00_nb_000", "area_00/nb_000.ipynb")]) == [("area_00_nb_000", RESULT_OUTPUT)]
     # Every packed notebook's own limit for each of its attempts, in turn, and one grace period.
     attempts = [math.ceil((s.timeout_s or 0) * (s.retries + 1)) for s in plan.steps if s.id in packed]
     assert pack.limits.timeout == sum(attempts) + TIMEOUT_GRACE_S
@@ -211,7 +212,7 @@ def test_packed_notebooks_log_child_runs_that_the_report_node_finds(tmp_path: Pa
                                                      "metrics": {"acc": 0.5}, "duration_s": 1.0}))
         assert mlflow_log.log_child_step(out, run_key="k", name=f"{name}.ipynb", parent_run_id=node)
     found = discover.find_step_runs(client, own_run=report, run_key="k",
-                                    expected=[{"step": "a", "notebook": "a.ipynb"}, {"step": "b", "notebook": "b.ipynb"}])
+                                    expected=[ExpectedStep("a", "a.ipynb"), ExpectedStep("b", "b.ipynb")])
     assert set(found) == {"a", "b"}
     assert [r.status for r in found["a"]] == ["FINISHED"] and found["b"][0].status == "FAILED"
     child = client.get_run(found["a"][0].run_id)

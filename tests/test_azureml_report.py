@@ -15,7 +15,7 @@ from orchestrator.azureml import collect, devops_hook, discover, finalize  # noq
 from steps import mlflow_log  # noqa: E402
 
 RUN_KEY = "20261126-020000"
-EXPECTED: list[dict[str, Any]] = [
+EXPECTED = [collect.ExpectedStep.from_json(entry) for entry in [
     {"step": "prep", "notebook": "prep.ipynb", "target": "cpu", "environment": "cpu"},
     {"step": "train", "notebook": "models/train.ipynb", "target": "cpu", "environment": "cpu"},
     {"step": "after_train", "notebook": "after_train.ipynb", "after": ["train"], "target": "cpu", "environment": "cpu"},
@@ -24,7 +24,7 @@ EXPECTED: list[dict[str, Any]] = [
     {"step": "reused", "notebook": "reused.ipynb", "target": "cpu", "environment": "cpu"},
     {"step": "named", "notebook": "named/nb.ipynb", "target": "cpu", "environment": "cpu"},
     {"step": "wip", "notebook": "wip.ipynb", "target": "cpu", "environment": "cpu", "skip": "work in progress"},
-]
+]]
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_the_report_node_accounts_for_every_expected_step(pipeline: dict[str, An
     results = finalize.run(run_key=RUN_KEY, expected_text=collect.encode_expected(EXPECTED), title="examples",
                            out=out, devops=None, own_run=pipeline["report"]).to_json()
     by_step = {s["step"]: s for s in results["steps"]}
-    assert [s["step"] for s in results["steps"]] == [e["step"] for e in EXPECTED]
+    assert [s["step"] for s in results["steps"]] == [e.step for e in EXPECTED]
     assert by_step["prep"]["status"] == "passed" and by_step["prep"]["metrics"] == {"rows": 100}
     assert by_step["train"]["status"] == "failed"
     assert by_step["after_train"]["status"] == "skipped" and "models/train.ipynb" in by_step["after_train"]["reason"]
@@ -178,8 +178,8 @@ def test_mlflow_log_and_discovery_agree_on_names() -> None:
 
 
 def test_a_large_expected_list_travels_compressed() -> None:
-    entries = [{"step": f"area_{i // 50}_notebook_{i:04d}", "notebook": f"area_{i // 50}/notebook_{i:04d}.ipynb",
-                "target": "cpu", "environment": "cpu"} for i in range(1500)]
+    entries = [collect.ExpectedStep(step=f"area_{i // 50}_notebook_{i:04d}", notebook=f"area_{i // 50}/notebook_{i:04d}.ipynb",
+                                    target="cpu", environment="cpu") for i in range(1500)]
     text = collect.encode_expected(entries)
     assert text.startswith(collect.COMPRESSED_PREFIX) and len(text) < collect.EXPECTED_INLINE_LIMIT
     assert collect.decode_expected(text) == entries

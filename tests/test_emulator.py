@@ -14,6 +14,7 @@ pytest.importorskip("azure.ai.ml")
 
 from click.testing import CliRunner  # noqa: E402
 
+from orchestrator.azureml.collect import ExpectedStep  # noqa: E402
 from orchestrator.azureml.emulator import commandline, packages  # noqa: E402
 from orchestrator.cli import cli  # noqa: E402
 from tests.builders import make_notebook  # noqa: E402
@@ -147,8 +148,7 @@ def _node_run(client: Any, experiment: str, parent: str, step: str, status: str,
     return str(run.info.run_id)
 
 
-EXPECTED = [{"step": "a", "notebook": "a.ipynb"}, {"step": "b", "notebook": "b.ipynb"},
-            {"step": "c", "notebook": "c.ipynb", "after": ["b"]}]
+EXPECTED = [ExpectedStep("a", "a.ipynb"), ExpectedStep("b", "b.ipynb"), ExpectedStep("c", "c.ipynb", after=("b",))]
 
 
 def test_without_its_parent_tag_the_report_takes_the_newest_pipeline_with_its_run_key(
@@ -183,6 +183,6 @@ def test_the_report_searches_again_while_a_run_is_missing_without_a_reason(
     found = discover.find_settled(client, own_run=me, run_key="k", expected=EXPECTED, settle_s=30, sleep=sleep)
     assert sorted(found) == ["a", "b", "c"] and found["b"][0].run_id == late[0]
     started = time.monotonic()
-    nothing = discover.find_settled(client, own_run=me, run_key="nope", expected=[{"step": "z", "notebook": "z"}],
+    nothing = discover.find_settled(client, own_run=me, run_key="nope", expected=[ExpectedStep("z", "z")],
                                     settle_s=0.3, poll_s=0.1)
     assert nothing == {} and time.monotonic() - started < 5  # bounded: a node that never ran is not waited for

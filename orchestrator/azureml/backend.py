@@ -7,11 +7,12 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from orchestrator.azureml import collect, watch
 from orchestrator.azureml.client import WorkspaceOptions, get_client
 from orchestrator.azureml.compile import CompileOptions, static_skips
+from orchestrator.azureml.collect import ExpectedStep
 from orchestrator.azureml.submit import Submitted, azure_errors, submit_plan
 from orchestrator.backends import RunOptions, RunOutcome
 from orchestrator.plan.spec import ResolvedPlan
@@ -59,7 +60,7 @@ def job_tag(submitted: Submitted, name: str) -> str | None:
 
 
 def follow(client: Any, submitted: Submitted, *, options: RunOptions, progress: Progress,
-           expected: Sequence[Mapping[str, Any]], title: str, run_key: str, poll_s: float) -> RunOutcome:
+           expected: Sequence[ExpectedStep], title: str, run_key: str, poll_s: float) -> RunOutcome:
     """After submission: either record the submission (no --wait) or wait and collect the run folder."""
     progress.message(f"Azure ML job {submitted.name}: {submitted.studio_url or '(no studio URL)'}")
     if not options.wait:

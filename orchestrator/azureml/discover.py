@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from orchestrator.azureml.collect import CANCELLED, FAILED, FINISHED, NOT_STARTED, RUNNING, Finding
+from orchestrator.azureml.collect import CANCELLED, FAILED, FINISHED, NOT_STARTED, RUNNING, ExpectedStep, Finding
 from steps.atomic import write_json_atomic
 from steps.step_result import RESULT_FILE, StepResult
 
@@ -116,21 +116,21 @@ def _newest_parent(keyed: Sequence[Any], own_run: str) -> str | None:
     return parent
 
 
-def unexplained(expected: Sequence[Mapping[str, Any]], found: Mapping[str, Sequence[StepRun]]) -> list[str]:
+def unexplained(expected: Sequence[ExpectedStep], found: Mapping[str, Sequence[StepRun]]) -> list[str]:
     """Steps with no run that nothing explains: not skipped by the plan, and no step they come after was
     found ended without completing (then they never start). Under a lagging search these may yet appear."""
     missing = []
     for entry in expected:
-        step = str(entry["step"])
-        if entry.get("skip") or step in found:
+        step = entry.step
+        if entry.skip or step in found:
             continue
-        blocked = any(found.get(dep) and found[dep][0].status != "FINISHED" for dep in entry.get("after", ()))
+        blocked = any(found.get(dep) and found[dep][0].status != "FINISHED" for dep in entry.after)
         if not blocked:
             missing.append(step)
     return missing
 
 
-def find_settled(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
+def find_settled(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[ExpectedStep],
                  parent_run: str | None = None, settle_s: float = 0.0, poll_s: float = 1.0,
                  sleep: Callable[[float], None] = time.sleep) -> dict[str, list[StepRun]]:
     """find_step_runs, searched again for up to `settle_s` seconds while a step's run is missing without a
@@ -156,15 +156,15 @@ def _sibling_runs(client: Any, experiment_id: str, parent: str) -> Iterable[Any]
             yield from _search(client, experiment_id, f"tags.{PARENT_TAG} = {_quote(run.info.run_id)}")
 
 
-def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]],
+def find_step_runs(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[ExpectedStep],
                    parent_run: str | None = None) -> dict[str, list[StepRun]]:
     """Step id -> the MLflow runs that may hold that notebook node's outcome, best first: its sibling run
     in this pipeline (the latest, if a node ran twice), then completed runs with the same run_key and step
     (a reused node), latest first. Steps with no run at all are left out."""
     me = client.get_run(own_run)
     experiment_id = me.info.experiment_id
-    ids = {str(e["step"]) for e in expected if not e.get("skip")}
-    by_notebook = {str(e["notebook"]): str(e["step"]) for e in expected if e.get("notebook")}
+    ids = {e.step for e in expected if not e.skip}
+    by_notebook = {e.notebook: e.step for e in expected}
     keyed = _runs_with_key(client, experiment_id, run_key) if run_key else []
     parent = parent_run or me.data.tags.get(PARENT_TAG) or _newest_parent(keyed, own_run)
     siblings: dict[str, list[StepRun]] = {}

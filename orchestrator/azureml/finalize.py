@@ -38,7 +38,7 @@ def settle_seconds() -> float:
         return DEFAULT_SETTLE_S
 
 
-def gather(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[Mapping[str, Any]], out: Path,
+def gather(client: Any, *, own_run: str, run_key: str | None, expected: Sequence[collect.ExpectedStep], out: Path,
            parent_run: str | None = None) -> dict[str, collect.Finding]:
     """Findings for every expected step, with each node's files downloaded into out/steps/<id>/."""
     runs = discover.find_settled(client, own_run=own_run, run_key=run_key, expected=expected, parent_run=parent_run,

@@ -49,7 +49,7 @@ def report_inputs(job: Any) -> Any:
     return inputs if input_value(inputs, "expected") is not None else None
 
 
-def expected_of(job: Any) -> list[dict[str, Any]]:
+def expected_of(job: Any) -> list[collect.ExpectedStep]:
     """The steps a compiled job accounts for, from its report's `expected` input (report_inputs)."""
     inputs = report_inputs(job)
     if inputs is None:
@@ -114,7 +114,7 @@ def prepare_clone(original: Any, *, failed: bool, job_name: str) -> tuple[Any, s
     return clone, key
 
 
-def rerun_job(client: Any, job_name: str, *, failed: bool, key: str | None = None) -> tuple[Submitted, str, list[dict[str, Any]]]:
+def rerun_job(client: Any, job_name: str, *, failed: bool, key: str | None = None) -> tuple[Submitted, str, list[collect.ExpectedStep]]:
     """Resubmit `job_name`; returns the submission, the run_key used, and the steps the job accounts for."""
     with azure_errors(f"reading job {job_name}"):
         original = find_job(client, job_name)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from orchestrator.azureml import collect
 from orchestrator.azureml.compile import REPORT_NODE
@@ -39,24 +39,24 @@ STATE = {"Completed": collect.FINISHED, "Failed": collect.FAILED, "Canceled": co
 NAMED_OUTPUTS = "named-outputs"  # where jobs.download puts an output (azure/ai/ml/operations/_job_operations.py)
 
 
-def step_of(child: Any, expected: Sequence[Mapping[str, Any]]) -> str | None:
+def step_of(child: Any, expected: Sequence[collect.ExpectedStep]) -> str | None:
     """The step id of a child job: by the node's `step` tag, else by its display name (the notebook)."""
     tags = getattr(child, "tags", None) or {}
-    ids = {str(e["step"]) for e in expected}
+    ids = {e.step for e in expected}
     if tags.get("step") in ids or tags.get("step") == REPORT_NODE:
         return str(tags["step"])
     display = getattr(child, "display_name", None)
     for entry in expected:
-        if display in (entry.get("notebook"), entry["step"]):
-            return str(entry["step"])
+        if display in (entry.notebook, entry.step):
+            return entry.step
     return REPORT_NODE if display == "report" else None
 
 
-def node_steps(child: Any, expected: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+def node_steps(child: Any, expected: Sequence[collect.ExpectedStep]) -> list[tuple[str, str]]:
     """(step id, output holding its result folder) for each notebook a child job ran: one for a notebook
     node, several for a pack (its `pack` tag lists them in order, compile.py), none for the report."""
     tags = getattr(child, "tags", None) or {}
-    ids = {str(e["step"]) for e in expected}
+    ids = {e.step for e in expected}
     packed = [step for step in str(tags.get("pack") or "").split(",") if step]
     if packed:
         return [(step, PACK_OUTPUT.format(i)) for i, step in enumerate(packed) if step in ids]
@@ -68,14 +68,14 @@ def children(client: Any, name: str) -> list[Any]:
     return [child for child in client.jobs.list(parent_job_name=name) if child is not None]
 
 
-def wait(client: Any, name: str, progress: Progress, *, expected: Sequence[Mapping[str, Any]], poll_s: float = POLL_S,
+def wait(client: Any, name: str, progress: Progress, *, expected: Sequence[collect.ExpectedStep], poll_s: float = POLL_S,
          sleep: Callable[[float], None] = time.sleep, stop: Callable[[], str | None] | None = None) -> str:
     """Poll until the job ends; report child jobs starting and finishing. Returns the job's final status.
 
     `stop` (RunOptions.stop.reason): when it returns a reason, e.g. the DevOps job was cancelled, the
     pipeline job is cancelled and waited for, so the run folder still records how far it got.
     """
-    notebooks = {str(e["step"]): str(e.get("notebook", e["step"])) for e in expected}
+    notebooks = {e.step: e.notebook for e in expected}
     started: set[str] = set()
     finished: set[str] = set()
     failures = 0
@@ -149,7 +149,7 @@ def from_report_node(client: Any, name: str, run_dir: Path) -> RunResults | None
     return RunResults.from_json(results)
 
 
-def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mapping[str, Any]], run_id: str, title: str,
+def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[collect.ExpectedStep], run_id: str, title: str,
              azureml: AzureMLJob | None = None, reported_by: str = "backstop on the submitting machine") -> RunResults:
     """Build the run record here from each notebook node's own output (docs/azureml-sdk.md#learning-each-steps-outcome, option 4)."""
     findings: dict[str, collect.Finding] = {}
@@ -171,7 +171,7 @@ def backstop(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mappin
     return results
 
 
-def collect_run(client: Any, name: str, run_dir: Path, *, expected: Sequence[Mapping[str, Any]], run_id: str,
+def collect_run(client: Any, name: str, run_dir: Path, *, expected: Sequence[collect.ExpectedStep], run_id: str,
                 title: str, azureml: AzureMLJob, commit: str | None = None, branch: str | None = None) -> RunResults:
     """The finished job's run folder in `run_dir`: the report node's, or else the backstop's, with what this
     machine knows of the job."""

@@ -22,12 +22,9 @@ Time comes from `services.clock`, so tests drive every branch with a controllabl
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import tempfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,9 +75,7 @@ def check_message(*, key: str, check: int, started_at: datetime, plan: Any = Non
 
         # Always compressed (collect's "z:" form, which decode_expected reads): a plan of hundreds of notebooks
         # must not push a check past ORCHESTRATOR_MAX_BODY_BYTES, which the intake applies to every message.
-        entries = collect.expected_entries(plan, static_skips(plan))
-        packed = zlib.compress(json.dumps(entries, separators=(",", ":")).encode("utf-8"), 9)
-        expected = collect.COMPRESSED_PREFIX + base64.urlsafe_b64encode(packed).decode("ascii")
+        expected = collect.encode_expected(collect.expected_entries(plan, static_skips(plan)), always_compressed=True)
         title = plan.experiment
     body = WrapUp(job="wrap_up", version=2, check=check, started_at=started_at, expected=expected,
                   title=title or "notebooks", closing=closing, callback=callback, context_body=context_body)
