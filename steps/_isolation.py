@@ -144,8 +144,9 @@ def _probe() -> Isolation:
 class Confinement:
     """The confinement of one kernel: its command line, its true exit status, and its strays.
 
-    This is the launch seam: whatever starts a kernel process (today a fresh exec, later perhaps a fork of a
-    warm one) goes through `command` and `environment`, and reads the kernel's end through `returncode`.
+    This is the launch seam: whatever starts a kernel process goes through `environment` and reads the kernel's
+    end through `returncode`; a fresh exec goes through `command` too, while a fork of a warm parent builds the
+    same confinement itself (steps/_zygote.py) and writes the same status file.
     """
 
     def __init__(self, isolation: Isolation, folder: Path) -> None:

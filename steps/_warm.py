@@ -50,8 +50,8 @@ except ImportError:  # run as a script (steps/run_notebook.py puts this folder o
 
 ZYGOTE = Path(__file__).with_name("_zygote.py")
 # `python -c` so that no file's folder lands on sys.path; the parent's own names stay out of __main__.
-_BOOT = ("import sys\npath = sys.argv[1]\nwith open(path, 'rb') as file:\n    code = compile(file.read(), path, 'exec')\n"
-         "exec(code, {'__name__': '__warm_parent__'})")
+_BOOT = ("import sys\npath = sys.argv[1]\nwith open(path, 'rb') as file:\n"
+         "    code = compile(file.read(), path, 'exec')\nexec(code, {'__name__': '__warm_parent__'})")
 _LAUNCHERS = ("ipykernel_launcher", "ipykernel")
 # Variables a forked kernel sets for itself; nothing the parent imports reads them (docs/step-runner.md).
 FORK_LATE = ("CUDA_VISIBLE_DEVICES",)

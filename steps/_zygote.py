@@ -2,7 +2,9 @@
 
 Run in the kernel's own interpreter, with the kernel's environment (the secret policy already applied, without
 the step's own variables), as `PYTHON -c BOOT this-file`. It imports what every ipykernel imports before its
-first cell, then serves fork requests, one JSON line each on standard input, and answers on standard output:
+first cell, then serves fork requests, one JSON line each on standard input, and answers on the descriptor that
+was its standard output (standard output itself then goes to its log, so nothing an import prints is read as an
+answer):
 
     {"ready": true}                              imports done, nothing else started
     {"id": N, "pid": P} | {"id": N, "error": E}  one kernel forked (P: its outer process) or not
@@ -17,7 +19,8 @@ through this process. Per kernel, mirroring the cold launch (steps/_isolation.py
                  -> init (PID 1 of a new PID and mount namespace: fresh /proc, as root /proc/sys and /sys
                           read-only, capabilities dropped; reaps orphans, writes the kernel's exit status)
                  -> kernel (the step's fds, environment, cwd, sys.path, argv; then `python -m ipykernel_launcher`
-                            exactly as runpy runs it for `-m`, and a normal interpreter exit: atexit runs)
+                            exactly as runpy runs it for `-m`; its exit waits for threads and runs atexit
+                            handlers, then skips the module teardown: see _leave)
 
 At fork time this process has one thread, no zmq context, no event loop and has run no user code. When its
 standard input closes (the run ended, or the orchestrator died) it kills every kernel it forked and exits.

@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
 
     As the `orchestrator` command (no argv given), the process then ends without tearing the interpreter down:
     every file of the run is written and closed by then, and undoing a few thousand modules one by one took a
-    quarter of a second of every command (measured on a one-notebook run; docs/step-runner.md, "Fixed cost")."""
+    quarter of a second of every command (measured on a one-notebook run; docs/step-runner.md, "Fixed cost of
+    a run")."""
     try:
         _main(argv)
     except SystemExit as done:
