@@ -227,6 +227,11 @@ class WarmParent:
             raise
         return ForkedProcess(pid, self)
 
+    @property
+    def gone(self) -> bool:
+        with self._changed:
+            return self._gone
+
     def exit_code(self, pid: int) -> int | None:
         with self._changed:
             return self._exits.get(pid)
@@ -345,8 +350,8 @@ class KernelPool:
                 return None
             self._parents[key] = parent
             self.started += 1
-        if parent.ready.done() and parent.ready.exception() is not None:
-            return None
+        if parent.gone or (parent.ready.done() and parent.ready.exception() is not None):
+            return None  # it died (its kernels with it) or never started: this run's later kernels start cold
         return parent
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import pytest
 
 from orchestrator.backends.warm_start import start_warm_parent
 from orchestrator.plan import load_plan
-from steps import _kernel, _warm, run_notebook
+from steps import _isolation, _kernel, _warm, run_notebook
 from steps.run_notebook import StepRequest, run_step
 from steps.step_result import StepResult
 from tests.builders import left_running, make_notebook
@@ -267,4 +268,45 @@ def test_the_parent_started_before_the_run_serves_its_first_kernel(tmp_path: Pat
                                                       pythonpath=pythonpath)]))
     assert result[0].status == "passed" and _was_warm(tmp_path / "out")
     assert pool.forked == 1 and pool.started == 0
+    assert left_running(str(tmp_path)) == []
+
+
+def test_a_kernel_the_fork_cannot_reproduce_starts_cold() -> None:
+    """Only `PYTHON -m ipykernel_launcher|ipykernel ...` on a machine with namespaces, with an absolute PYTHONPATH."""
+    confined = _isolation.Isolation(_isolation.PID_NAMESPACE, wrapper=("unshare",))
+    unconfined = _isolation.Isolation(_isolation.NONE, reason="test")
+    env = {"PATH": os.defpath}
+    ipykernel = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert _warm._parent_key(ipykernel, env, confined, ()) is not None
+    for argv, environ, isolation in [
+        (["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"], env, confined),
+        ([sys.executable, "-c", "import ipykernel", "{connection_file}"], env, confined),
+        (["no-such-python-xyz", "-m", "ipykernel_launcher", "-f", "{connection_file}"], env, confined),
+        (ipykernel, env, unconfined),  # strays of an unconfined kernel are found through /proc/<pid>/environ
+        (ipykernel, {**env, "PYTHONPATH": "lib"}, confined),  # relative: resolved against the parent's folder
+    ]:
+        assert _warm._parent_key(argv, environ, isolation, ()) is None, (argv, environ, isolation)
+
+
+def test_a_fork_that_fails_starts_the_kernel_cold_and_says_so(tmp_path: Path) -> None:
+    first = make_notebook(tmp_path / "first.ipynb", "x = 1")
+    second = make_notebook(tmp_path / "second.ipynb", "print('ran')")
+    pool = _pool(tmp_path)
+
+    async def run() -> StepResult:
+        await run_step(StepRequest(notebook_path=first, output_dir=tmp_path / "out-first", kernels=pool))
+        [parent] = pool._parents.values()
+        parent.process.kill()  # the warm parent dies between two steps
+        parent.process.wait()
+        try:
+            return await run_step(StepRequest(notebook_path=second, output_dir=tmp_path / "out-second", kernels=pool))
+        finally:
+            pool.close()
+
+    result = asyncio.run(run())
+    log = (tmp_path / "out-second" / "kernel.log").read_text(encoding="utf-8")
+    assert result.status == "passed" and "ran" in result.output_tail and pool.forked == 1
+    # Either the fork was tried and failed (said so), or the pool already knew the parent was gone: cold either way.
+    last_start = log.split("starting kernel")[-1]
+    assert WARM_LINE not in last_start and ("the forked kernel did not start" in log or WARM_LINE not in log)
     assert left_running(str(tmp_path)) == []
