@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest workers: many tests wait on kernels and subprocesses, so a few more workers than cores pays.
 JOBS ?= 3
+# Bytecode is cached as Python does by default, also where the environment turns it off (some CI images set
+# PYTHONDONTWRITEBYTECODE=1): the suite starts a few hundred Python processes (the CLI, step runners, emulated
+# nodes) that would each compile the project's modules again. Empty means unset to Python.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: run test test-all test-fast install bench clean
 
