@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TextIO, cast
 
-from orchestrator.report.text import escape_name, one_line
+from orchestrator.text import escape_name, one_line
 from steps.step_result import STATUSES, StepResult
 
 

@@ -62,6 +62,12 @@ def test_a_local_run_imports_no_azure_mlflow_devops_or_emulator_module() -> None
                                                             "orchestrator.azureml.emulator.workspace"))]
 
 
+def test_the_progress_view_loads_no_report_writer() -> None:
+    """It is on every run's critical path, before the first kernel; the report is built at the end."""
+    loaded = _modules_after("import orchestrator.progress")
+    assert not [name for name in loaded if name.startswith(("orchestrator.report", "jinja2"))]
+
+
 def test_outside_the_cli_only_the_shared_options_are_imported_from_it() -> None:
     import ast
     from pathlib import Path

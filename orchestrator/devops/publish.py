@@ -27,7 +27,7 @@ from orchestrator.devops.fields import error_message
 from orchestrator.devops.testrun import PublishOptions, TestRunOutcome, publish_test_run
 from orchestrator.errors import MissingExtraError
 from orchestrator.results import RunResults
-from orchestrator.report.text import show_duration
+from orchestrator.text import show_duration
 from orchestrator.results import load_results, write_json_atomic
 
 log = logging.getLogger("orchestrator.devops")

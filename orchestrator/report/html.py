@@ -24,7 +24,7 @@ from orchestrator.history.trends import NotebookTrend, Series
 from orchestrator.report.files import executed_notebook, write_atomic
 from orchestrator.results import RunResults
 from steps.step_result import StepResult
-from orchestrator.report.text import show_duration, show_value, truncate_middle, truncate_tail
+from orchestrator.text import show_duration, show_value, truncate_middle, truncate_tail
 from orchestrator.report.timeline import Row, build_timeline, offset_label
 
 log = logging.getLogger("orchestrator.report")

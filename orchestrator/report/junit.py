@@ -34,7 +34,7 @@ from typing import Any
 
 from orchestrator.report.files import write_atomic
 from orchestrator.results import RunResults
-from orchestrator.report.text import clip, one_line, show_value, truncate_middle, truncate_tail, xml_safe
+from orchestrator.text import clip, one_line, show_value, truncate_middle, truncate_tail, xml_safe
 from steps.step_result import StepResult
 
 log = logging.getLogger("orchestrator.report")

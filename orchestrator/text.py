@@ -1,4 +1,6 @@
-"""Text clean-up shared by the JUnit and HTML writers: ANSI colours, XML-invalid characters, size limits."""
+"""Text clean-up shared by the progress view, the DevOps task log and the JUnit and HTML writers: ANSI colours,
+XML-invalid characters, size limits, durations. Outside the report package so that the progress view, on every
+run's critical path, does not load the report's templates (jinja2) before the first kernel starts."""
 
 from __future__ import annotations
 
