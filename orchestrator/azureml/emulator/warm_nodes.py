@@ -164,7 +164,11 @@ class WarmNodes:
     def _read(self, server: subprocess.Popen[bytes]) -> None:
         assert server.stdout is not None
         for line in server.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not the server's: only its own JSON lines reach this pipe
+                log.warning("warm node parent: unreadable line %r", line[:200])
+                continue
             with self._lock:
                 if "id" in message:
                     forked, answer = self._waiting.pop(message["id"])
