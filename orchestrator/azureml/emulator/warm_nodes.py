@@ -123,8 +123,13 @@ class WarmNodes:
                 self._waiting.pop(request_id, None)
                 self._broken = True
                 return None
-        if not forked.wait(_START_TIMEOUT_S) or not answer or isinstance(answer[0], str):
-            log.warning("warm node start failed (%s); running the node with bash", answer[0] if answer else "timeout")
+        if not forked.wait(_START_TIMEOUT_S):
+            with self._lock:
+                if self._waiting.pop(request_id, None) is not None:  # still unanswered: a late fork is killed
+                    log.warning("warm node start timed out; running the node with bash")
+                    return None
+        if not answer or isinstance(answer[0], str):
+            log.warning("warm node start failed (%s); running the node with bash", answer[0] if answer else "no answer")
             return None
         return answer[0]
 
@@ -171,6 +176,10 @@ class WarmNodes:
                 continue
             with self._lock:
                 if "id" in message:
+                    if message["id"] not in self._waiting:  # its caller gave up waiting and ran it with bash
+                        if "pid" in message:
+                            _kill_session(int(message["pid"]))
+                        continue
                     forked, answer = self._waiting.pop(message["id"])
                     if "pid" in message:
                         node = _Forked(int(message["pid"]))
@@ -192,6 +201,15 @@ class WarmNodes:
                 answer.append("the warm node parent exited")
                 forked.set()
             self._waiting.clear()
+
+
+def _kill_session(pid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _ready(stdout: IO[bytes]) -> bool:
