@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
 
 from orchestrator.errors import MissingExtraError
 
 EXTRA = "azureml"
+# azure-ai-ml warns "This is an experimental class" once per schema class it loads (_utils/_experimental.py):
+# `publish` reading back a batch deployment printed six such lines, none of them about the user's files.
+_EXPERIMENTAL_LOGGER = "azure.ai.ml._utils._experimental"
+
+
+def quiet_sdk_notices() -> None:
+    """For the entry points (the CLI, the Function app): the SDK's notices about itself are not shown."""
+    logging.getLogger(_EXPERIMENTAL_LOGGER).setLevel(logging.ERROR)
 
 
 def require(module: str = "azure.ai.ml") -> ModuleType:

@@ -93,9 +93,9 @@ def cli(verbose: bool) -> None:
     if not verbose:
         # The step result already says what nbclient would log (a dead kernel, a timeout).
         logging.getLogger("orchestrator.step.nbclient").setLevel(logging.CRITICAL)
-        # azure-ai-ml warns "This is an experimental class" once per schema class it loads (_utils/_experimental.py):
-        # `publish` reading back a batch deployment printed six such lines, none of them about the user's files.
-        logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+        from orchestrator.azureml.sdk import quiet_sdk_notices
+
+        quiet_sdk_notices()
 
 
 def main(argv: list[str] | None = None) -> None:

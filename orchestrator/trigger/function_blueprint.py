@@ -22,6 +22,7 @@ import logging
 
 import azure.functions as func
 
+from orchestrator.azureml.sdk import quiet_sdk_notices
 from orchestrator.errors import InvalidInputError
 from orchestrator.trigger.handlers import handle
 from orchestrator.trigger.intake import RawMessage
@@ -32,6 +33,7 @@ from orchestrator.trigger.settings import CONNECTION_SETTING, QUEUE_SETTING, Tri
 log = logging.getLogger("orchestrator.trigger")
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+quiet_sdk_notices()
 
 _ready, _line = startup_line("the orchestrator Function")  # once, when the host indexes the app
 (log.info if _ready else log.error)(_line)
