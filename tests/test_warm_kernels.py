@@ -62,7 +62,9 @@ def _seen(result: StepResult, out: Path) -> Any:
 # What a notebook can observe of the process it runs in; every item is something the dirty notebook changes, or
 # something a fork could get wrong (the modules loaded, the command line, the confinement, the random state).
 PROBE = (
-    "import json, os, random, signal, string, sys\n"
+    "import gc, json, os, random, signal, string, sys, weakref\n"
+    "class Cycle: pass\n"
+    "cycle = Cycle(); cycle.me = cycle; ref = weakref.ref(cycle); del cycle; gc.collect()\n"
     "import matplotlib\n"
     "fds = []\n"
     "for fd in os.listdir('/proc/self/fd'):\n"
@@ -76,6 +78,7 @@ PROBE = (
     "  'signal': signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,\n"
     "  'matplotlib': matplotlib.rcParams['lines.linewidth'], 'path': sys.path, 'environ': dict(os.environ),\n"
     "  'modules': sorted(sys.modules), 'argv': sys.argv[1:] + sys.orig_argv, 'random': random.random(),\n"
+    "  'gc': [gc.isenabled(), gc.get_threshold(), ref() is None], 'frozen': gc.get_freeze_count(),\n"
     "  'caps': {k: v.strip() for k, v in status.items() if k.startswith('Cap')}, 'pid': os.getpid(),\n"
     "  'processes': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), 'ppid': os.getppid()}))"
 )
@@ -142,6 +145,10 @@ def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_co
     for seen in (warm_seen, cold_seen):
         assert seen["processes"] == [1, seen["pid"]] and seen["ppid"] == 1, seen["processes"]
     assert warm_seen["caps"] == cold_seen["caps"]
+    # The garbage collector works as in a cold kernel (a notebook's own cycles are collected); what the warm parent
+    # imported is frozen, so that collections in a kernel do not copy the pages it shares with the parent.
+    assert warm_seen["gc"] == cold_seen["gc"] == [True, cold_seen["gc"][1], True]
+    assert cold_seen["frozen"] == 0 and warm_seen["frozen"] > 10_000
     assert warm_seen["random"] != second_seen["random"]  # reseeded in each child, as in a fresh interpreter
     warm_env, cold_env = warm_seen.pop("environ"), cold_seen.pop("environ")
     assert warm_env.pop(run_notebook.STEP_OUTPUT_ENV) == str(tmp_path / "out-warm")
