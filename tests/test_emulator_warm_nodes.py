@@ -123,3 +123,23 @@ def test_a_command_for_another_interpreter_runs_with_bash(tmp_path: Path) -> Non
     assert direct_argv("python a.py", {"PATH": str(other)}) is None
     assert direct_argv("python a.py '$HOME' x", {"PATH": str(Path(sys.executable).parent)}) == \
         ["python", "a.py", "$HOME", "x"]
+
+
+def test_a_parent_started_ahead_serves_the_first_node_and_closes(node: tuple[Path, dict[str, str]]) -> None:
+    """A job starts the parent while its nodes are still staged (engine.JobRun.run): the first node then forks
+    from that one parent, and close() ends it."""
+    root, env = node
+    nodes = WarmNodes(preload=("json",))
+    try:
+        nodes.prestart()
+        nodes.prestart()  # a second job of the same process: still one parent
+        deadline = time.monotonic() + 20
+        while nodes._server is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server = nodes._server
+        assert server is not None and server.poll() is None
+        assert _warm(nodes, "python code/probe.py 0", root, env, root / "warm.log") == 0
+        assert nodes._server is server
+    finally:
+        nodes.close()
+    assert server.poll() is not None

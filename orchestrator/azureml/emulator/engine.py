@@ -61,6 +61,8 @@ class JobRun:
     # ------------------------------------------------------------------------------------------ the graph
 
     def run(self) -> None:
+        if self.ws.warm_nodes:
+            warm_nodes.shared().prestart()
         tracking = self.ws.tracking
         experiment_id = tracking.experiment(self.pipeline.experiment)
         self.experiment_id = experiment_id

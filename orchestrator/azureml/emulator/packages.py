@@ -33,6 +33,10 @@ _SPEC_NAME = re.compile(r"^(?:[A-Za-z0-9_.\-]+::)?([A-Za-z0-9_.\-]+)")
 # Nodes start in threads, and CPython 3.11's ast.parse is not safe to call from two threads at once
 # ("SystemError: AST constructor recursion depth mismatch").
 _PARSE_LOCK = threading.Lock()
+# Every node of a job checks the same snapshot at the same moment: what each file imports is read once per
+# content (the snapshot's copies in each node's folder are equal), and the installed distributions once per
+# process, under a lock (lru_cache alone let five threads each scan them, 0.5 CPU-s apiece).
+_DISTRIBUTIONS_LOCK = threading.Lock()
 _OPTIONAL_ERRORS = frozenset({"ImportError", "ModuleNotFoundError"})
 
 
@@ -55,8 +59,13 @@ def declared(conda: Mapping[str, Any] | None) -> set[str]:
     return names
 
 
-@lru_cache(maxsize=1)
 def _distributions() -> dict[str, list[str]]:
+    with _DISTRIBUTIONS_LOCK:
+        return _installed_distributions()
+
+
+@lru_cache(maxsize=1)
+def _installed_distributions() -> dict[str, list[str]]:
     return dict(metadata.packages_distributions())
 
 
@@ -182,13 +191,12 @@ def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
             continue
         seen.add(path)
         try:
-            with _PARSE_LOCK:
-                tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            imports, script_names = _read_script(path.read_bytes())
         except (OSError, SyntaxError, ValueError):
             continue
         roots = [code_root, path.parent]
-        queue.extend(path.parent / name for name in _script_names(tree) if (path.parent / name).is_file())
-        for module in _imports(tree):
+        queue.extend(path.parent / name for name in script_names if (path.parent / name).is_file())
+        for module in imports:
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top == "__future__":
                 continue
@@ -199,6 +207,14 @@ def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
                 where = path.relative_to(code_root) if path.is_relative_to(code_root) else path
                 external.setdefault(_requirement(module), str(where))
     return external
+
+
+@lru_cache(maxsize=2048)
+def _read_script(source: bytes) -> tuple[tuple[str, ...], frozenset[str]]:
+    """What a Python file imports and the sibling scripts it names, by its content."""
+    with _PARSE_LOCK:
+        tree = ast.parse(source.decode("utf-8"))
+    return tuple(_imports(tree)), frozenset(_script_names(tree))
 
 
 def missing_packages(command: str, code_root: Path, conda: Mapping[str, Any] | None) -> dict[str, str]:
