@@ -95,6 +95,14 @@ DIRTY = (
     "import atexit\n"
     "out = os.environ['ORCHESTRATOR_STEP_OUTPUT']\n"
     "atexit.register(lambda: open(os.path.join(out, 'atexit-ran'), 'w').close())\n"
+    "kernel = get_ipython().kernel\n"
+    "def marking(channel, handler):\n"
+    "    async def handle(*args):\n"
+    "        open(os.path.join(out, f'shutdown-on-{channel}'), 'w').close()\n"
+    "        return await handler(*args)\n"
+    "    return handle\n"
+    "for channel, handlers in (('shell', kernel.shell_handlers), ('control', kernel.control_handlers)):\n"
+    "    handlers['shutdown_request'] = marking(channel, handlers['shutdown_request'])\n"
     "os.chdir('/')"
 )
 
@@ -128,6 +136,8 @@ def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_co
     assert [result.status for result in results] == ["passed"] * 3, results[1].error
     assert pool.forked == 3 and pool.started == 1 and _was_warm(tmp_path / "out-warm")
     assert (tmp_path / "out-dirty" / "atexit-ran").exists()  # a forked kernel's exit runs atexit handlers
+    # Asked to exit on the shell channel: on the control channel ipykernel could hang for 10 s (steps/_kernel.py).
+    assert [path.name for path in (tmp_path / "out-dirty").glob("shutdown-on-*")] == ["shutdown-on-shell"]
     cold = asyncio.run(run_step(StepRequest(notebook_path=probe, output_dir=tmp_path / "out-cold", **settings)))
     assert cold.status == "passed" and not _was_warm(tmp_path / "out-cold")
     assert token.encode() not in parent_environ[0] and b"VISIBLE=shown" in parent_environ[0]
