@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -282,20 +282,31 @@ def _parent_key(argv: Sequence[str], env: Mapping[str, str], isolation: _isolati
 _EARLY: dict[_Key, WarmParent] = {}
 
 
-def start_early(argv: Sequence[str], env: Mapping[str, str], isolation: _isolation.Isolation, cwd: Path) -> bool:
+def start_early(argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+                probe: Callable[[], _isolation.Isolation] = _isolation.detect) -> bool:
     """Start the warm parent a run's first kernel will most likely need, before the orchestrator's own imports and
     set-up, so that the parent's imports overlap them. `env` holds no step folder; `cwd` is where the parent runs
-    (its kernels set their own; sys.path does not hold it). Ended by the pool that adopts it, or at exit."""
-    found = _parent_key(argv, env, isolation, FORK_LATE)
-    if found is None or found[0] in _EARLY:
+    (its kernels set their own; sys.path does not hold it). Ended by the pool that adopts it, or at exit.
+
+    The machine's isolation (`probe`: a confined no-op, a few processes and tens of milliseconds) is probed while
+    the parent imports, not before it starts; a parent started on a machine that turns out not to confine kernels,
+    which never forks, is ended at once."""
+    assumed = _parent_key(argv, env, _isolation.Isolation(_isolation.PID_NAMESPACE), FORK_LATE)
+    if assumed is None or any(key.command == assumed[0].command and key.env == assumed[0].env for key in _EARLY):
         return False
-    key, early = found
     folder = Path(tempfile.mkdtemp(prefix="orchestrator-warm-"))
     try:
-        _EARLY[key] = WarmParent(key.command[0], early, folder / "warm-parent.log", cwd)
+        parent = WarmParent(assumed[0].command[0], assumed[1], folder / "warm-parent.log", cwd)
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
         return False
+    found = _parent_key(argv, env, probe(), FORK_LATE)
+    if found is None:  # no kernel will fork from it: it need not finish its imports
+        with contextlib.suppress(OSError):
+            os.killpg(parent.process.pid, _KILL)
+        _close(parent)
+        return False
+    _EARLY[found[0]] = parent
     if len(_EARLY) == 1:
         atexit.register(_close_early)
     return True

@@ -209,6 +209,7 @@ def _become(request: dict[str, Any]) -> str:
         else:
             os.environ[name] = value
     os.chdir(request["cwd"])
+    gc.enable()  # as in every interpreter; the warm parent imported with it off (_warm_up)
     command = request["argv"]  # [python, "-m", module, *arguments]
     sys.path.insert(0, os.getcwd())  # what -m puts first (ipykernel_launcher takes it out again while it loads)
     sys.argv = ["-m", *command[3:]]  # runpy replaces "-m" with the module's file, as for a real -m
@@ -324,6 +325,7 @@ def _warm_up() -> None:
     """What every ipykernel imports before its first cell, and nothing that starts a thread or opens a socket."""
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]  # -c put the working directory first; a kernel's own is put back in each child
+    gc.disable()  # no collection while importing (nor after: this process runs nothing else); kernels enable it
     before = dict(os.environ)
     _import()
     _IMPORTS_SET.update({name: value for name, value in os.environ.items() if before.get(name) != value})
@@ -331,11 +333,10 @@ def _warm_up() -> None:
     # Every object the imports made is moved out of the garbage collector's reach, in this process and so in every
     # kernel forked from it: a kernel's own set-up triggers a full collection, which writes to the header of every
     # object it visits and so copies nearly every page shared with this process (measured: 6,700 page faults and
-    # 0.19 CPU-s per tiny kernel, against 5,000 and 0.09 with the freeze). This is what gc.freeze is for (Python's
-    # gc documentation: call it right before fork() to spare the children copy-on-write); the collection first
-    # keeps garbage out of the frozen set. A notebook sees gc.get_freeze_count() > 0 (docs/step-runner.md); its own
-    # objects are collected as usual, and the frozen ones live as long as their modules anyway.
-    gc.collect()
+    # 0.19 CPU-s per tiny kernel, against 5,000 and 0.09 with the freeze). This is Python's own recipe (its gc
+    # documentation: gc.disable() early in the parent, gc.freeze() before fork(), gc.enable() early in the children).
+    # A notebook sees gc.get_freeze_count() > 0 (docs/step-runner.md); its own objects are collected as usual, and
+    # the frozen ones live as long as their modules anyway.
     gc.freeze()
 
 

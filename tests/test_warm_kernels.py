@@ -288,6 +288,15 @@ def test_the_parent_started_before_the_run_serves_its_first_kernel(tmp_path: Pat
     assert left_running(str(tmp_path)) == []
 
 
+def test_a_parent_started_early_on_a_machine_that_cannot_confine_kernels_is_ended_at_once(tmp_path: Path) -> None:
+    """The early parent starts before the machine's isolation is probed (its imports overlap the probe); where kernels
+    cannot be confined no kernel would fork from it, so it is killed and not kept for the run."""
+    unconfined = _isolation.Isolation(_isolation.NONE, reason="test")
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    assert not _warm.start_early(argv, {"PATH": os.defpath}, tmp_path, probe=lambda: unconfined)
+    assert _warm._EARLY == {} and left_running(str(tmp_path)) == []
+
+
 def test_a_kernel_the_fork_cannot_reproduce_starts_cold() -> None:
     """Only `PYTHON -m ipykernel_launcher|ipykernel ...` on a machine with namespaces, with an absolute PYTHONPATH."""
     confined = _isolation.Isolation(_isolation.PID_NAMESPACE, wrapper=("unshare",))

@@ -36,11 +36,11 @@ def start_warm_parent(plan: ResolvedPlan, carried: Collection[str] = ()) -> bool
     argv = _kernel_argv(_kernel_name(plan.root, first))
     if argv is None:
         return False
-    from steps import _env_policy, _isolation, _warm
+    from steps import _env_policy, _warm
 
     env, _ = _env_policy.kernel_environment(os.environ, pythonpath=[plan.root / folder for folder in first.pythonpath],
                                             policy=_env_policy.EnvPolicy.of(plan.secret_env, plan.pass_env))
-    return _warm.start_early(argv, env, _isolation.detect(), plan.root)
+    return _warm.start_early(argv, env, plan.root)
 
 
 def _kernel_name(root: Path, step: StepSpec) -> str:
