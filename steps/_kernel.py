@@ -64,14 +64,37 @@ class KernelStartError(Exception):
     """The kernel process did not start or never answered."""
 
 
-def find_kernelspec(name: str) -> KernelSpec | None:
-    """The installed kernelspec called `name`, or None. Looked up each time: JUPYTER_PATH may change."""
+def find_kernelspec(name: str, specs: KernelSpecManager | None = None) -> KernelSpec | None:
+    """The installed kernelspec called `name`, or None. Looked up now (JUPYTER_PATH may change), unless `specs`
+    is a run's RunKernelSpecs."""
     if not name:
         return None
     try:
-        return KernelSpecManager().get_kernel_spec(name)
+        return (specs or KernelSpecManager()).get_kernel_spec(name)
     except (NoSuchKernel, OSError, ValueError):
         return None
+
+
+class RunKernelSpecs(KernelSpecManager):
+    """jupyter_client's kernelspec lookup with each name looked up once: one per run, so that a run sees the kernels
+    installed when it started. Each lookup computes again the folders jupyter_client searches (and its first one
+    imports IPython for the legacy ~/.ipython/kernels): a few milliseconds, twice per step (the runner's choice of
+    kernel and the kernel manager's own), saved for every step after the first."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._looked_up: dict[str, KernelSpec | Exception] = {}
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name not in self._looked_up:
+            try:
+                self._looked_up[kernel_name] = super().get_kernel_spec(kernel_name)
+            except (NoSuchKernel, OSError, ValueError) as exc:
+                self._looked_up[kernel_name] = exc
+        found = self._looked_up[kernel_name]
+        if isinstance(found, Exception):
+            raise found
+        return found
 
 
 def installed_kernels() -> list[str]:
@@ -140,7 +163,7 @@ class LocalKernel:
 
     def __init__(self, spec_name: str, spec: KernelSpec, *, cwd: Path, env: dict[str, str], log_path: Path,
                  isolation: _isolation.Isolation | None = None, withheld: Sequence[str] = (),
-                 warm: _warm.WarmParent | None = None):
+                 warm: _warm.WarmParent | None = None, specs: KernelSpecManager | None = None):
         self.spec_name = spec_name
         self.withheld = list(withheld)  # names only: what the secret policy kept from this kernel
         self.spec = spec
@@ -155,6 +178,8 @@ class LocalKernel:
         options: dict[str, Any] = {}
         if is_ipykernel(spec) and os.name == "posix":
             options = {"transport": "ipc", "ip": str(self._folder / "k")}
+        if specs is not None:  # the run's lookups (RunKernelSpecs): the manager finds the same spec, at no cost
+            options["kernel_spec_manager"] = specs
         self.km = _ConfinedKernelManager(
             kernel_name=spec_name,
             context=_context(),
@@ -213,7 +238,10 @@ class LocalKernel:
         except Exception as exc:  # Popen errors, bad kernelspec argv, provisioner errors
             raise KernelStartError(f"could not start kernel {self.spec_name!r}: {_describe(exc)}") from exc
         self.client = self.km.client(context=_context())
-        self.client.start_channels()
+        # Only what the runner uses: nbclient's requests and their outputs. No stdin (input() is refused, as
+        # allow_stdin is off), no control (shutdown goes to the shell channel: _request_shutdown), and no heartbeat,
+        # a thread per kernel pinging it every second: whether the kernel lives is its process's state (km.is_alive).
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         try:
             self.info = await self._wait_ready(timeout_s)
         except Exception as exc:  # RuntimeError: died before replying, or no reply in time
@@ -335,8 +363,10 @@ class LocalKernel:
 
     async def _release(self) -> None:
         if self.client is not None:
-            with contextlib.suppress(Exception):
-                self.client.stop_channels()
+            # Not client.stop_channels(), which would first create the channels that were never started.
+            for channel in (self.client.shell_channel, self.client.iopub_channel):
+                with contextlib.suppress(Exception):
+                    channel.stop()
         with contextlib.suppress(Exception):
             if self.km.has_kernel and self.process is not None and self.process.poll() is not None:
                 await self.km.provisioner.wait()  # type: ignore[union-attr]  # reaps, closes its pipes

@@ -114,6 +114,8 @@ class StepRequest:
     on_cells_done: Callable[[], None] | None = None
     # Kernels started ahead of time by the run (steps/_warm.py); None: every kernel starts when its step does.
     kernels: _warm.KernelPool | None = None
+    # The run's kernelspec lookups, each name once (steps/_kernel.py); None: looked up for this step.
+    kernelspecs: _kernel.RunKernelSpecs | None = None
 
 
 @dataclass
@@ -236,7 +238,7 @@ class _StepRun:
         request = self.request
         named = str(nb.metadata.get("kernelspec", {}).get("name") or "")
         if request.kernel_required:
-            spec = _kernel.find_kernelspec(request.kernel)
+            spec = _kernel.find_kernelspec(request.kernel, request.kernelspecs)
             if spec is None:
                 return None, f"kernel {request.kernel!r}, named by the plan, is not installed here{_installed()}"
             if named and named != request.kernel:
@@ -244,16 +246,16 @@ class _StepRun:
             self._record_kernel(nb, request.kernel, spec)
             return spec, ""
         if named:
-            spec = _kernel.find_kernelspec(named)
+            spec = _kernel.find_kernelspec(named, request.kernelspecs)
             if spec is not None:
                 self.kernel_name = named
                 return spec, ""
             alias = _KERNEL_ALIASES.get(named, "")
-            spec = _kernel.find_kernelspec(alias)
+            spec = _kernel.find_kernelspec(alias, request.kernelspecs)
             if spec is not None:
                 self._record_kernel(nb, alias, spec)
                 return spec, ""
-        spec = _kernel.find_kernelspec(request.kernel)
+        spec = _kernel.find_kernelspec(request.kernel, request.kernelspecs)
         if spec is None:
             return None, f"kernel {request.kernel!r} is not installed here{_installed()}"
         language = _notebook_language(nb)
@@ -290,7 +292,8 @@ class _StepRun:
 
         def kernel(parent: _warm.WarmParent | None) -> _kernel.LocalKernel:
             return _kernel.LocalKernel(self.kernel_name, spec, cwd=cwd, env=env, log_path=output_dir / KERNEL_LOG,
-                                       isolation=isolation, withheld=withheld, warm=parent)
+                                       isolation=isolation, withheld=withheld, warm=parent,
+                                       specs=request.kernelspecs)
 
         self.kernel = kernel(warm)
         log_cap = _logs.LogCap(output_dir / KERNEL_LOG)

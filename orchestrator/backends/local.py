@@ -30,7 +30,7 @@ from orchestrator.progress import Progress
 from orchestrator.report import notebook_html, render_step_page
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
-from steps import _isolation, _warm, run_notebook
+from steps import _isolation, _kernel, _warm, run_notebook
 from steps.step_result import StepError, StepResult, read_result_file, retry_delay_s, write_result_file
 
 log = logging.getLogger("orchestrator.local")
@@ -73,6 +73,7 @@ class _LocalRun:
             self.renderer.submit(notebook_html.warm_up)
         self.kernels = (_warm.KernelPool(options.run_dir / ".warm-parents", run_notebook.STEP_FOLDER_ENV)
                         if plan.warm_kernels and starting else None)
+        self.kernelspecs = _kernel.RunKernelSpecs()
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()
@@ -226,6 +227,7 @@ class _LocalRun:
             after_results=after,
             after_outputs={self.plan.step(dep).notebook: step_dir(self.options.run_dir, dep) for dep in step.after},
             kernels=self.kernels,
+            kernelspecs=self.kernelspecs,
         )
 
     def _carry_over(self, step: StepSpec, carried: CarriedResult) -> StepResult:
