@@ -34,11 +34,14 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
+from traitlets import default
+
 try:
-    from . import _env_policy, _isolation, _warm
+    from . import _env_policy, _isolation, _kernel_dirs, _warm
 except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
     import _env_policy  # type: ignore[no-redef]
     import _isolation  # type: ignore[no-redef]
+    import _kernel_dirs  # type: ignore[no-redef]
     import _warm  # type: ignore[no-redef]
 
 kernel_environment = _env_policy.kernel_environment  # the rule lives with the secret policy it ends with
@@ -84,6 +87,10 @@ class RunKernelSpecs(KernelSpecManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._looked_up: dict[str, KernelSpec | Exception] = {}
+
+    @default("kernel_dirs")
+    def _kernel_dirs_default(self) -> list[str]:
+        return _kernel_dirs.kernel_dirs()  # jupyter_client's folders, without its import of IPython
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         if kernel_name not in self._looked_up:

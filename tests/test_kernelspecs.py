@@ -36,3 +36,19 @@ def test_a_run_looks_each_kernelspec_up_once(tmp_path: Path, monkeypatch: pytest
     assert _kernel.find_kernelspec("not-installed", run) is None
     assert _kernel.find_kernelspec("during-run") is None
     assert _kernel.find_kernelspec("not-installed", _kernel.RunKernelSpecs()) is not None
+
+
+def test_the_run_searches_jupyter_clients_folders_without_importing_ipython(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    assert _kernel.RunKernelSpecs().kernel_dirs == KernelSpecManager().kernel_dirs
+    _install(tmp_path / "ipython", "legacy")  # IPython's own kernels folder, the last jupyter_client searches
+    code = ("import sys\nfrom steps import _kernel\nspec = _kernel.find_kernelspec('legacy', _kernel.RunKernelSpecs())\n"
+            "print(spec.display_name, 'IPython' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["legacy", "False"]

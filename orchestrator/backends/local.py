@@ -27,7 +27,7 @@ from orchestrator.backends.slots import RankedSlots
 from orchestrator.history.vcs import current_branch, current_commit
 from orchestrator.plan.spec import ResolvedPlan, StepSpec
 from orchestrator.progress import Progress
-from orchestrator.report import notebook_html, render_step_page
+from orchestrator.report import render_step_page, warm_up
 from orchestrator.results import INTERRUPTED_REASON, RunRecord, write_json_atomic
 from orchestrator.run_folder import PLAN_FILE, step_dir
 from steps import _isolation, _kernel, _warm, run_notebook
@@ -69,8 +69,8 @@ class _LocalRun:
         self.renders: list[asyncio.Future[Any]] = []
         # The next kernel starts while the current notebooks run (steps/_warm.py); the spares die with the run.
         starting = [step for step in plan.steps if step.skip is None and step.id not in options.carried]
-        if starting:  # nbconvert imported and set up while the first kernels start, not after the first notebook
-            self.renderer.submit(notebook_html.warm_up)
+        if starting:  # nbconvert and the report's template set up while the first kernels start, not after
+            self.renderer.submit(warm_up)
         self.kernels = (_warm.KernelPool(options.run_dir / ".warm-parents", run_notebook.STEP_FOLDER_ENV)
                         if plan.warm_kernels and starting else None)
         self.kernelspecs = _kernel.RunKernelSpecs()

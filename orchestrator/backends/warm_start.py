@@ -63,11 +63,9 @@ def _kernel_name(root: Path, step: StepSpec) -> str:
 def _kernel_argv(name: str) -> list[str] | None:
     """The argv of kernelspec `name` where jupyter_client looks first (its kernel folders, then ipykernel's own
     python3); None if not found there."""
-    from jupyter_core.paths import jupyter_path
+    from steps._kernel_dirs import kernel_dirs
 
-    folders = [Path(folder) for folder in jupyter_path("kernels")]
-    folders.append(Path(os.environ.get("IPYTHONDIR") or Path.home() / ".ipython") / "kernels")
-    for folder in folders:
+    for folder in map(Path, kernel_dirs()):
         try:
             spec: Any = json.loads((folder / name.lower() / "kernel.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

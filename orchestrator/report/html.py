@@ -44,6 +44,9 @@ class StepLinks:
     html: str | None
 
 
+REPORT_TEMPLATE = "report.html.j2"
+
+
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -73,7 +76,7 @@ def write_html(run: RunResults, run_dir: Path, path: Path, *, now: datetime | No
     links = {step.id: _links(step, run_dir, path.parent) for step in run.steps}
     summary = [(status, run.counts.get(status, 0)) for status in SUMMARY_ORDER]
     summary += [(status, n) for status, n in run.counts.items() if status not in SUMMARY_ORDER and n]
-    page = environment().get_template("report.html.j2").render(
+    page = environment().get_template(REPORT_TEMPLATE).render(
         run=run,
         summary=summary,
         timeline=timeline,
