@@ -79,6 +79,7 @@ PROBE = (
     "  'matplotlib': matplotlib.rcParams['lines.linewidth'], 'path': sys.path, 'environ': dict(os.environ),\n"
     "  'modules': sorted(sys.modules), 'argv': sys.argv[1:] + sys.orig_argv, 'random': random.random(),\n"
     "  'gc': [gc.isenabled(), gc.get_threshold(), ref() is None], 'frozen': gc.get_freeze_count(),\n"
+    "  'psutil_ready': sys.modules['ipykernel.kernelbase'].psutil is not None,\n"
     "  'caps': {k: v.strip() for k, v in status.items() if k.startswith('Cap')}, 'pid': os.getpid(),\n"
     "  'processes': sorted(int(p) for p in os.listdir('/proc') if p.isdigit()), 'ppid': os.getppid()}))"
 )
@@ -159,6 +160,8 @@ def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_co
     # imported is frozen, so that collections in a kernel do not copy the pages it shares with the parent.
     assert warm_seen["gc"] == cold_seen["gc"] == [True, cold_seen["gc"][1], True]
     assert cold_seen["frozen"] == 0 and warm_seen["frozen"] > 10_000
+    # ipykernel's shutdown finds psutil already imported (steps/_zygote.py), though not in sys.modules (compared above).
+    assert warm_seen["psutil_ready"] is True and cold_seen["psutil_ready"] is False
     assert warm_seen["random"] != second_seen["random"]  # reseeded in each child, as in a fresh interpreter
     warm_env, cold_env = warm_seen.pop("environ"), cold_seen.pop("environ")
     assert warm_env.pop(run_notebook.STEP_OUTPUT_ENV) == str(tmp_path / "out-warm")
