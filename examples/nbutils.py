@@ -24,7 +24,7 @@ STEP_OUTPUT_ENV = "ORCHESTRATOR_STEP_OUTPUT"
 AFTER_OUTPUTS_ENV = "ORCHESTRATOR_AFTER_OUTPUTS"
 
 # scrapbook's payload media type for the "json" encoder (scrapbook.schemas.GLUE_PAYLOAD_FMT), the one the
-# orchestrator reads metrics from (DESIGN.md section 4).
+# orchestrator reads metrics from (docs/architecture.md#step-result).
 GLUE_MIME = "application/scrapbook.scrap.json+json"
 
 
