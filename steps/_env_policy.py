@@ -18,6 +18,7 @@ HF_TOKEN, say); never the orchestrator's own credentials, never a `secret_env` n
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,6 +78,9 @@ def is_orchestrator_credential(name: str, environ: Mapping[str, str] = {}) -> bo
     return bool(connection) and upper == connection.upper()
 
 
+# Both checks are pure functions of a string, asked again for every variable at every kernel start of a run (about
+# 2 ms per kernel on the shared 2-core VM): answered once per string. The strings are this process's own environment.
+@functools.lru_cache(maxsize=4096)
 def looks_secret(name: str) -> bool:
     """True for a name that announces a credential, or a Service Bus / Key Vault / Functions host variable."""
     upper = name.upper()
@@ -88,6 +92,7 @@ def looks_secret(name: str) -> bool:
     return any(pair == (a, b) for pair in _SECRET_PAIRS for a, b in zip(parts, parts[1:]))
 
 
+@functools.lru_cache(maxsize=4096)
 def value_looks_secret(value: str) -> bool:
     return any(pattern.search(value) for pattern in _SECRET_VALUES)
 
