@@ -34,14 +34,11 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
-from traitlets import default
-
 try:
-    from . import _env_policy, _isolation, _kernel_dirs, _warm
+    from . import _env_policy, _isolation, _warm
 except ImportError:  # run as a script (steps/run_notebook.py puts this folder on sys.path)
     import _env_policy  # type: ignore[no-redef]
     import _isolation  # type: ignore[no-redef]
-    import _kernel_dirs  # type: ignore[no-redef]
     import _warm  # type: ignore[no-redef]
 
 kernel_environment = _env_policy.kernel_environment  # the rule lives with the secret policy it ends with
@@ -80,17 +77,14 @@ def find_kernelspec(name: str, specs: KernelSpecManager | None = None) -> Kernel
 
 class RunKernelSpecs(KernelSpecManager):
     """jupyter_client's kernelspec lookup with each name looked up once: one per run, so that a run sees the kernels
-    installed when it started. Each lookup computes again the folders jupyter_client searches (and its first one
-    imports IPython for the legacy ~/.ipython/kernels): a few milliseconds, twice per step (the runner's choice of
-    kernel and the kernel manager's own), saved for every step after the first."""
+    installed when it started. Each lookup computes again the folders jupyter_client searches (the local backend
+    passes them as `kernel_dirs`, found without importing IPython: orchestrator/backends/kernel_dirs.py): a few
+    milliseconds, twice per step (the runner's choice of kernel and the kernel manager's own), saved for every step
+    after the first."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._looked_up: dict[str, KernelSpec | Exception] = {}
-
-    @default("kernel_dirs")
-    def _kernel_dirs_default(self) -> list[str]:
-        return _kernel_dirs.kernel_dirs()  # jupyter_client's folders, without its import of IPython
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         if kernel_name not in self._looked_up:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.backends.kernel_dirs import kernel_dirs
 from steps import _kernel
 
 
@@ -46,9 +47,10 @@ def test_the_run_searches_jupyter_clients_folders_without_importing_ipython(tmp_
 
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    assert _kernel.RunKernelSpecs().kernel_dirs == KernelSpecManager().kernel_dirs
+    assert kernel_dirs() == KernelSpecManager().kernel_dirs
     _install(tmp_path / "ipython", "legacy")  # IPython's own kernels folder, the last jupyter_client searches
-    code = ("import sys\nfrom steps import _kernel\nspec = _kernel.find_kernelspec('legacy', _kernel.RunKernelSpecs())\n"
+    code = ("import sys\nfrom orchestrator.backends.kernel_dirs import kernel_dirs\nfrom steps import _kernel\n"
+            "spec = _kernel.find_kernelspec('legacy', _kernel.RunKernelSpecs(kernel_dirs=kernel_dirs()))\n"
             "print(spec.display_name, 'IPython' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["legacy", "False"]

@@ -22,6 +22,7 @@ from typing import Any
 
 from orchestrator.backends import CarriedResult, RunOptions, RunOutcome
 from orchestrator.backends.gpus import visible_gpus
+from orchestrator.backends.kernel_dirs import kernel_dirs
 from orchestrator.backends.priority import ranks
 from orchestrator.backends.slots import RankedSlots
 from orchestrator.history.vcs import current_branch, current_commit
@@ -73,7 +74,7 @@ class _LocalRun:
             self.renderer.submit(warm_up)
         self.kernels = (_warm.KernelPool(options.run_dir / ".warm-parents", run_notebook.STEP_FOLDER_ENV)
                         if plan.warm_kernels and starting else None)
-        self.kernelspecs = _kernel.RunKernelSpecs()
+        self.kernelspecs = _kernel.RunKernelSpecs(kernel_dirs=kernel_dirs())
 
     async def execute(self) -> RunOutcome:
         started = time.monotonic()

@@ -63,7 +63,7 @@ def _kernel_name(root: Path, step: StepSpec) -> str:
 def _kernel_argv(name: str) -> list[str] | None:
     """The argv of kernelspec `name` where jupyter_client looks first (its kernel folders, then ipykernel's own
     python3); None if not found there."""
-    from steps._kernel_dirs import kernel_dirs
+    from orchestrator.backends.kernel_dirs import kernel_dirs
 
     for folder in map(Path, kernel_dirs()):
         try:

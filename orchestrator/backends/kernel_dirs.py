@@ -1,7 +1,9 @@
 """The folders kernelspecs are found in, in jupyter_client's order (its KernelSpecManager's default `kernel_dirs`:
 Jupyter's data path, then IPython's own kernels folder), computed without importing IPython: jupyter_client imports
 it for that last folder, ~40 ms of a one-notebook run's critical path for a folder rarely used. Standard library
-and jupyter_core only."""
+and jupyter_core only (orchestrator/backends/warm_start.py imports no jupyter_client). Used by the local backend's
+lookups (steps/_kernel.RunKernelSpecs) and the early warm parent's; the step runner on Azure ML nodes keeps
+jupyter_client's own."""
 
 from __future__ import annotations
 
