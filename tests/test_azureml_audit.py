@@ -58,7 +58,7 @@ def test_a_complete_environment_is_left_as_written(tmp_path: Path) -> None:
     from orchestrator.azureml.environments import with_runner_packages
 
     conda = {"dependencies": ["papermill", "nbclient", "nbformat", "jupyter_client", "ipykernel", "pyzmq",
-                              "jupyter_core", "traitlets", {"pip": ["mlflow==2.17.2", "azureml-mlflow"]}]}
+                              {"pip": ["mlflow==2.17.2", "azureml-mlflow"]}]}
     assert with_runner_packages(conda, "env.yml") is conda  # mlflow counts for mlflow-skinny
 
 

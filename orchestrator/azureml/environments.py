@@ -35,9 +35,7 @@ GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 STOCK_DIR = Path(__file__).resolve().parents[2] / "environments"
 # What steps/run_notebook.py and steps/mlflow_log.py import (plus ipykernel, which runs the kernel), as conda
 # and pip spell them: every notebook node's environment must provide these. Pins come from environments/cpu.yml.
-# jupyter_core and traitlets come with jupyter_client, but steps/ imports them itself, so they are named too.
-RUNNER_CONDA = ("papermill", "nbclient", "nbformat", "jupyter_client", "ipykernel", "pyzmq", "jupyter_core",
-                "traitlets")
+RUNNER_CONDA = ("papermill", "nbclient", "nbformat", "jupyter_client", "ipykernel", "pyzmq")
 RUNNER_PIP = ("mlflow-skinny", "azureml-mlflow")
 # A package that also satisfies one of the above (mlflow includes everything mlflow-skinny has).
 SATISFIED_BY = {"mlflow-skinny": ("mlflow",)}
