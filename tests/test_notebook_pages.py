@@ -4,6 +4,7 @@ IPython and without re-parsing a page that has nothing nbconvert's accessibility
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from nbformat.v4 import new_output
 
 from orchestrator.report import _page_exporter
+from orchestrator.report.files import template_cache
 from orchestrator.report.notebook_html import render_notebook_html
 from tests.report_builders import executed_notebook
 
@@ -61,3 +63,28 @@ def test_rendering_a_page_does_not_import_ipython(tmp_path: Path) -> None:
             "print(sorted(name for name in sys.modules if name.split('.')[0] == 'IPython'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_compiled_templates_are_kept_between_runs_and_give_the_same_page(tmp_path: Path) -> None:
+    """jinja2's bytecode cache (orchestrator/report/files.py, template_cache), in its per-user folder under TMPDIR: the
+    second process reads the templates the first compiled, and writes the same page."""
+    notebook = _ipython3(tmp_path / "nb.ipynb", image=False)
+    code = ("import sys\nfrom pathlib import Path\nfrom orchestrator.report.notebook_html import render_notebook_html\n"
+            "assert render_notebook_html(Path(sys.argv[1]), Path(sys.argv[2]))")
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    pages = []
+    for run in ("first", "second"):
+        subprocess.run([sys.executable, "-c", code, str(notebook), str(tmp_path / f"{run}.html")], env=env, check=True)
+        pages.append((tmp_path / f"{run}.html").read_bytes())
+        cached = list((tmp_path / "tmp").glob("_jinja2-cache-*/*.cache"))
+        assert cached and all(entry.stat().st_mode & 0o077 == 0 for entry in cached)
+    assert pages[0] == pages[1]
+
+
+def test_without_a_safe_folder_templates_are_compiled_as_before(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "missing" / "folder"))
+    assert template_cache() is None

@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from orchestrator.history.sparkline import sparkline
 from orchestrator.history.trends import NotebookTrend, Series
-from orchestrator.report.files import executed_notebook, write_atomic
+from orchestrator.report.files import executed_notebook, template_cache, write_atomic
 from orchestrator.results import RunResults
 from steps.step_result import StepResult
 from orchestrator.text import show_duration, show_value, truncate_middle, truncate_tail
@@ -51,6 +51,7 @@ REPORT_TEMPLATE = "report.html.j2"
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        bytecode_cache=template_cache(),
         autoescape=True,
         undefined=jinja2.StrictUndefined,  # a typo in the template fails the tests, not the page
         trim_blocks=True,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.report.files import write_atomic
+from orchestrator.report.files import template_cache, write_atomic
 
 log = logging.getLogger("orchestrator.report")
 
@@ -177,8 +177,10 @@ def _exporter() -> Any:
     quiet.setLevel(logging.ERROR)
     # optimistic_validation: the notebook is checked against the schema once, after nbconvert's preprocessors, not
     # after each of them (13 times a page: a fifth of its conversion); the page is the same.
-    return PageExporter(template_name="basic", log=quiet,  # type: ignore[no-untyped-call]  # traitlets class
-                        optimistic_validation=True)
+    exporter = PageExporter(template_name="basic", log=quiet,  # type: ignore[no-untyped-call]  # traitlets class
+                            optimistic_validation=True)
+    exporter.environment.bytecode_cache = template_cache()  # compiled templates kept between runs (files.py)
+    return exporter
 
 
 @functools.lru_cache(maxsize=1)
