@@ -14,6 +14,7 @@ conda spells differently from pip.
 from __future__ import annotations
 
 import ast
+import hashlib
 import re
 import shlex
 import sys
@@ -37,6 +38,7 @@ _PARSE_LOCK = threading.Lock()
 # content (the snapshot's copies in each node's folder are equal), and the installed distributions once per
 # process, under a lock (lru_cache alone let five threads each scan them, 0.5 CPU-s apiece).
 _DISTRIBUTIONS_LOCK = threading.Lock()
+_READ_SCRIPTS: dict[bytes, tuple[tuple[str, ...], frozenset[str]]] = {}
 _OPTIONAL_ERRORS = frozenset({"ImportError", "ModuleNotFoundError"})
 
 
@@ -209,12 +211,16 @@ def third_party_imports(scripts: list[Path], code_root: Path) -> dict[str, str]:
     return external
 
 
-@lru_cache(maxsize=2048)
 def _read_script(source: bytes) -> tuple[tuple[str, ...], frozenset[str]]:
-    """What a Python file imports and the sibling scripts it names, by its content."""
-    with _PARSE_LOCK:
-        tree = ast.parse(source.decode("utf-8"))
-    return tuple(_imports(tree)), frozenset(_script_names(tree))
+    """What a Python file imports and the sibling scripts it names, by its content (its digest is the key: the
+    sources themselves are not kept)."""
+    key = hashlib.sha256(source).digest()
+    found = _READ_SCRIPTS.get(key)
+    if found is None:
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
+        found = _READ_SCRIPTS[key] = (tuple(_imports(tree)), frozenset(_script_names(tree)))
+    return found
 
 
 def missing_packages(command: str, code_root: Path, conda: Mapping[str, Any] | None) -> dict[str, str]:
