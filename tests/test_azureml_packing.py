@@ -152,6 +152,7 @@ def test_compile_with_the_history_of_40_tiny_notebooks_makes_at_most_4_nodes_and
     assert "packing: 40 notebook nodes, none packed" in plain.output
 
 
+@pytest.mark.slow
 def test_the_pack_runner_runs_each_notebook_into_its_own_folder_with_after_inside_and_outside(tmp_path: Path) -> None:
     from steps import azureml_pack
 

@@ -68,6 +68,7 @@ def test_shape_of_the_300_notebook_job(compiled: tuple[Any, Any, float]) -> None
     assert {n.limits.timeout for name, n in job.jobs.items() if name != REPORT_NODE} == {1200 + TIMEOUT_GRACE_S}
 
 
+@pytest.mark.slow
 def test_edges_of_the_300_notebook_job(compiled: tuple[Any, Any, float]) -> None:
     job, plan, _ = compiled
     import json

@@ -18,6 +18,7 @@ from tests.builders import glue_source, make_notebook  # noqa: E402
 STEP_SCRIPT = Path(__file__).resolve().parents[1] / "steps" / "azureml_step.py"
 
 
+@pytest.mark.slow
 def test_the_node_command_runs_the_notebook_and_logs_it_to_the_jobs_mlflow_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient

@@ -91,6 +91,7 @@ def test_sparkline_is_numbers_only_and_needs_two_points() -> None:
     assert sparkline([1.0]) == "" and sparkline([float("nan"), 1.0]) == ""
 
 
+@pytest.mark.slow
 def test_runs_with_changing_metrics_show_the_trend_and_the_missed_relative_expectation(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     make_notebook(repo / "train.ipynb", glue_source("accuracy", "__ACC__").replace("'__ACC__'", "acc"),

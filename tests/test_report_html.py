@@ -227,6 +227,7 @@ def test_render_notebook_html_returns_none_for_a_missing_notebook(tmp_path: Path
     assert render_notebook_html(tmp_path / "missing.ipynb", tmp_path / "missing.html") is None
 
 
+@pytest.mark.slow
 def test_many_notebooks_render_in_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     jobs = [RenderJob(executed_notebook(tmp_path / f"nb{i}.ipynb"), tmp_path / f"nb{i}.html") for i in range(12)]
     (tmp_path / "nb3.ipynb").write_text("broken", encoding="utf-8")

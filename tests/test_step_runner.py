@@ -741,6 +741,7 @@ def test_interrupting_the_injected_parameters_cell_names_it(tmp_path: Path) -> N
     assert error["evalue"].endswith("while the injected parameters cell was running"), error["evalue"]
 
 
+@pytest.mark.slow
 def test_many_steps_run_concurrently_in_one_event_loop(tmp_path: Path) -> None:
     notebooks = [
         make_notebook(tmp_path / f"nb{i}" / "nb.ipynb", "import time\ntime.sleep(0.3)", glue_source("i", i),

@@ -36,6 +36,7 @@ def handle(*args: Any) -> Any:
     return CliRunner().invoke(handle_command, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_handle_runs_the_notebooks_here_and_closes_the_devops_job_with_their_outcome(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     isolate_sdk_caches(monkeypatch, tmp_path / "sdk-cache")

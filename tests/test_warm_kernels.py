@@ -108,6 +108,7 @@ DIRTY = (
 )
 
 
+@pytest.mark.slow
 def test_a_forked_kernel_sees_nothing_another_notebook_did_and_exactly_what_a_cold_start_gives(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = tmp_path / "repo_lib"
@@ -174,6 +175,7 @@ def _no_folder(argument: str) -> str:
     return re.sub(r"nbk-[^/]+", "nbk-X", argument)
 
 
+@pytest.mark.slow
 def test_every_status_is_classified_as_before_on_forked_kernels(tmp_path: Path) -> None:
     def step(name: str, *cells: str, **fields: Any) -> StepRequest:
         notebook = make_notebook(tmp_path / f"{name}.ipynb", *cells)
@@ -262,6 +264,7 @@ def test_a_killed_orchestrator_leaves_no_warm_parent_and_no_kernel_behind(tmp_pa
     assert left_running(str(tmp_path), within_s=5) == []
 
 
+@pytest.mark.slow
 def test_the_plan_setting_and_the_command_line_option_turn_warm_kernels_off(tmp_path: Path) -> None:
     make_notebook(tmp_path / "a.ipynb", "x = 1")
     make_notebook(tmp_path / "b.ipynb", "x = 2")
